@@ -1,0 +1,285 @@
+"""Common machinery of the classical solvers: parameters, time stepping to output times, blow-up checks.
+
+A concrete solver precomputes everything that does not depend on the PDE parameters in its
+constructor (wavenumbers, grids) and implements three small hooks:
+
+* :meth:`Solver._initial_condition` — draw initial states on the CPU from a generator;
+* :meth:`Solver._stepper` — build, for one batch of parameters, a function ``step(state, h)``
+  advancing the internal state by ``h`` (precomputing per-trajectory coefficients once);
+* :meth:`Solver._to_state` / :meth:`Solver._from_state` — convert between physical fields
+  ``[B, C, *S]`` and the internal state (e.g. Fourier coefficients).
+
+:meth:`Solver.solve` then integrates to the requested output times, burn-in included, and checks
+every output for non-finite or exploding values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+ParamValue = float | Sequence[Any]
+"""A PDE parameter in a config: a number (fixed) or ``[low, high]`` (uniform) or ``[low, high, "log"]``."""
+
+
+class ConfigError(ValueError):
+    """A solver configuration that cannot work; the message names the key and what is allowed."""
+
+
+class DivergenceError(RuntimeError):
+    """Some trajectories of a batch blew up (non-finite, or larger than the solver's threshold).
+
+    Attributes:
+        indices: batch indices of the trajectories that diverged (sorted).
+        result: the full output ``[B, T, C, *S]``; diverged trajectories are NaN from the first
+            output time at which they were detected, the others are valid.
+    """
+
+    def __init__(self, message: str, indices: list[int], result: Tensor) -> None:
+        super().__init__(message)
+        self.indices = indices
+        self.result = result
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+class ParamSpec:
+    """One PDE parameter: fixed value, uniform range or log-uniform range, with validation."""
+
+    def __init__(self, name: str, value: ParamValue, positive: bool = False) -> None:
+        self.name = name
+        self.log = False
+        if isinstance(value, int | float):
+            self.low = self.high = float(value)
+        else:
+            items = list(value)
+            if len(items) == 3 and items[2] == "log":
+                self.log = True
+                items = items[:2]
+            require(
+                len(items) == 2 and all(isinstance(v, int | float) for v in items),
+                f"{name}={value!r} is not allowed: give a number, [low, high] or [low, high, 'log']",
+            )
+            self.low, self.high = float(items[0]), float(items[1])
+            require(self.low <= self.high, f"{name}={value!r}: low must not exceed high")
+        require(
+            math.isfinite(self.low) and math.isfinite(self.high),
+            f"{name}={value!r} must be finite",
+        )
+        if positive or self.log:
+            require(self.low > 0, f"{name}={value!r} is not allowed: {name} must be > 0")
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+    def sample(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        """``batch`` float64 draws on the CPU."""
+        if self.fixed:
+            return torch.full((batch,), self.low, dtype=torch.float64)
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        if self.log:
+            return torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
+        return self.low + u * (self.high - self.low)
+
+    def check(self, values: Tensor) -> None:
+        """Refuse values outside the physically allowed set (e.g. a negative viscosity)."""
+        if not bool(torch.isfinite(values).all()):
+            raise ConfigError(f"parameter {self.name} has non-finite values")
+        if self.low > 0 and bool((values <= 0).any()):
+            raise ConfigError(f"parameter {self.name} must be > 0, got min {values.min().item():g}")
+
+
+Stepper = Callable[[Any, float], Any]
+
+
+class Solver(ABC):
+    """Base class of all pdestream solvers (see ``ARCHITECTURE.md``, *Solver API*).
+
+    Args:
+        n: grid points per spatial dimension.
+        length: side of the periodic domain ``[0, length)^ndim``.
+        dt: largest internal time step; output intervals are split into equal sub-steps ``<= dt``.
+        burn_in: time integrated before ``t = 0`` so that transients are dropped (0: none).
+        blowup: an output with ``max |u|`` above this (or any non-finite value) marks its
+            trajectory as diverged.
+    """
+
+    ndim: int = 1
+    channels: tuple[str, ...] = ("u",)
+
+    def __init__(self, n: int, length: float, dt: float, burn_in: float = 0.0, blowup: float = 1e6) -> None:
+        require(isinstance(n, int) and n >= 8 and n % 2 == 0, f"n={n!r}: must be an even int >= 8")
+        require(length > 0 and math.isfinite(length), f"length={length!r}: must be > 0")
+        require(dt > 0 and math.isfinite(dt), f"dt={dt!r}: must be > 0")
+        require(burn_in >= 0, f"burn_in={burn_in!r}: must be >= 0")
+        require(blowup > 0, f"blowup={blowup!r}: must be > 0")
+        self.n, self.length, self.dt = n, float(length), float(dt)
+        self.burn_in, self.blowup = float(burn_in), float(blowup)
+        self.params: dict[str, ParamSpec] = {}
+
+    # ----------------------------------------------------------------- parameters
+    def add_param(self, name: str, value: ParamValue, positive: bool = False) -> None:
+        self.params[name] = ParamSpec(name, value, positive)
+
+    def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One value per trajectory for every PDE parameter (float64, CPU)."""
+        return {name: spec.sample(batch, generator) for name, spec in self.params.items()}
+
+    def complete_params(
+        self,
+        params: Mapping[str, Tensor | float] | None,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> dict[str, Tensor]:
+        """Fill in missing parameters (fixed ones by value, ranged ones by their midpoint) and check them."""
+        params = dict(params or {})
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {sorted(unknown)} for {type(self).__name__}; "
+                f"allowed: {sorted(self.params)}"
+            )
+        out = {}
+        for name, spec in self.params.items():
+            value = params.get(name, 0.5 * (spec.low + spec.high))
+            value = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+            if value.numel() == 1:
+                value = value.expand(batch)
+            if value.numel() != batch:
+                raise ConfigError(f"parameter {name} has {value.numel()} values for a batch of {batch}")
+            spec.check(value)
+            out[name] = value.to(device=device, dtype=dtype)
+        return out
+
+    # ----------------------------------------------------------------- grid
+    @property
+    def dx(self) -> float:
+        return self.length / self.n
+
+    @property
+    def grid(self) -> tuple[Tensor, ...]:
+        """Cell coordinates, one float64 tensor of ``n`` points per dimension (x, then y)."""
+        x = torch.arange(self.n, dtype=torch.float64) * self.dx
+        return tuple(x for _ in range(self.ndim))
+
+    def mesh(
+        self, device: torch.device | None = None, dtype: torch.dtype = torch.float64
+    ) -> tuple[Tensor, ...]:
+        """Broadcastable coordinate arrays, ``indexing="ij"``."""
+        axes = [g.to(device=device, dtype=dtype) for g in self.grid]
+        return tuple(torch.meshgrid(*axes, indexing="ij")) if self.ndim > 1 else (axes[0],)
+
+    # ----------------------------------------------------------------- hooks
+    @abstractmethod
+    def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        """Initial states ``[B, C, *S]``, float64 on the CPU."""
+
+    @abstractmethod
+    def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:
+        """A function ``step(state, h) -> state`` for this batch of parameters."""
+
+    def _to_state(self, u: Tensor) -> Any:
+        return u
+
+    def _from_state(self, state: Any) -> Tensor:
+        return state
+
+    def _check_state(self, u: Tensor, params: dict[str, Tensor], h: float) -> None:  # noqa: B027
+        """Hook run on every output: raise :class:`ConfigError` if the step is unstable (e.g. CFL)."""
+
+    # ----------------------------------------------------------------- public API
+    def initial_condition(
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Random initial states ``[B, C, *S]`` (drawn on the CPU, so equal on every device)."""
+        return self._initial_condition(batch, generator).to(device=device, dtype=dtype)
+
+    def solve(
+        self, u0: Tensor, t: Sequence[float] | Tensor, params: Mapping[str, Tensor | float] | None = None
+    ) -> Tensor:
+        """States at the times ``t`` (after ``burn_in``), ``[B, len(t), C, *S]``, on ``u0``'s device and dtype.
+
+        Raises:
+            DivergenceError: some trajectories blew up; the others are in ``error.result``.
+        """
+        expected = (len(self.channels), *([self.n] * self.ndim))
+        if u0.ndim != 1 + len(expected) or tuple(u0.shape[1:]) != expected:
+            raise ConfigError(
+                f"u0 has shape {tuple(u0.shape)}; expected [batch, {', '.join(map(str, expected))}]"
+            )
+        times = torch.as_tensor(t, dtype=torch.float64).reshape(-1).tolist()
+        if not times or times[0] < 0 or any(b < a for a, b in itertools.pairwise(times)):
+            raise ConfigError(f"t={times}: output times must be non-empty, >= 0 and non-decreasing")
+        batch, device, dtype = u0.shape[0], u0.device, u0.dtype
+        full = self.complete_params(params, batch, device, dtype)
+        step = self._stepper(full, device, dtype)
+        state = self._to_state(u0)
+        bad = torch.zeros(batch, dtype=torch.bool, device=device)
+        first_bad_time = math.nan
+        outputs = []
+        now, h = -self.burn_in, self.dt
+        for target in times:
+            span = target - now
+            if span > 0:
+                substeps = max(1, math.ceil(span / self.dt - 1e-9))
+                h = span / substeps
+                for _ in range(substeps):
+                    state = step(state, h)
+                now = target
+            u = self._from_state(state)
+            flat = u.reshape(batch, -1)
+            newly = ~torch.isfinite(flat).all(dim=1) | (flat.abs().amax(dim=1) > self.blowup)
+            if bool(newly.any()):
+                if not bool(bad.any()):
+                    first_bad_time = target
+                bad |= newly
+            else:
+                self._check_state(u, full, h)
+            outputs.append(torch.where(_expand(bad, u), torch.nan, u))
+        result = torch.stack(outputs, dim=1)
+        if bool(bad.any()):
+            indices = bad.nonzero().flatten().tolist()
+            shown = ", ".join(f"{k}={v[indices[0]].item():g}" for k, v in full.items())
+            raise DivergenceError(
+                f"{type(self).__name__}: {len(indices)} of {batch} trajectories blew up (non-finite or "
+                f"|u| > {self.blowup:g}) by t={first_bad_time:g}, e.g. trajectory {indices[0]} ({shown}); "
+                f"dt={self.dt:g} is likely too large for this configuration",
+                indices,
+                result,
+            )
+        return result
+
+
+def _expand(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def wavenumbers(n: int, length: float, real: bool = False) -> Tensor:
+    """Angular wavenumbers ``2π k / length`` of an ``n``-point periodic grid (float64).
+
+    ``real=True`` gives the ``n // 2 + 1`` non-negative ones that match ``torch.fft.rfft``.
+    """
+    freqs = torch.fft.rfftfreq(n, d=1.0 / n) if real else torch.fft.fftfreq(n, d=1.0 / n)
+    return (2 * math.pi / length) * freqs.to(torch.float64)
+
+
+def dealias_mask(n: int, real: bool = False) -> Tensor:
+    """Orszag's 2/3 rule: ``True`` for the integer wavenumbers ``|k| < n/3`` that are kept."""
+    freqs = torch.fft.rfftfreq(n, d=1.0 / n) if real else torch.fft.fftfreq(n, d=1.0 / n)
+    return freqs.abs() < n / 3
