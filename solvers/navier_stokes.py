@@ -1,0 +1,220 @@
+"""2D incompressible Navier-Stokes in vorticity form on a periodic square (FNO data set, Kolmogorov flow).
+
+Equation, on ``[0, L)^2`` with coordinates ``(x, y)`` (``indexing="ij"``, x first)::
+
+    w_t + u·∇w = nu Δw + f − drag w,      u = (ψ_y, −ψ_x),      −Δψ = w.
+
+Discretisation: Fourier pseudo-spectral (``rfft2``), advection in conservative form
+``u·∇w = ∂_x(u w) + ∂_y(v w)`` with Orszag's 2/3 rule (inputs and product truncated, so the kept
+modes are alias-free). Time stepping: fourth-order integrating-factor Runge-Kutta (IFRK4, see
+Trefethen, *Spectral Methods in MATLAB*, 2000, program 27; Kassam & Trefethen 2005): the linear part
+``−nu |k|^2 − drag`` is integrated exactly, advection and forcing explicitly with classical RK4.
+Global order 4 in time; the linear part imposes no step limit, advection imposes a CFL limit
+(RK4's imaginary-axis stability bound 2√2 with the dealiased ``k_max = 2π/(3 dx)`` gives
+``h (|u| + |v|)_max / dx <= 1.35``), checked at every output.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from solvers.base import ConfigError, ParamValue, Solver, Stepper, dealias_mask, require, wavenumbers
+
+FORCINGS = ("fno", "kolmogorov", "none")
+"""Allowed values of the ``forcing`` key."""
+INITIAL_CONDITIONS = ("grf",)
+"""Allowed values of the ``ic`` key."""
+_DEFAULT_FORCING = {"fno": (0.1, 1), "kolmogorov": (1.0, 4)}
+"""Default ``(forcing_amplitude, forcing_wavenumber)`` per forcing kind."""
+MAX_CFL = 2 * math.sqrt(2) * 3 / (2 * math.pi)
+"""RK4 is stable on the imaginary axis up to ``|λ h| = 2√2``; dealiased advection has
+``|λ| <= (|u| + |v|) 2π / (3 dx)``, so ``h (|u| + |v|) / dx <= 1.35``."""
+
+
+class NavierStokes2D(Solver):
+    """Vorticity ``w`` of 2D incompressible flow, one channel, state ``[B, 1, n, n]``.
+
+    Forcing (vorticity source ``f``, ``A`` = ``forcing_amplitude``, ``m`` = ``forcing_wavenumber``):
+
+    * ``"fno"``: ``f = A (sin(2π m (x + y)/L) + cos(2π m (x + y)/L))``; with ``L = 1, A = 0.1, m = 1`` this
+      is the forcing of the FNO Navier-Stokes data set (Li et al., ICLR 2021);
+    * ``"kolmogorov"``: ``f = A sin(2π m y / L)``, e.g. ``sin(4y)`` for ``L = 2π, m = 4``;
+    * ``"none"``: ``f = 0`` (decaying turbulence).
+
+    Initial condition ``"grf"``: the Gaussian random field ``N(0, σ^2 (−Δ + τ^2)^{−α})`` of the FNO
+    generator with ``σ = τ^{α − 1}``, normalised as there: the unnormalised DFT coefficients have
+    ``E|ŵ_k|^2 = 2 σ^2 n^4 (κ^2 + τ^2)^{−α}`` with ``κ = 2π|k|/L`` and ``ŵ_0 = 0`` (FNO: ``α = 2.5``,
+    ``τ = 7``, ``L = 1``, i.e. the covariance ``7^{3/2} (−Δ + 49 I)^{−2.5}`` of the paper).
+
+    PDE parameters (one value per trajectory): ``nu`` (> 0), ``drag`` (>= 0) and, unless the forcing
+    is ``"none"``, ``forcing_amplitude``.
+
+    Args:
+        n: grid points per dimension (even, >= 8).
+        length: side ``L`` of the periodic square.
+        dt: largest internal time step (time units of the equation).
+        nu: kinematic viscosity: number, ``[low, high]`` or ``[low, high, "log"]``.
+        drag: linear (Rayleigh) drag coefficient, same forms, >= 0.
+        forcing: one of :data:`FORCINGS`.
+        forcing_amplitude: ``A`` above (same forms); default 0.1 for ``"fno"``, 1 for ``"kolmogorov"``.
+        forcing_wavenumber: integer mode number ``m`` (``1 <= m < n/3``); default 1 (fno), 4 (kolmogorov).
+        ic: initial condition, one of :data:`INITIAL_CONDITIONS`.
+        ic_alpha: GRF smoothness ``α`` (> 1 for a finite variance in 2D).
+        ic_tau: GRF inverse correlation length ``τ`` (> 0, same units as the wavenumber ``κ``).
+        burn_in: time integrated before ``t = 0`` (spin-up of forced turbulence).
+        blowup: ``max |w|`` above which a trajectory counts as diverged.
+        cfl: largest allowed ``h (|u| + |v|)_max / dx`` (at most :data:`MAX_CFL` = 1.35).
+    """
+
+    ndim = 2
+    channels = ("vorticity",)
+
+    def __init__(
+        self,
+        n: int,
+        length: float,
+        dt: float,
+        nu: ParamValue = 1e-3,
+        drag: ParamValue = 0.0,
+        forcing: str = "fno",
+        forcing_amplitude: ParamValue | None = None,
+        forcing_wavenumber: int | None = None,
+        ic: str = "grf",
+        ic_alpha: float = 2.5,
+        ic_tau: float = 7.0,
+        burn_in: float = 0.0,
+        blowup: float = 1e6,
+        cfl: float = 1.0,
+    ) -> None:
+        super().__init__(n, length, dt, burn_in, blowup)
+        require(forcing in FORCINGS, f"forcing={forcing!r} is not allowed; allowed: {', '.join(FORCINGS)}")
+        require(
+            ic in INITIAL_CONDITIONS, f"ic={ic!r} is not allowed; allowed: {', '.join(INITIAL_CONDITIONS)}"
+        )
+        require(
+            isinstance(ic_alpha, int | float) and ic_alpha > 1, f"ic_alpha={ic_alpha!r}: must be a number > 1"
+        )
+        require(isinstance(ic_tau, int | float) and ic_tau > 0, f"ic_tau={ic_tau!r}: must be a number > 0")
+        require(
+            isinstance(cfl, int | float) and 0 < cfl <= MAX_CFL,
+            f"cfl={cfl!r}: must be in (0, {MAX_CFL:.2f}] (RK4 stability bound for dealiased advection)",
+        )
+        self.forcing, self.ic = forcing, ic
+        self.ic_alpha, self.ic_tau, self.cfl = float(ic_alpha), float(ic_tau), float(cfl)
+        self.add_param("nu", nu, positive=True)
+        self.add_param("drag", drag)
+        require(self.params["drag"].low >= 0, f"drag={drag!r} is not allowed: drag must be >= 0")
+
+        kx = wavenumbers(n, self.length)[:, None]
+        ky = wavenumbers(n, self.length, real=True)[None, :]
+        self._kx, self._ky = kx, ky
+        self._k_sq = kx**2 + ky**2
+        self._inv_k_sq = torch.where(self._k_sq > 0, 1.0 / self._k_sq.clamp_min(1e-300), 0.0)
+        self._mask = (dealias_mask(n)[:, None] & dealias_mask(n, real=True)[None, :]).to(torch.float64)
+        self._forcing_hat: Tensor | None = None
+        if forcing != "none":
+            default_amplitude, default_wavenumber = _DEFAULT_FORCING[forcing]
+            m = default_wavenumber if forcing_wavenumber is None else forcing_wavenumber
+            require(
+                isinstance(m, int) and not isinstance(m, bool) and 1 <= m < n / 3,
+                f"forcing_wavenumber={m!r}: must be an int with 1 <= m < n/3 = {n / 3:g} (resolved modes)",
+            )
+            self.add_param(
+                "forcing_amplitude", default_amplitude if forcing_amplitude is None else forcing_amplitude
+            )
+            x, y = self.mesh()
+            phase = 2 * math.pi * m / self.length
+            pattern = (
+                torch.sin(phase * (x + y)) + torch.cos(phase * (x + y))
+                if forcing == "fno"
+                else torch.sin(phase * y)
+            )
+            self._forcing_hat = torch.fft.rfft2(pattern)
+
+    # ----------------------------------------------------------------- hooks
+    def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        """FNO's Gaussian random field (see the class docstring), float64 ``[B, 1, n, n]``."""
+        alpha, tau, n = self.ic_alpha, self.ic_tau, self.n
+        sigma = tau ** (alpha - 1.0)
+        amplitude = n * math.sqrt(2.0) * sigma * (self._k_sq + tau**2) ** (-alpha / 2)
+        amplitude[0, 0] = 0.0
+        # White noise has E|ξ̂_k|^2 = n^2, so the product has the FNO spectrum 2 σ^2 n^4 λ_k^{−α}.
+        noise = torch.randn(batch, 1, n, n, generator=generator, dtype=torch.float64)
+        return torch.fft.irfft2(torch.fft.rfft2(noise) * amplitude, s=(n, n))
+
+    def _to_state(self, u: Tensor) -> Tensor:
+        return torch.fft.rfft2(u)
+
+    def _from_state(self, state: Tensor) -> Tensor:
+        return torch.fft.irfft2(state, s=(self.n, self.n))
+
+    def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:
+        if bool((params["drag"] < 0).any()):
+            raise ConfigError(f"parameter drag must be >= 0, got min {params['drag'].min().item():g}")
+        n = self.n
+        ikx, iky, inv_k_sq, mask, k_sq = self._spectral_operators(device, dtype)
+        nu, drag = (params[name].reshape(-1, 1, 1, 1) for name in ("nu", "drag"))
+        linear = -(nu * k_sq + drag)
+        source = None
+        if self._forcing_hat is not None:
+            amplitude = params["forcing_amplitude"].reshape(-1, 1, 1, 1)
+            source = amplitude * self._forcing_hat.to(device=device, dtype=_complex(dtype))
+
+        def rhs(w_hat: Tensor) -> Tensor:
+            """Explicit part ``f − ∂_x(u w) − ∂_y(v w)`` (dealiased), in Fourier space."""
+            kept = w_hat * mask
+            velocity = _velocity_hat(kept * inv_k_sq, ikx, iky)
+            fields = torch.fft.irfft2(torch.cat([velocity, kept], dim=1), s=(n, n))
+            flux = torch.fft.rfft2(fields[:, :2] * fields[:, 2:])
+            advection = (ikx * flux[:, :1] + iky * flux[:, 1:]) * mask
+            return -advection if source is None else source - advection
+
+        cache: dict[str, Tensor | float] = {"h": math.nan}
+
+        def step(w_hat: Tensor, h: float) -> Tensor:
+            if cache["h"] != h:
+                cache["h"], cache["half"] = h, torch.exp(0.5 * h * linear)
+                cache["full"] = cache["half"] ** 2
+            half, full = cache["half"], cache["full"]
+            k1 = h * rhs(w_hat)
+            k2 = h * rhs(half * (w_hat + 0.5 * k1))
+            k3 = h * rhs(half * w_hat + 0.5 * k2)
+            k4 = h * rhs(full * w_hat + half * k3)
+            return full * w_hat + (full * k1 + 2 * half * (k2 + k3) + k4) / 6
+
+        return step
+
+    def _check_state(self, u: Tensor, params: dict[str, Tensor], h: float) -> None:
+        """Refuse an advective CFL number ``h max(|u| + |v|) / dx`` above ``cfl``."""
+        ikx, iky, inv_k_sq, _, _ = self._spectral_operators(u.device, u.dtype)
+        velocity_hat = _velocity_hat(torch.fft.rfft2(u) * inv_k_sq, ikx, iky)
+        velocity = torch.fft.irfft2(velocity_hat, s=(self.n, self.n))
+        speed = velocity.abs().sum(dim=1).amax().item()
+        courant = h * speed / self.dx
+        if courant > self.cfl:
+            raise ConfigError(
+                f"{type(self).__name__}: CFL number h*max(|u|+|v|)/dx = {courant:.3g} exceeds cfl={self.cfl:g} "
+                f"(h={h:g}, max(|u|+|v|)={speed:.3g}, dx={self.dx:g}); set dt <= {self.cfl * self.dx / speed:.3g}"
+            )
+
+    # ----------------------------------------------------------------- helpers
+    def _spectral_operators(
+        self, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``i k_x``, ``i k_y``, ``1/|k|^2`` (0 at k = 0), 2/3 mask and ``|k|^2`` on ``device``."""
+        real = [t.to(device=device, dtype=dtype) for t in (self._inv_k_sq, self._mask, self._k_sq)]
+        imag = [(1j * k).to(device=device, dtype=_complex(dtype)) for k in (self._kx, self._ky)]
+        return imag[0], imag[1], real[0], real[1], real[2]
+
+
+def _velocity_hat(psi_hat: Tensor, ikx: Tensor, iky: Tensor) -> Tensor:
+    """Fourier coefficients of ``u = (ψ_y, −ψ_x)`` stacked on the channel axis: ``[B, 1, ...] -> [B, 2, ...]``."""
+    return torch.cat([iky * psi_hat, -ikx * psi_hat], dim=1)
+
+
+def _complex(dtype: torch.dtype) -> torch.dtype:
+    """The complex dtype matching a real one."""
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
