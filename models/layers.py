@@ -79,3 +79,66 @@ class ResidualBlock(nn.Module):
             h = h * (1 + scale) + shift
         h = self.conv2(self.act(h))
         return self.skip(x) + h
+
+
+def check_modes(modes: tuple[int, ...], shape: tuple[int, ...], owner: str = "SpectralConv") -> None:
+    """Raise ``ValueError`` unless a grid of size ``shape`` holds the requested Fourier ``modes``.
+
+    The last axis keeps wavenumbers ``0 … modes[-1] - 1`` of its ``n // 2 + 1`` real-FFT coefficients;
+    every other axis keeps ``modes[i]`` non-negative and ``modes[i]`` negative wavenumbers, which must
+    not overlap: ``2 · modes[i] <= n_i``.
+    """
+    allowed = (*(n // 2 for n in shape[:-1]), shape[-1] // 2 + 1)
+    if len(modes) != len(shape) or any(m > a for m, a in zip(modes, allowed, strict=True)):
+        raise ValueError(
+            f"{owner}: modes={modes} do not fit the grid {shape}; allowed per axis: modes <= {allowed} "
+            "(n // 2 for the leading axes, which keep positive and negative modes; n // 2 + 1 for the last)"
+        )
+
+
+class SpectralConv(nn.Module):
+    """Fourier layer of the FNO (Li et al., ICLR 2021): ``y = F⁻¹(W · F(x))`` on the lowest modes.
+
+    ``F`` is the real FFT over the ``ndim`` trailing axes of ``[B, C_in, *S]``; the coefficients with
+    ``|k_i| < modes[i]`` on the leading axes (positive and negative wavenumbers) and ``0 <= k < modes[-1]``
+    on the last axis are multiplied by a learned complex matrix ``W_k ∈ C^{C_in × C_out}`` per mode, all
+    other coefficients are set to zero. The default (``"backward"``) FFT normalisation makes the layer
+    independent of the grid resolution: the same weights act on the same Fourier coefficients of the
+    underlying function at any ``n`` that holds the modes. Periodic in every axis by construction.
+
+    Complex weights are stored as ``complex64`` parameters (one parameter per complex number in
+    ``numel()``), initialised like the reference implementation: real and imaginary parts uniform in
+    ``[0, 1 / (C_in · C_out))``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, modes: int | tuple[int, ...], ndim: int) -> None:
+        super().__init__()
+        self.modes = (modes,) * ndim if isinstance(modes, int) else tuple(modes)
+        if len(self.modes) != ndim or any(not isinstance(m, int) or m < 1 for m in self.modes):
+            raise ValueError(f"SpectralConv: modes={modes!r} must be one int >= 1 or {ndim} of them")
+        self.ndim = ndim
+        # Leading axes keep 2 · modes coefficients (non-negative block first, then the negative block).
+        shape = (in_channels, out_channels, *(2 * m for m in self.modes[:-1]), self.modes[-1])
+        scale = 1.0 / (in_channels * out_channels)
+        self.weight = nn.Parameter(scale * torch.rand(shape, dtype=torch.cfloat))
+
+    def forward(self, x: Tensor) -> Tensor:
+        spatial = tuple(x.shape[-self.ndim :])
+        check_modes(self.modes, spatial)
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # FFTs of arbitrary sizes need single precision
+            x = x.float()
+        axes = tuple(range(-self.ndim, 0))
+        x_ft = torch.fft.rfftn(x, dim=axes)
+        weight = self.weight.to(x_ft.dtype)
+        out_ft = x_ft.new_zeros(x.shape[0], weight.shape[1], *x_ft.shape[2:])
+        if self.ndim == 1:
+            m = self.modes[0]
+            out_ft[..., :m] = torch.einsum("bix,iox->box", x_ft[..., :m], weight)
+        else:
+            m1, m2 = self.modes
+            out_ft[..., :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[..., :m1, :m2], weight[..., :m1, :])
+            out_ft[..., -m1:, :m2] = torch.einsum(
+                "bixy,ioxy->boxy", x_ft[..., -m1:, :m2], weight[..., m1:, :]
+            )
+        return torch.fft.irfftn(out_ft, s=spatial, dim=axes).to(dtype)

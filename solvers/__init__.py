@@ -1,5 +1,8 @@
 """Classical PDE solvers in plain torch: batched, device- and dtype-agnostic (see ARCHITECTURE.md)."""
 
 from solvers.base import ConfigError, DivergenceError, Solver
+from solvers.burgers import Burgers
+from solvers.ks import KuramotoSivashinsky
+from solvers.navier_stokes import NavierStokes2D
 
-__all__ = ["ConfigError", "DivergenceError", "Solver"]
+__all__ = ["Burgers", "ConfigError", "DivergenceError", "KuramotoSivashinsky", "NavierStokes2D", "Solver"]

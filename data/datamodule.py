@@ -1,0 +1,391 @@
+"""Lightning DataModules: ``data=online`` (solvers stream while training) and ``data=offline`` (HDF5 files).
+
+Both serve the same training batches ``{"x": [B, T_in, C, *S], "y": [B, T_out, C, *S], "params":
+{name: [B]}, "dt": [B]}`` (not normalised), the same fixed validation/test trajectories
+``{"u": [B, T, C, *S], "params": {name: [B]}, "dt": [B]}`` for autoregressive rollouts, and a
+:class:`~data.normalize.Normalizer` estimated once from solver output or from the training file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
+from data.normalize import Normalizer, channel_stats
+from data.stream import STREAM_KEY, TrajectoryStream
+from data.trajectories import describe_solver, generate, output_times, resolve_dt_out
+from solvers.base import ConfigError, Solver
+
+GENERATION = ("cpu", "device")
+
+
+def as_solver(pde: Solver | Mapping[str, Any]) -> tuple[Solver, str]:
+    """The solver and its config as YAML (``pde`` is a solver or a config with ``_target_``)."""
+    if isinstance(pde, Solver):
+        return pde, OmegaConf.to_yaml(OmegaConf.create(describe_solver(pde)))
+    if isinstance(pde, Mapping) and "_target_" in pde:
+        config = OmegaConf.create(
+            OmegaConf.to_container(pde, resolve=True) if isinstance(pde, DictConfig) else pde
+        )
+        return instantiate(config), OmegaConf.to_yaml(config)
+    raise ConfigError(
+        f"pde={pde!r} is not allowed: give a Solver or a config with _target_ (conf/pde/*.yaml)"
+    )
+
+
+class TrajectorySet(Dataset):
+    """Full trajectories for rollouts: item ``i`` is ``{"u": [T, C, *S], "params": {name: scalar}, "dt": scalar}``."""
+
+    def __init__(self, u: Tensor, params: Mapping[str, Tensor], dt: float) -> None:
+        self.u, self.params = u.float(), {k: v.float() for k, v in params.items()}
+        self.dt = torch.tensor(dt, dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.u)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"u": self.u[i], "params": {k: v[i] for k, v in self.params.items()}, "dt": self.dt}
+
+
+class PDEDataModule(pl.LightningDataModule):
+    """What online and offline data share: windows, batch size, workers, normalisation, rollout sets.
+
+    Args:
+        pde: the solver, or its config (``_target_`` + constructor keys, as in ``conf/pde``).
+        time_history, time_future: input and target frames of a training window.
+        dt_out: the model's output interval (a multiple of the solver's ``dt``; ``None``: one step).
+        batch_size: training samples (and validation trajectories) per batch.
+        num_workers: DataLoader worker processes.
+        stats_trajectories: trajectories used to estimate the normalisation statistics.
+    """
+
+    def __init__(
+        self,
+        pde: Solver | Mapping[str, Any],
+        time_history: int = 4,
+        time_future: int = 1,
+        dt_out: float | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        stats_trajectories: int = 16,
+    ) -> None:
+        super().__init__()
+        self.solver, self.pde_yaml = as_solver(pde)
+        for key, value, low in (
+            ("time_history", time_history, 1),
+            ("time_future", time_future, 1),
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("stats_trajectories", stats_trajectories, 1),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"data.{key}={value!r}: must be an int >= {low}")
+        self.time_history, self.time_future, self.dt_out_config = time_history, time_future, dt_out
+        self.batch_size, self.num_workers, self.stats_trajectories = (
+            batch_size,
+            num_workers,
+            stats_trajectories,
+        )
+        self._normalizer: Normalizer | None = None
+        self._rollouts: dict[str, dict[str, Any]] = {}
+
+    @property
+    def dt_out(self) -> float:
+        return resolve_dt_out(self.solver, self.dt_out_config)
+
+    # -------------------------------------------------------------- shared API
+    def trajectories(self, split: str) -> dict[str, Any]:
+        """Fixed ``val``/``test`` trajectories: ``u`` ``[N, T, C, *S]``, ``params`` ``{name: [N]}``, ``t`` ``[T]``."""
+        if split not in ("val", "test"):
+            raise ConfigError(f"split={split!r} is not allowed; allowed: val, test")
+        if split not in self._rollouts:
+            self._rollouts[split] = self._load_trajectories(split)
+        return self._rollouts[split]
+
+    @property
+    def normalizer(self) -> Normalizer:
+        """Per-channel statistics and conditioning scales (estimated on first use; deterministic)."""
+        if self._normalizer is None:
+            mean, std = channel_stats(self._stats_sample())
+            self._normalizer = Normalizer.from_solver(self.solver, mean, std, self.dt_out)
+        return self._normalizer
+
+    def val_dataloader(self) -> DataLoader:
+        return self._rollout_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._rollout_loader("test")
+
+    def _rollout_loader(self, split: str) -> DataLoader:
+        data = self.trajectories(split)
+        dt = float(data["t"][1] - data["t"][0])
+        return DataLoader(
+            TrajectorySet(data["u"], data["params"], dt), batch_size=self.batch_size, shuffle=False
+        )
+
+    def _load_trajectories(self, split: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _stats_sample(self) -> Tensor:
+        raise NotImplementedError
+
+
+class OnlineDataModule(PDEDataModule):
+    """Training batches from a :class:`~data.stream.TrajectoryStream`; validation/test sets cached as HDF5.
+
+    Args (besides those of :class:`PDEDataModule`):
+        rollout_steps: frames per generated trajectory (also the length of validation/test trajectories).
+        solver_batch: trajectories per solver call.
+        buffer: replay buffer ``policy`` (fifo · firo · reservoir), ``capacity``, ``max_reuse``, ``watermark``.
+        seed: base seed; train, val, test and statistics use disjoint streams of it.
+        generation: ``"cpu"`` — solve in the ``num_workers`` DataLoader processes (at least one);
+            ``"device"`` — solve on the training device in the training process (the train loader then
+            has no workers; ``num_workers`` still applies to validation and test).
+        max_divergence_fraction: stop with an error naming the pde config if more trajectories diverge.
+        num_val_trajectories, num_test_trajectories: sizes of the fixed rollout sets.
+        cache_dir: where the rollout sets are cached, one file per configuration.
+    """
+
+    def __init__(
+        self,
+        pde: Solver | Mapping[str, Any],
+        time_history: int = 4,
+        time_future: int = 1,
+        dt_out: float | None = None,
+        batch_size: int = 32,
+        num_workers: int = 1,
+        stats_trajectories: int = 16,
+        rollout_steps: int = 100,
+        solver_batch: int = 32,
+        buffer: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        generation: str = "cpu",
+        max_divergence_fraction: float = 0.05,
+        num_val_trajectories: int = 32,
+        num_test_trajectories: int = 32,
+        cache_dir: str = ".cache/pdestream",
+    ) -> None:
+        super().__init__(pde, time_history, time_future, dt_out, batch_size, num_workers, stats_trajectories)
+        if generation not in GENERATION:
+            raise ConfigError(
+                f"data.generation={generation!r} is not allowed; allowed: {', '.join(GENERATION)}"
+            )
+        for key, value in (
+            ("num_val_trajectories", num_val_trajectories),
+            ("num_test_trajectories", num_test_trajectories),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"data.{key}={value!r}: must be an int >= 1")
+        self.generation, self.seed, self.cache_dir = generation, int(seed), Path(cache_dir)
+        self.rollout_steps, self.max_divergence_fraction = rollout_steps, max_divergence_fraction
+        self.num_rollouts = {"val": num_val_trajectories, "test": num_test_trajectories}
+        self.stream = TrajectoryStream(
+            self.solver,
+            seed=self.seed,
+            time_history=time_history,
+            time_future=time_future,
+            dt_out=dt_out,
+            rollout_steps=rollout_steps,
+            solver_batch=solver_batch,
+            batch_size=batch_size,
+            buffer=dict(buffer or {}),
+            max_divergence_fraction=max_divergence_fraction,
+        )
+        self.stream_state: dict[str, Any] = {"num_shards": 1, "next": {}}
+        self.shard_stats: dict[int, dict[str, float]] = {}
+        self.stream.resume_state = self.stream_state
+
+    # -------------------------------------------------------------- rollout sets
+    @property
+    def cache_path(self) -> Path:
+        """``cache_dir/<Solver>-<hash>.h5``, the hash covering everything that shapes the rollout sets."""
+        key = {
+            "solver": describe_solver(self.solver),
+            "seed": self.seed,
+            "dt_out": self.dt_out,
+            "rollout_steps": self.rollout_steps,
+            "num": self.num_rollouts,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.cache_dir / f"{type(self.solver).__name__}-{digest}.h5"
+
+    def prepare_data(self) -> None:
+        """Generate the validation and test sets once per configuration (rank 0 of each node)."""
+        times = output_times(self.dt_out, self.rollout_steps)
+        for split, count in self.num_rollouts.items():
+            try:
+                inspect_split(self.cache_path, split, self.solver)
+            except ConfigError:
+                write_split(
+                    self.cache_path,
+                    split,
+                    self.solver,
+                    times,
+                    count,
+                    self.seed,
+                    config_yaml=self.pde_yaml,
+                    chunk=min(count, 64),
+                    max_divergence_fraction=self.max_divergence_fraction,
+                    progress=False,
+                )
+
+    def _load_trajectories(self, split: str) -> dict[str, Any]:
+        self.prepare_data()
+        return read_trajectories(self.cache_path, split, self.solver)
+
+    def _stats_sample(self) -> Tensor:
+        times = output_times(self.dt_out, self.rollout_steps)
+        return generate(self.solver, self.seed, "stats", range(self.stats_trajectories), times).u
+
+    # -------------------------------------------------------------- training stream
+    def setup(self, stage: str | None = None) -> None:
+        trainer = self.trainer
+        if trainer is not None:
+            self.stream.rank, self.stream.world_size = trainer.global_rank, trainer.world_size
+        device = torch.device("cpu")
+        if self.generation == "device":
+            if trainer is not None:
+                device = trainer.strategy.root_device
+            elif torch.cuda.is_available():
+                device = torch.device("cuda")
+        self.stream.device = device
+
+    def train_dataloader(self) -> DataLoader:
+        workers = 0 if self.generation == "device" else max(self.num_workers, 1)
+        return DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=workers > 0 and torch.cuda.is_available(),
+        )
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Take the stream's bookkeeping out of a training batch and keep it as resumable state."""
+        if isinstance(batch, dict) and STREAM_KEY in batch:
+            batch = dict(batch)
+            self.record(batch.pop(STREAM_KEY))
+        return batch
+
+    def record(self, info: Mapping[str, Any]) -> None:
+        """Note a consumed batch's shard position (resume point) and buffer statistics."""
+        shard, num_shards = int(info["shard"]), int(info["num_shards"])
+        if num_shards != self.stream_state["num_shards"]:
+            self.stream_state["num_shards"], self.stream_state["next"] = num_shards, {}
+        self.stream_state["next"][shard] = int(info["next"])
+        self.shard_stats[shard] = {k: float(v) for k, v in info["stats"].items()}
+
+    def stream_stats(self) -> dict[str, float]:
+        """This rank's stream statistics for logging (sums over its workers; ``max_seen`` is a max)."""
+        if not self.shard_stats:
+            return {}
+        totals = {
+            k: sum(s[k] for s in self.shard_stats.values())
+            for k in ("inserted", "served", "attempted", "diverged", "evicted_unseen")
+        }
+        totals["max_seen"] = max(s["max_seen"] for s in self.shard_stats.values())
+        totals["mean_seen"] = totals["served"] / max(totals["inserted"], 1.0)
+        totals["diverged_fraction"] = totals["diverged"] / max(totals["attempted"], 1.0)
+        return totals
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "stream": {"num_shards": self.stream_state["num_shards"], "next": dict(self.stream_state["next"])}
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict["stream"]
+        self.stream_state["num_shards"] = int(saved["num_shards"])
+        self.stream_state["next"] = {int(k): int(v) for k, v in saved["next"].items()}
+
+
+class OfflineDataModule(PDEDataModule):
+    """Training windows read lazily from an HDF5 file; validation/test trajectories from theirs.
+
+    Args (besides those of :class:`PDEDataModule`):
+        paths: ``{"train": file, "val": file, "test": file}`` (one file may hold several splits).
+    The files must match ``pde`` (class, resolution, parameters); ``dt_out`` must be a multiple of the
+    file's output interval (``None``: the file's).
+    """
+
+    def __init__(
+        self,
+        pde: Solver | Mapping[str, Any],
+        paths: Mapping[str, str],
+        time_history: int = 4,
+        time_future: int = 1,
+        dt_out: float | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        stats_trajectories: int = 16,
+    ) -> None:
+        super().__init__(pde, time_history, time_future, dt_out, batch_size, num_workers, stats_trajectories)
+        missing = {"train", "val", "test"} - set(paths or {})
+        if missing:
+            raise ConfigError(
+                f"data.paths is missing {sorted(missing)}; give a file for each of train, val, test"
+            )
+        self.paths = {k: str(v) for k, v in paths.items()}
+        self.train_set: HDF5Windows | None = None
+
+    def _stride(self, split: str) -> tuple[int, float]:
+        """Frames between model steps in ``split``'s file, and the file's interval."""
+        file_dt = inspect_split(self.paths[split], split, self.solver).dt_out
+        if self.dt_out_config is None:
+            return 1, file_dt
+        ratio = float(self.dt_out_config) / file_dt
+        if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
+            raise ConfigError(
+                f"data.dt_out={self.dt_out_config!r} is not a multiple of the interval {file_dt:g} of "
+                f"{self.paths[split]!r}; allowed: {file_dt:g}, {2 * file_dt:g}, ... or null"
+            )
+        return round(ratio), file_dt
+
+    @property
+    def dt_out(self) -> float:
+        stride, file_dt = self._stride("train")
+        return stride * file_dt
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = HDF5Windows(
+                self.paths["train"],
+                "train",
+                self.time_history,
+                self.time_future,
+                stride=self._stride("train")[0],
+                solver=self.solver,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _load_trajectories(self, split: str) -> dict[str, Any]:
+        stride, _ = self._stride(split)
+        data = read_trajectories(self.paths[split], split, self.solver)
+        return {**data, "u": data["u"][:, ::stride], "t": data["t"][::stride]}
+
+    def _stats_sample(self) -> Tensor:
+        return read_trajectories(self.paths["train"], "train", self.solver, limit=self.stats_trajectories)[
+            "u"
+        ]

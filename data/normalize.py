@@ -1,0 +1,104 @@
+"""Per-channel normalisation of fields and unit-range scaling of the conditioning vector.
+
+The statistics are estimated once (from solver output or from a file) by the DataModule; the
+:class:`Normalizer` is an ``nn.Module`` whose buffers travel in the LightningModule's checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from solvers.base import Solver
+
+
+class Normalizer(nn.Module):
+    """``normalize(u) = (u - mean_c) / std_c`` per channel ``c`` of ``[B, T, C, *S]``, and the conditioning.
+
+    The conditioning vector ``[B, P]`` is the PDE parameters (in ``param_names`` order) followed by
+    the time step, each mapped to about ``[-1, 1]``: a range ``[low, high]`` by
+    ``(p - (low + high)/2) / ((high - low)/2)`` (in ``log p`` for log-uniform ranges), a fixed value
+    ``v ≠ 0`` by ``p / |v|``.
+
+    Args:
+        mean, std: per-channel statistics ``[C]``.
+        param_names: parameter names, in conditioning order.
+        center, scale, log: per-entry affine map of the ``P = len(param_names) + 1`` conditioning entries.
+    """
+
+    def __init__(
+        self, mean: Tensor, std: Tensor, param_names: list[str], center: Tensor, scale: Tensor, log: Tensor
+    ) -> None:
+        super().__init__()
+        if bool((std <= 0).any()) or not bool(torch.isfinite(std).all() and torch.isfinite(mean).all()):
+            raise ValueError(f"Normalizer: std must be finite and > 0, got {std.tolist()}")
+        self.param_names = list(param_names)
+        self.register_buffer("mean", mean.double().clone())
+        self.register_buffer("std", std.double().clone())
+        self.register_buffer("center", center.double().clone())
+        self.register_buffer("scale", scale.double().clone())
+        self.register_buffer("log", log.bool().clone())
+
+    @classmethod
+    def from_solver(cls, solver: Solver, mean: Tensor, std: Tensor, dt_out: float) -> Normalizer:
+        """Conditioning ranges from the solver's parameter specs; ``dt`` scaled by ``dt_out``."""
+        center, scale, log = [], [], []
+        for spec in solver.params.values():
+            low, high = (math.log(spec.low), math.log(spec.high)) if spec.log else (spec.low, spec.high)
+            if spec.fixed:
+                center.append(0.0)
+                scale.append(abs(spec.low) or 1.0)
+            else:
+                center.append(0.5 * (low + high))
+                scale.append(0.5 * (high - low))
+            log.append(spec.log)
+        center.append(0.0)
+        scale.append(dt_out)
+        log.append(False)
+        return cls(
+            mean, std, list(solver.params), torch.tensor(center), torch.tensor(scale), torch.tensor(log)
+        )
+
+    @property
+    def cond_dim(self) -> int:
+        """Length ``P`` of the conditioning vector (parameters and the time step)."""
+        return len(self.param_names) + 1
+
+    def _channel_shape(self, u: Tensor) -> tuple[int, ...]:
+        if u.ndim < 3 or u.shape[2] != len(self.mean):
+            raise ValueError(f"Normalizer expects [B, T, {len(self.mean)}, *S], got {tuple(u.shape)}")
+        return (1, 1, len(self.mean), *([1] * (u.ndim - 3)))
+
+    def normalize(self, u: Tensor) -> Tensor:
+        shape = self._channel_shape(u)
+        return (u - self.mean.to(u.dtype).reshape(shape)) / self.std.to(u.dtype).reshape(shape)
+
+    def denormalize(self, u: Tensor) -> Tensor:
+        shape = self._channel_shape(u)
+        return u * self.std.to(u.dtype).reshape(shape) + self.mean.to(u.dtype).reshape(shape)
+
+    def cond(self, params: Mapping[str, Tensor], dt: Tensor) -> Tensor:
+        """The scaled conditioning vector ``[B, P]`` (dtype and device of ``dt``)."""
+        missing = set(self.param_names) - set(params)
+        if missing:
+            raise ValueError(f"Normalizer.cond: missing parameter(s) {sorted(missing)}; has {sorted(params)}")
+        raw = torch.stack([params[k].to(dt) for k in self.param_names] + [dt], dim=-1)
+        raw = torch.where(self.log.to(raw.device), raw.clamp_min(1e-30).log(), raw)
+        return (raw - self.center.to(raw)) / self.scale.to(raw)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"param_names": self.param_names}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.param_names = list(state["param_names"])
+
+
+def channel_stats(u: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation (float64) of ``[N, T, C, *S]``; a zero std becomes 1."""
+    values = u.double().transpose(0, 2).reshape(u.shape[2], -1)
+    mean, std = values.mean(dim=1), values.std(dim=1)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))

@@ -1,0 +1,170 @@
+"""Reproducible trajectory generation: seeds, output times, divergence accounting, solver provenance.
+
+Every trajectory is a pure function of ``(seed, split, index)``: its own ``torch.Generator`` (seeded
+from a hash of the three) draws its PDE parameters and then its initial condition, so a trajectory
+does not depend on which batch, worker or rank produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from solvers.base import ConfigError, DivergenceError, Solver
+
+SPLITS = ("train", "val", "test", "stats")
+
+
+def trajectory_seed(seed: int, split: str, index: int) -> int:
+    """A 63-bit seed for trajectory ``index`` of ``split`` (BLAKE2b of ``"seed/split/index"``)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    digest = hashlib.blake2b(f"{int(seed)}/{split}/{int(index)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def resolve_dt_out(solver: Solver, dt_out: float | None) -> float:
+    """The output interval: ``dt_out`` (a positive multiple of ``solver.dt``) or ``solver.dt`` for ``None``."""
+    if dt_out is None:
+        return solver.dt
+    ratio = float(dt_out) / solver.dt if math.isfinite(float(dt_out)) else math.nan
+    if not (dt_out > 0 and math.isfinite(ratio) and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6):
+        raise ConfigError(
+            f"dt_out={dt_out!r} is not allowed: it must be a positive multiple of the solver's "
+            f"dt={solver.dt:g} (e.g. {solver.dt:g}, {2 * solver.dt:g}, ...) or null for one solver step"
+        )
+    return round(ratio) * solver.dt
+
+
+def output_times(dt_out: float, steps: int) -> Tensor:
+    """``steps`` output times ``0, dt_out, …`` (float64); burn-in is integrated by the solver before ``t = 0``."""
+    if not isinstance(steps, int) or steps < 2:
+        raise ConfigError(f"rollout_steps={steps!r} is not allowed: give an int >= 2 frames per trajectory")
+    return torch.arange(steps, dtype=torch.float64) * dt_out
+
+
+def describe_solver(solver: Solver) -> dict[str, Any]:
+    """Scalar settings of a solver and its parameter ranges: identifies the data it makes (cache keys, files)."""
+    settings = {
+        key: value
+        for key, value in sorted(vars(solver).items())
+        if not key.startswith("_") and isinstance(value, bool | int | float | str)
+    }
+    params = {
+        name: [spec.low, spec.high, "log"] if spec.log else [spec.low, spec.high]
+        for name, spec in solver.params.items()
+    }
+    return {
+        "class": f"{type(solver).__module__}.{type(solver).__qualname__}",
+        "ndim": solver.ndim,
+        "channels": list(solver.channels),
+        **settings,
+        "params": params,
+    }
+
+
+def solver_summary(solver: Solver) -> str:
+    """One line naming a solver's class, grid, step and parameter ranges (for error messages)."""
+    info = describe_solver(solver)
+    ranges = ", ".join(f"{k}={v}" for k, v in info["params"].items())
+    return f"{type(solver).__name__}(n={solver.n}, length={solver.length:g}, dt={solver.dt:g}, {ranges})"
+
+
+@dataclass
+class DivergenceCounter:
+    """Counts generated and diverged trajectories; stops when the diverged fraction gets too large.
+
+    The check starts once ``min_count`` trajectories were attempted, so one unlucky batch at the
+    start does not stop a run.
+    """
+
+    max_fraction: float
+    attempted: int = 0
+    diverged: int = 0
+    min_count: int = 16
+    last_message: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_fraction <= 1:
+            raise ConfigError(f"max_divergence_fraction={self.max_fraction!r}: must be in [0, 1]")
+
+    @property
+    def fraction(self) -> float:
+        return self.diverged / max(self.attempted, 1)
+
+    def update(self, made: Trajectories, solver: Solver) -> None:
+        """Count a generated batch; raise :class:`ConfigError` naming the pde config if too many diverged."""
+        self.attempted += made.attempted
+        self.diverged += made.diverged
+        if made.diverged:
+            self.last_message = made.message
+        if self.attempted >= self.min_count and self.fraction > self.max_fraction:
+            raise ConfigError(
+                f"{self.diverged} of {self.attempted} trajectories diverged ({self.fraction:.0%} > "
+                f"max_divergence_fraction={self.max_fraction:g}): the pde config {solver_summary(solver)} "
+                f"is unstable; reduce its dt, narrow its parameter ranges or shorten the rollout. "
+                f"Last report: {self.last_message}"
+            )
+
+
+@dataclass
+class Trajectories:
+    """Generated trajectories: ``u`` ``[B, T, C, *S]``, ``params`` ``{name: [B]}``, ``index`` ``[B]``.
+
+    ``attempted`` counts the trajectories asked for (diverged ones are not in ``u``); ``message``
+    is the solver's divergence report, if any.
+    """
+
+    @property
+    def diverged(self) -> int:
+        return self.attempted - len(self.index)
+
+    u: Tensor
+    params: dict[str, Tensor]
+    index: Tensor
+    attempted: int
+    message: str = ""
+
+
+def generate(
+    solver: Solver,
+    seed: int,
+    split: str,
+    indices: Sequence[int],
+    times: Tensor,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Trajectories:
+    """Solve the trajectories ``indices`` of ``split`` at ``times``; diverged ones are dropped and counted.
+
+    Parameters (float64) and initial conditions are drawn on the CPU from each trajectory's own
+    generator, then the whole batch is integrated at once on ``device``.
+    """
+    params: list[dict[str, Tensor]] = []
+    states = []
+    for index in indices:
+        generator = torch.Generator().manual_seed(trajectory_seed(seed, split, index))
+        params.append(solver.sample_params(1, generator))
+        states.append(solver.initial_condition(1, generator, device="cpu", dtype=torch.float64))
+    batch_params = {name: torch.cat([p[name] for p in params]) for name in solver.params}
+    u0 = torch.cat(states).to(device=device, dtype=dtype)
+    index = torch.as_tensor(list(indices), dtype=torch.int64)
+    try:
+        u = solver.solve(u0, times, {k: v.to(device) for k, v in batch_params.items()})
+        bad: list[int] = []
+        message = ""
+    except DivergenceError as error:
+        u, bad, message = error.result, error.indices, str(error)
+    if bad:
+        keep = torch.ones(len(index), dtype=torch.bool)
+        keep[bad] = False
+        u = u[keep.to(u.device)]
+        batch_params = {k: v[keep] for k, v in batch_params.items()}
+        index = index[keep]
+    return Trajectories(u=u, params=batch_params, index=index, attempted=len(indices), message=message)

@@ -1,0 +1,32 @@
+"""Evaluate trained surrogates: ``python evaluate.py 'checkpoints=[<run dir or .ckpt>, ...]' [test_path=…] …``.
+
+Writes ``metrics.nc``, figures, ``report.md`` and ``report.html`` into the run directory; see
+``conf/evaluate.yaml`` for the options and ``evaluation/pipeline.py`` for what is measured.
+"""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from evaluation.checkpoint import EvaluationError
+from evaluation.pipeline import evaluate
+from models.training import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    log = logging.getLogger("evaluate")
+    try:
+        out = evaluate(cfg)
+    except EvaluationError as error:
+        log.error("evaluation error: %s", error)
+        sys.exit(2)
+    log.info("report: %s", out / "report.html")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Rebuild a trained surrogate from a pdestream checkpoint (or run directory) for evaluation.
+
+A checkpoint written by ``train.py`` holds the composed, resolved run configuration under
+``hyper_parameters.config`` and — through Lightning's ``EMAWeightAveraging`` callback — the averaged
+(EMA) weights under ``state_dict``. The network is rebuilt from ``config["model"]``, the
+:class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module from the stored
+hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.errors import InstantiationException
+
+from data.normalize import Normalizer
+from models.module import RefinerModule, SurrogateModule
+
+log = logging.getLogger(__name__)
+
+RUN_DIR_CANDIDATES = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.ckpt", "last.ckpt")
+GRID_KEYS = ("_target_", "n", "length")
+
+
+class EvaluationError(Exception):
+    """An evaluation that cannot run (bad config, checkpoint or test set); the message is one sentence."""
+
+
+class CheckpointError(EvaluationError):
+    """A checkpoint that is missing, corrupt, not from pdestream or does not match the test set."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file for ``path``: the file itself, or a run directory's best (else last) checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in RUN_DIR_CANDIDATES:
+            if (path / candidate).is_file():
+                return path / candidate
+        raise CheckpointError(
+            f"run directory {str(path)!r} holds no checkpoint; looked for {', '.join(RUN_DIR_CANDIDATES)}"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def _read(path: Path, trust: bool) -> Any:
+    corrupt = (
+        f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint (truncated or another file type?)"
+    )
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(corrupt)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise CheckpointError(corrupt) from None
+        if not trust:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds objects that cannot be loaded with weights_only=True; "
+                "if you trust the file, set trust_checkpoints=true to unpickle it"
+            ) from None
+        log.warning("%s: loading with weights_only=False (trust_checkpoints=true)", path)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except (AttributeError, ImportError, pickle.UnpicklingError) as unsafe_error:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} refers to code that is not available here ({unsafe_error})"
+            ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError):
+        raise CheckpointError(corrupt) from None
+
+
+def _normalizer(state: Mapping[str, Any], path: Path) -> Normalizer:
+    prefix = "normalizer."
+    try:
+        extra = state[prefix + "_extra_state"]
+        buffers = {k: state[prefix + k] for k in ("mean", "std", "center", "scale", "log")}
+        return Normalizer(param_names=list(extra["param_names"]), **buffers)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has no usable normalizer statistics ({error!r}); "
+            "it was not written by pdestream's train.py"
+        ) from None
+
+
+def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateModule, dict[str, Any]]:
+    """The trained module (EMA weights, eval mode, on the CPU) and its run configuration.
+
+    ``path`` is a ``.ckpt`` file or a run directory (``checkpoints/best.ckpt``, else ``last.ckpt``).
+    Raises :class:`CheckpointError` (one sentence) for a missing, corrupt or foreign file.
+    """
+    file = resolve_checkpoint(path)
+    checkpoint = _read(file, trust)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    config = hparams.get("config") if isinstance(hparams, Mapping) else None
+    if not isinstance(config, Mapping) or "model" not in config or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{str(file)!r} is not a pdestream checkpoint: it lacks hyper_parameters.config or state_dict"
+        )
+    config = dict(config)
+    try:
+        net = hydra.utils.instantiate(config["model"])
+    except (InstantiationException, ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{str(file)!r}: its model config cannot be built ({error})") from None
+    state = checkpoint["state_dict"]
+    module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
+    kwargs = {k: v for k, v in hparams.items() if k != "config"}
+    module = module_cls(net=net, normalizer=_normalizer(state, file), optimizer=None, config=config, **kwargs)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CheckpointError(
+            f"{str(file)!r}: weights do not fit the network its config builds ({first})"
+        ) from None
+    return module.eval(), config
+
+
+def model_dt(module: SurrogateModule) -> float:
+    """The time step the model was trained on: the normaliser scales the conditioning ``dt`` by it."""
+    return float(module.normalizer.scale[-1])
+
+
+def check_compatible(config: Mapping[str, Any], reference: Mapping[str, Any], label: str, what: str) -> None:
+    """Refuse a checkpoint whose PDE or grid (solver class, ``n``, ``length``) differs from ``reference``."""
+    for key in GRID_KEYS:
+        have, want = config["pde"].get(key), reference.get(key)
+        if have != want:
+            raise CheckpointError(
+                f"checkpoint {label} was trained on pde.{key}={have!r} but {what} has pde.{key}={want!r}; "
+                "evaluate checkpoints of one PDE and grid together"
+            )
+
+
+def frame_stride(dt_model: float, dt_data: float, label: str) -> int:
+    """How many test-set frames one model step spans; the model's step must be a multiple of the data's."""
+    ratio = dt_model / dt_data
+    if round(ratio) < 1 or not math.isclose(ratio, round(ratio), rel_tol=1e-6):
+        raise CheckpointError(
+            f"checkpoint {label} steps dt={dt_model:g} but the test set's interval is {dt_data:g}; "
+            f"the model's step must be a multiple of it"
+        )
+    return round(ratio)

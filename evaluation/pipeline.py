@@ -1,0 +1,407 @@
+"""The evaluation behind ``evaluate.py``: checkpoints + test set → rollouts → metrics → ``metrics.nc`` + report.
+
+Every model rolls out autoregressively from the first ``time_history`` frames of each test trajectory
+over the whole horizon (batched, EMA weights, no gradients). Per trajectory and lead time it gets MSE,
+nRMSE, Pearson correlation, the energy spectrum and its error per wavenumber band; per trajectory the
+correlation time at each threshold and the blow-up time; means with bootstrap confidence intervals over
+trajectories; and its wall time per rollout step, set against the classical solver's cost-accuracy
+curve (:mod:`evaluation.baseline`). Everything lands in one ``xarray.Dataset`` (``metrics.nc``) that the
+report (:mod:`evaluation.report`) is drawn from.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+import xarray as xr
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from tqdm import tqdm
+
+from data.hdf5 import read_trajectories
+from evaluation import metrics
+from evaluation.baseline import SolverRun, run_solver, synchronize
+from evaluation.checkpoint import (
+    CheckpointError,
+    EvaluationError,
+    check_compatible,
+    frame_stride,
+    load_checkpoint,
+    model_dt,
+)
+from evaluation.rollout import rollout, rollout_steps
+from models.module import SurrogateModule
+from solvers.base import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda", "auto")
+STATS = ("mean", "low", "high")
+
+
+@dataclass
+class Model:
+    """A loaded checkpoint: its module, run config, label and where it came from."""
+
+    label: str
+    path: str
+    module: SurrogateModule
+    config: dict[str, Any]
+
+    @property
+    def is_refiner(self) -> bool:
+        return hasattr(self.module.net, "sample")
+
+
+@dataclass
+class ModelRollouts:
+    """One model's metrics over the test set (tensors ``[N, T]`` unless noted) and a few sample rollouts."""
+
+    values: dict[str, list[Tensor]] = field(default_factory=dict)
+    samples: Tensor | None = None  # predictions of the first trajectories [P, T, C, *S]
+    seconds: list[float] = field(default_factory=list)  # wall time per batch rollout
+
+    def add(self, **batch: Tensor) -> None:
+        for key, value in batch.items():
+            self.values.setdefault(key, []).append(value.detach().cpu())
+
+    def cat(self, key: str) -> Tensor:
+        return torch.cat(self.values[key])
+
+
+# ----------------------------------------------------------------------------- configuration
+def check_config(cfg: DictConfig) -> list[str]:
+    """Validate the evaluation options; returns the checkpoint paths. Raises :class:`EvaluationError`."""
+    if OmegaConf.is_missing(cfg, "checkpoints") or not cfg.checkpoints:
+        raise EvaluationError(
+            "checkpoints is required: give one or more checkpoint files or run directories, e.g. "
+            "python evaluate.py 'checkpoints=[outputs/<date>/<time>]'"
+        )
+    paths = [cfg.checkpoints] if isinstance(cfg.checkpoints, str) else list(cfg.checkpoints)
+    if cfg.device not in DEVICES:
+        raise EvaluationError(f"device={cfg.device!r} is not allowed; allowed: {', '.join(DEVICES)}")
+    if cfg.get("logger") and not str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        raise EvaluationError(
+            f"logger={cfg.logger.get('_target_')} is not supported here; allowed: none, wandb"
+        )
+    for key in ("batch_size", "num_noise_samples", "num_bands"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise EvaluationError(f"{key}={cfg[key]!r} must be an int >= 1")
+    if not cfg.thresholds or not all(0 < float(t) < 1 for t in cfg.thresholds):
+        raise EvaluationError(
+            f"thresholds={list(cfg.thresholds)} must be a non-empty list of numbers in (0, 1)"
+        )
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("device=cuda but no CUDA device is available; allowed here: cpu, auto")
+    return [str(p) for p in paths]
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_models(paths: Sequence[str], trust: bool) -> list[Model]:
+    """Load every checkpoint; labels are the model presets, numbered where they repeat."""
+    loaded = [(path, *load_checkpoint(path, trust=trust)) for path in paths]
+    names = [str(config["model"].get("name", type(module.net).__name__)) for _, module, config in loaded]
+    counts, seen = Counter(names), Counter()
+    models = []
+    for name, (path, module, config) in zip(names, loaded, strict=True):
+        seen[name] += 1
+        label = f"{name}#{seen[name]}" if counts[name] > 1 else name
+        models.append(Model(label, path, module, config))
+    first = models[0]
+    for model in models[1:]:
+        check_compatible(model.config, first.config["pde"], model.path, f"checkpoint {first.path}")
+        if abs(model_dt(model.module) - model_dt(first.module)) > 1e-9 * model_dt(first.module):
+            raise CheckpointError(
+                f"checkpoint {model.path} steps dt={model_dt(model.module):g} but {first.path} steps "
+                f"dt={model_dt(first.module):g}; evaluate checkpoints of one time step together"
+            )
+    return models
+
+
+def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The test trajectories: ``test_path`` (an HDF5 file) or the set the checkpoint's data config defines."""
+    try:
+        if cfg.test_path:
+            solver = hydra.utils.instantiate(config["pde"])
+            data = read_trajectories(cfg.test_path, cfg.test_split, solver)
+            what = f"test_path={cfg.test_path}"
+        else:
+            datamodule = hydra.utils.instantiate(config["data"])
+            datamodule.prepare_data()
+            data = datamodule.trajectories("test")
+            what = f"the test set of {label}'s data config"
+    except ConfigError as error:
+        raise CheckpointError(f"test set does not fit checkpoint {label}: {error}") from None
+    except InstantiationException as error:
+        raise CheckpointError(
+            f"checkpoint {label}: its data config cannot be built ({error.__cause__})"
+        ) from None
+    limit = cfg.get("num_trajectories")
+    if limit:
+        data = {**data, "u": data["u"][:limit], "params": {k: v[:limit] for k, v in data["params"].items()}}
+    log.info("test set: %s, %d trajectories of %d frames", what, len(data["u"]), data["u"].shape[1])
+    return {**data, "source": what}
+
+
+# ----------------------------------------------------------------------------- rollouts
+def evaluate_model(
+    model: Model,
+    u: Tensor,
+    params: Mapping[str, Tensor],
+    dt: float,
+    cfg: DictConfig,
+    device: torch.device,
+) -> ModelRollouts:
+    """Roll ``model`` out over every test trajectory ``u`` ``[N, T, C, *S]`` and collect its metrics."""
+    module = model.module.to(device)
+    net = module.net
+    t_in, t_out = net.time_history, net.time_future
+    steps = rollout_steps(u.shape[1], t_in, t_out)
+    horizon = steps * t_out
+    times = dt * torch.arange(1, horizon + 1, dtype=torch.float64)
+    samples = cfg.num_noise_samples if model.is_refiner else 1
+    ndim, blowup = u.ndim - 3, float(model.config["pde"].get("blowup", 1e6))
+    out = ModelRollouts()
+    bar = tqdm(total=len(u), desc=model.label, unit="traj", disable=not cfg.progress)
+    for first in range(0, len(u), cfg.batch_size):
+        part = slice(first, first + cfg.batch_size)
+        batch = u[part].to(device)
+        cond = {k: v[part].to(device=device, dtype=torch.float32) for k, v in params.items()}
+        step_dt = torch.full((len(batch),), dt, device=device)
+        predict = module.predictor(cond, step_dt)
+        history = batch[:, :t_in]
+        if first == 0:
+            with torch.no_grad():
+                predict(history)  # warm-up: allocations, kernels, FFT plans
+        runs = []
+        for sample in range(samples):
+            torch.manual_seed(cfg.seed + sample)
+            synchronize(device)
+            tic = time.perf_counter()
+            runs.append(rollout(predict, history, steps))
+            synchronize(device)
+            if sample == 0:
+                out.seconds.append(time.perf_counter() - tic)
+        pred, true = runs[0].double(), batch[:, t_in : t_in + horizon].double()
+        corr = metrics.pearson(pred, true)
+        spec_pred, spec_true = metrics.energy_spectrum(pred, ndim), metrics.energy_spectrum(true, ndim)
+        out.add(
+            mse=metrics.mse(pred, true),
+            rel_l2=metrics.relative_l2(pred, true),
+            corr=corr,
+            corr_time=torch.stack(
+                [metrics.correlation_time(corr, times.to(device), float(t)) for t in cfg.thresholds], 1
+            ),
+            blowup_time=metrics.blowup_time(pred, times.to(device), blowup),
+            spectrum_pred=spec_pred.float(),
+            spectrum_true=spec_true.float(),
+            band_error=metrics.spectrum_band_error(spec_pred, spec_true, cfg.num_bands),
+        )
+        if samples > 1:
+            spread = torch.stack(runs).double().std(0)
+            out.add(spread=spread.flatten(2).norm(dim=-1) / true.flatten(2).norm(dim=-1).clamp_min(1e-12))
+        if first < cfg.num_sample_plots:
+            keep = runs[0][: cfg.num_sample_plots - first].cpu()
+            out.samples = keep if out.samples is None else torch.cat([out.samples, keep])
+        bar.update(len(batch))
+    bar.close()
+    module.cpu()
+    return out
+
+
+# ----------------------------------------------------------------------------- assembling
+def _pad(x: Tensor, length: int, dim: int) -> np.ndarray:
+    """``x`` NaN-padded along ``dim`` to ``length`` (models with longer histories predict fewer frames)."""
+    missing = length - x.shape[dim]
+    if missing > 0:
+        shape = list(x.shape)
+        shape[dim] = missing
+        x = torch.cat([x, x.new_full(shape, float("nan"))], dim=dim)
+    return x.numpy()
+
+
+def _ci(values: Tensor, cfg: DictConfig) -> Tensor:
+    """``[mean, low, high]`` stacked last, bootstrap over trajectories (dim 0)."""
+    boot = cfg.bootstrap
+    return torch.stack(metrics.bootstrap_ci(values, boot.confidence, boot.num_resamples, cfg.seed), -1)
+
+
+def build_dataset(
+    models: Sequence[Model],
+    results: Sequence[ModelRollouts],
+    runs: Sequence[SolverRun],
+    truth: Tensor,
+    trajectory: Tensor,
+    dt: float,
+    cfg: DictConfig,
+) -> xr.Dataset:
+    """All metrics as one labelled dataset (dims model, trajectory, time, wavenumber, threshold, band, …).
+
+    ``truth`` is the rollout part of the test trajectories the solver runs are compared with
+    (``[N, T_s, C, *S]``, starting after the first model's history).
+    """
+    length = max(r.cat("rel_l2").shape[1] for r in results)
+    times = dt * np.arange(1, length + 1)
+    thresholds = [float(t) for t in cfg.thresholds]
+    num_wavenumbers = results[0].cat("spectrum_true").shape[-1]
+    bands = ["low", "mid", "high"] if cfg.num_bands == 3 else [f"band{i}" for i in range(cfg.num_bands)]
+    per_step = ("mse", "rel_l2", "corr", "spread")
+    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+    for key in per_step:
+        if any(key in r.values for r in results):
+            stacked = [
+                _pad(r.cat(key), length, 1) if key in r.values else np.full((len(trajectory), length), np.nan)
+                for r in results
+            ]
+            data[key] = (("model", "trajectory", "time"), np.stack(stacked))
+    for key in ("rel_l2", "corr"):
+        ci = [_pad(_ci(r.cat(key), cfg), length, 0) for r in results]
+        data[f"{key}_ci"] = (("model", "time", "stat"), np.stack(ci))
+    data["corr_time"] = (
+        ("model", "trajectory", "threshold"),
+        np.stack([r.cat("corr_time").numpy() for r in results]),
+    )
+    data["corr_time_ci"] = (
+        ("model", "threshold", "stat"),
+        np.stack([_ci(r.cat("corr_time"), cfg).numpy() for r in results]),
+    )
+    data["blowup_time"] = (("model", "trajectory"), np.stack([r.cat("blowup_time").numpy() for r in results]))
+    for key in ("spectrum_pred", "spectrum_true"):
+        data[key] = (
+            ("model", "trajectory", "time", "wavenumber"),
+            np.stack([_pad(r.cat(key), length, 1) for r in results]),
+        )
+    data["spectrum_band_error"] = (
+        ("model", "trajectory", "time", "band"),
+        np.stack([_pad(r.cat("band_error"), length, 1) for r in results]),
+    )
+    data["seconds_per_step"] = (
+        ("model",),
+        np.array([statistics.median(r.seconds) / r.cat("rel_l2").shape[1] for r in results]),
+    )
+    data["num_parameters"] = (("model",), np.array([m.module.net.num_parameters() for m in models]))
+    coords: dict[str, Any] = {
+        "model": [m.label for m in models],
+        "trajectory": trajectory.numpy(),
+        "time": times,
+        "wavenumber": np.arange(num_wavenumbers),
+        "threshold": thresholds,
+        "band": bands,
+        "stat": list(STATS),
+    }
+    if runs:
+        data.update(_solver_variables(runs, truth, len(trajectory), length, dt, thresholds))
+        coords["solver_setting"] = [r.label for r in runs]
+    attrs = {
+        "checkpoints": "\n".join(m.path for m in models),
+        "dt": dt,
+        "time_history": str([m.module.net.time_history for m in models]),
+        "evaluation_config": OmegaConf.to_yaml(cfg, resolve=True),
+        "model_configs": OmegaConf.to_yaml(OmegaConf.create({m.label: m.config for m in models})),
+        "time_note": "lead time since the last history frame (PDE time units)",
+    }
+    return xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords, attrs=attrs)
+
+
+def _solver_variables(
+    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: float, thresholds: Sequence[float]
+) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """Per solver setting: nRMSE and correlation over time (NaN where it has no output or for trajectories
+    it did not solve), correlation times, cost, grid and step."""
+    rel = np.full((len(runs), num, length), np.nan)
+    corr = np.full((len(runs), num, length), np.nan)
+    corr_time = np.full((len(runs), num, len(thresholds)), np.nan)
+    for i, run in enumerate(runs):
+        if run.pred is None:
+            continue
+        index = torch.tensor(run.index)
+        true = truth[:, index].double()
+        pred = run.pred.double()
+        rows = len(pred)
+        rel[i][:rows, run.index] = metrics.relative_l2(pred, true).numpy()
+        c = metrics.pearson(pred, true)
+        corr[i][:rows, run.index] = c.numpy()
+        sub_times = dt * (index + 1).double()
+        corr_time[i, :rows] = torch.stack(
+            [metrics.correlation_time(c, sub_times, t) for t in thresholds], 1
+        ).numpy()
+    return {
+        "solver_rel_l2": (("solver_setting", "trajectory", "time"), rel),
+        "solver_corr": (("solver_setting", "trajectory", "time"), corr),
+        "solver_corr_time": (("solver_setting", "trajectory", "threshold"), corr_time),
+        "solver_seconds_per_step": (("solver_setting",), np.array([r.seconds_per_step for r in runs])),
+        "solver_n": (("solver_setting",), np.array([r.n for r in runs])),
+        "solver_dt": (("solver_setting",), np.array([r.dt for r in runs])),
+        "solver_status": (("solver_setting",), np.array([r.status for r in runs], dtype=object)),
+    }
+
+
+# ----------------------------------------------------------------------------- the whole job
+def evaluate(cfg: DictConfig) -> Path:
+    """Run the evaluation configured by ``cfg`` (``conf/evaluate.yaml``); returns the output directory."""
+    from evaluation.report import write_report
+
+    paths = check_config(cfg)
+    device = device_of(cfg.device)
+    models = load_models(paths, bool(cfg.trust_checkpoints))
+    first = models[0]
+    data = load_test_set(cfg, first.config, first.path)
+    dt_data = float(data["t"][1] - data["t"][0])
+    dt = model_dt(first.module)
+    stride = frame_stride(dt, dt_data, first.path)
+    u = data["u"][:, ::stride].float()
+    params = data["params"]
+    for model in models:
+        check_compatible(model.config, first.config["pde"], model.path, data["source"])
+        if u.shape[1] <= model.module.net.time_history:
+            raise CheckpointError(
+                f"the test trajectories have {u.shape[1]} frames of dt={dt:g}, too few for {model.path} "
+                f"with time_history={model.module.net.time_history}"
+            )
+    results = [evaluate_model(model, u, params, dt, cfg, device) for model in models]
+    t_in = first.module.net.time_history
+    truth = u[:, t_in:]
+    runs: list[SolverRun] = []
+    baseline = cfg.solver_baseline
+    if baseline.enabled:
+        count = baseline.num_trajectories or len(u)
+        runs = run_solver(
+            first.config["pde"],
+            u[:count, t_in - 1].to(device),
+            {k: v[:count].to(device=device, dtype=torch.float32) for k, v in params.items()},
+            dt,
+            truth.shape[1],
+            cfg.batch_size,
+            list(baseline.coarsen),
+            list(baseline.dt_factors),
+            progress=lambda label: log.info("classical solver: %s", label),
+        )
+        for run in runs:
+            run.pred = None if run.pred is None else run.pred.cpu()
+        truth = truth[:count]
+    index = data.get("index", torch.arange(len(u)))
+    dataset = build_dataset(models, results, runs, truth, index[: len(u)], dt, cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = {
+        m.label: (r.samples, u[: len(r.samples), m.module.net.time_history :])
+        for m, r in zip(models, results, strict=True)
+    }
+    write_report(dataset, samples, out, cfg)
+    return out

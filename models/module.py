@@ -1,0 +1,237 @@
+"""Lightning modules: one for direct surrogates (FNO, U-Net, SineNet, LSM), one for PDE-Refiner.
+
+Training objectives (all on normalised fields):
+
+* one-step: predict the next ``T_out`` frames from the last ``T_in``;
+* pushforward (Brandstetter, Worrall & Welling 2022): unroll ``k ~ U{0..unroll_steps}`` steps without
+  gradient, then take the loss on the next step — the model learns from its own input distribution;
+* unrolled training (``unroll_grad=True``): backpropagate through all ``unroll_steps + 1`` steps and
+  average their losses;
+* input noise: Gaussian noise of std ``input_noise`` on the (normalised) input frames;
+* ``predict_difference``: the network predicts the change from the last input frame.
+
+Validation runs autoregressive rollouts over the fixed validation trajectories and reports the
+per-step error and the correlation time (first drop of the Pearson correlation below
+``correlation_threshold``, in PDE time units), the metric that checkpoints are selected on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from evaluation import metrics
+from evaluation.rollout import rollout, rollout_steps
+from models.base import SurrogateNet
+
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "mse": lambda pred, true: metrics.mse(pred, true).mean(),
+    "rel_l2": lambda pred, true: metrics.relative_l2(pred, true).mean(),
+}
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_factor: float = 0.01
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps`` then cosine decay to ``min_factor`` × lr at ``total_steps``."""
+    if warmup_steps < 0 or total_steps <= warmup_steps:
+        raise ValueError(
+            f"scheduler: need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class SurrogateModule(pl.LightningModule):
+    """Trains a :class:`~models.base.SurrogateNet` on batches ``{"x", "y", "params", "dt"}``.
+
+    Args:
+        net: the network (built from ``conf/model``).
+        normalizer: the data's normaliser (``normalize``/``denormalize`` fields, ``cond`` for the
+            conditioning vector); its statistics are buffers, so they travel with the checkpoint.
+        optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
+        scheduler: factory ``optimizer -> LRScheduler`` stepped every optimizer step, or ``None``.
+        loss: ``"mse"`` or ``"rel_l2"``.
+        predict_difference: predict the increment from the last input frame.
+        unroll_steps: pushforward/unrolled steps before (or along with) the loss step.
+        unroll_grad: backpropagate through the unrolled steps instead of the pushforward trick.
+        input_noise: std of Gaussian noise added to the normalised inputs during training.
+        correlation_threshold: the Pearson correlation that defines the validation correlation time.
+        config: the composed run configuration, stored in the checkpoint for provenance and rebuilding.
+    """
+
+    def __init__(
+        self,
+        net: SurrogateNet,
+        normalizer: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        loss: str = "mse",
+        predict_difference: bool = True,
+        unroll_steps: int = 0,
+        unroll_grad: bool = False,
+        input_noise: float = 0.0,
+        correlation_threshold: float = 0.8,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {sorted(LOSSES)}")
+        if unroll_steps < 0 or input_noise < 0:
+            raise ValueError("module.unroll_steps and module.input_noise must be >= 0")
+        if not 0 < correlation_threshold < 1:
+            raise ValueError(f"module.correlation_threshold={correlation_threshold} must lie in (0, 1)")
+        self.save_hyperparameters(ignore=["net", "normalizer", "optimizer", "scheduler"])
+        self.net, self.normalizer = net, normalizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.loss_fn = LOSSES[loss]
+        self._val: dict[str, list[Tensor]] = {}
+
+    # ------------------------------------------------------------------ prediction
+    def _advance(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        """Next ``T_out`` normalised frames from normalised history ``x``."""
+        out = self.net(x, cond)
+        return out + x[:, -1:] if self.hparams.predict_difference else out
+
+    def predictor(self, params: Mapping[str, Tensor], dt: Tensor) -> Callable[[Tensor], Tensor]:
+        """A one-step predictor in physical units for these trajectories (for rollouts)."""
+        cond = self.normalizer.cond(params, dt)
+
+        def predict(history: Tensor) -> Tensor:
+            return self.normalizer.denormalize(self._advance(self.normalizer.normalize(history), cond))
+
+        return predict
+
+    def forward(self, x: Tensor, params: Mapping[str, Tensor], dt: Tensor) -> Tensor:
+        """Next ``T_out`` frames (physical units) from the history ``x`` ``[B, T_in, C, *S]``."""
+        return self.predictor(params, dt)(x)
+
+    # ------------------------------------------------------------------ training
+    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> Tensor:
+        """Loss of one step from normalised history ``x`` to normalised target ``y``."""
+        return self.loss_fn(self._advance(x, cond), y)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        x = self.normalizer.normalize(batch["x"])
+        y = self.normalizer.normalize(batch["y"])
+        cond = self.normalizer.cond(batch["params"], batch["dt"])
+        t_out = self.net.time_future
+        steps = self.hparams.unroll_steps + 1
+        if y.shape[1] < steps * t_out:
+            raise ValueError(
+                f"the data gives {y.shape[1]} target frames but unroll_steps={steps - 1} with "
+                f"time_future={t_out} needs {steps * t_out}; set data.time_future accordingly"
+            )
+        if self.hparams.input_noise:
+            x = x + self.hparams.input_noise * torch.randn_like(x)
+        if self.hparams.unroll_grad:
+            losses = []
+            for k in range(steps):
+                target = y[:, k * t_out : (k + 1) * t_out]
+                losses.append(self.objective(x, target, cond))
+                x = torch.cat([x, self._advance(x, cond)], dim=1)[:, -x.shape[1] :]
+            loss = torch.stack(losses).mean()
+        else:
+            k = int(torch.randint(steps, (1,)).item()) if steps > 1 else 0
+            with torch.no_grad():
+                for _ in range(k):
+                    x = torch.cat([x, self._advance(x, cond)], dim=1)[:, -x.shape[1] :]
+            loss = self.objective(x, y[:, k * t_out : (k + 1) * t_out], cond)
+        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random state, so that a resumed run draws the same unroll steps and noise."""
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Applied at the first training batch, not now: creating the resumed run's DataLoader
+        # iterators draws from the global RNG, which the uninterrupted run did before the checkpoint.
+        self._resume_rng = checkpoint.get("rng")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        rng = getattr(self, "_resume_rng", None)
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        self._resume_rng = None
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ validation / test
+    def rollout_metrics(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Autoregressive rollout over full trajectories ``batch["u"]`` ``[B, T, C, *S]``."""
+        u = batch["u"]
+        t_in, t_out = self.net.time_history, self.net.time_future
+        steps = rollout_steps(u.shape[1], t_in, t_out)
+        pred = rollout(self.predictor(batch["params"], batch["dt"]), u[:, :t_in], steps)
+        true = u[:, t_in : t_in + pred.shape[1]]
+        corr = metrics.pearson(pred, true)
+        dt = batch["dt"].reshape(-1)[0].to(corr.dtype)
+        times = dt * torch.arange(1, pred.shape[1] + 1, device=corr.device, dtype=corr.dtype)
+        return {
+            "mse": metrics.mse(pred, true),
+            "rel_l2": metrics.relative_l2(pred, true),
+            "corr": corr,
+            "corr_time": metrics.correlation_time(corr, times, self.hparams.correlation_threshold),
+            "times": times.expand(pred.shape[0], -1),
+        }
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        for key, value in self.rollout_metrics(batch).items():
+            self._val.setdefault(key, []).append(value.detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        gathered = {}
+        for key, values in self._val.items():
+            value = self.all_gather(torch.cat(values))
+            gathered[key] = value.flatten(0, 1) if self.trainer.world_size > 1 else value
+        self._val.clear()
+        times = gathered["times"][0]
+        rel = gathered["rel_l2"].mean(0)
+        self.log("val/corr_time", gathered["corr_time"].mean(), prog_bar=True)
+        self.log_dict(
+            {
+                "val/mse": gathered["mse"].mean(),
+                "val/rel_l2": rel.mean(),
+                "val/rel_l2_first": rel[0],
+                "val/rel_l2_last": rel[-1],
+            }
+        )
+        self.val_curves = {"times": times.cpu(), "rel_l2": rel.cpu(), "corr": gathered["corr"].mean(0).cpu()}
+
+
+class RefinerModule(SurrogateModule):
+    """PDE-Refiner training: the objective is the refiner's own denoising loss (Lippe et al. 2023).
+
+    Everything else — normalisation, pushforward, difference targets, rollouts, EMA, logging — is the
+    direct surrogate's; inference calls the refiner, which runs its K+1 network evaluations.
+    """
+
+    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> Tensor:
+        target = y - x[:, -1:] if self.hparams.predict_difference else y
+        return self.net.loss(x, target, cond)

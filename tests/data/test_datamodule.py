@@ -1,0 +1,209 @@
+"""DataModules: cached rollout sets, normalisation, offline files, checkpoint resume under Lightning."""
+
+import shutil
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+import data.datamodule as datamodule_module
+from data import OfflineDataModule, OnlineDataModule, write_split
+from data.generate import run as generate_run
+from data.trajectories import generate, output_times
+from solvers.base import ConfigError
+from tests.data.conftest import Heat
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def online(tmp_path, solver, **overrides):
+    kwargs = dict(
+        time_history=2,
+        time_future=1,
+        dt_out=0.2,
+        batch_size=8,
+        num_workers=0,
+        rollout_steps=6,
+        solver_batch=4,
+        buffer={"policy": "reservoir", "capacity": 64, "max_reuse": 2, "watermark": 16},
+        seed=1,
+        generation="device",
+        num_val_trajectories=5,
+        num_test_trajectories=3,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    kwargs.update(overrides)
+    return OnlineDataModule(solver, **kwargs)
+
+
+def test_rollout_sets_are_cached_per_config_and_reused(tmp_path, heat1d, monkeypatch):
+    dm = online(tmp_path, heat1d)
+    val = dm.trajectories("val")
+    assert val["u"].shape == (5, 6, 1, 16) and dm.trajectories("test")["u"].shape == (3, 6, 1, 16)
+    torch.testing.assert_close(val["t"], output_times(0.2, 6))
+    assert dm.cache_path.is_file()
+
+    def no_writes(*args, **kwargs):
+        raise AssertionError("the cached file should have been reused")
+
+    monkeypatch.setattr(datamodule_module, "write_split", no_writes)
+    again = online(tmp_path, Heat(n=16, dt=0.1, ndim=1))
+    assert again.cache_path == dm.cache_path
+    assert torch.equal(again.trajectories("val")["u"], val["u"])
+    assert online(tmp_path, heat1d, seed=2).cache_path != dm.cache_path
+    assert online(tmp_path, Heat(n=32)).cache_path != dm.cache_path
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["u"].shape == (5, 6, 1, 16) and batch["params"]["nu"].shape == (5,)
+    assert torch.allclose(batch["dt"], torch.tensor(0.2))
+    # val, test and train are different seed streams: their trajectory 0 differ
+    first = [generate(heat1d, 1, split, [0], output_times(0.2, 6)).u[0] for split in ("train", "val", "test")]
+    torch.testing.assert_close(first[1], val["u"][0], atol=0, rtol=0)
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+
+
+def test_normalizer_statistics_and_conditioning(tmp_path, heat1d):
+    dm = online(tmp_path, heat1d)
+    dm.setup("fit")
+    norm = dm.normalizer
+    batch = next(iter(dm.train_dataloader()))
+    x = norm.normalize(batch["x"])
+    assert abs(x.mean().item()) < 0.5 and 0.3 < x.std().item() < 3
+    torch.testing.assert_close(norm.denormalize(x), batch["x"])
+    cond = norm.cond(batch["params"], batch["dt"])
+    assert (
+        cond.shape == (8, norm.cond_dim)
+        and cond[:, :1].abs().max() <= 1
+        and torch.allclose(cond[:, 1], torch.ones(8))
+    )
+    restored = type(norm)(torch.zeros(1), torch.ones(1), ["?"], torch.zeros(2), torch.ones(2), torch.zeros(2))
+    restored.load_state_dict(norm.state_dict())
+    assert restored.param_names == ["nu"] and torch.equal(restored.std, norm.std)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"generation": "gpu"}, "data.generation"),
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"dt_out": 0.25}, "dt_out"),
+    ],
+)
+def test_bad_online_config_names_the_key(tmp_path, heat1d, overrides, key):
+    with pytest.raises(ConfigError, match=key):
+        online(tmp_path, heat1d, **overrides)
+
+
+def test_offline_datamodule_reads_windows_and_rollouts(tmp_path, heat1d):
+    path = tmp_path / "heat.h5"
+    for split, n in (("train", 6), ("val", 3), ("test", 2)):
+        write_split(path, split, heat1d, output_times(0.1, 9), n, seed=0, progress=False)
+    paths = {"train": str(path), "val": str(path), "test": str(path)}
+    dm = OfflineDataModule(heat1d, paths, time_history=2, time_future=2, dt_out=0.2, batch_size=4)
+    assert dm.dt_out == pytest.approx(0.2)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (4, 2, 1, 16) and batch["y"].shape == (4, 2, 1, 16)
+    assert torch.allclose(batch["dt"], torch.tensor(0.2))
+    val = dm.trajectories("val")
+    assert val["u"].shape == (3, 5, 1, 16) and torch.allclose(val["t"], output_times(0.2, 5))
+    assert dm.normalizer.cond_dim == 2
+    with pytest.raises(ConfigError, match=r"not a multiple of the interval 0\.1"):
+        _ = OfflineDataModule(heat1d, paths, dt_out=0.15).dt_out
+    with pytest.raises(ConfigError, match=r"config has n=8"):
+        OfflineDataModule(Heat(n=8), paths).setup("fit")
+    with pytest.raises(ConfigError, match=r"data\.paths is missing"):
+        OfflineDataModule(heat1d, {"train": str(path)})
+
+
+def test_generate_cli_config_writes_a_complete_file(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "pde").mkdir(parents=True)
+    shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
+    (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        overrides = ["pde=heat", "num_trajectories=6", "rollout=5", "dt_out=0.2", "chunk=4", "workers=0"]
+        cfg = compose("generate", overrides=overrides, return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        assert cfg.path == "datasets/heat.h5"
+        cfg.path = str(tmp_path / "heat.h5")
+        info = generate_run(cfg)
+    assert info.num_trajectories == 6 and info.dt_out == pytest.approx(0.2)
+
+
+class Linear(pl.LightningModule):
+    """The smallest model that trains on stream batches; checks the batch contract on the way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(16, 16)
+
+    def training_step(self, batch, batch_idx):
+        assert set(batch) == {"x", "y", "params", "dt"}
+        return torch.nn.functional.mse_loss(self.layer(batch["x"][:, -1:]), batch["y"])
+
+    def validation_step(self, batch, batch_idx):
+        assert batch["u"].shape[1:] == (6, 1, 16)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class Spy(OnlineDataModule):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumed = []
+
+    def record(self, info) -> None:
+        self.consumed.append(set(info["index"].tolist()))
+        super().record(info)
+
+
+def test_checkpoint_resume_continues_the_stream(tmp_path, heat1d):
+    def trainer(steps):
+        return pl.Trainer(
+            max_steps=steps,
+            val_check_interval=3,
+            check_val_every_n_epoch=None,
+            limit_val_batches=1,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
+        )
+
+    first = Spy(heat1d, **_spy_kwargs(tmp_path))
+    run = trainer(3)
+    run.fit(Linear(), datamodule=first)
+    ckpt = tmp_path / "stream.ckpt"
+    run.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)["Spy"]["stream"]
+    generated = {k for k in range(state["next"][0])}
+    assert set().union(*first.consumed) <= generated and state["num_shards"] == 1
+
+    second = Spy(heat1d, **_spy_kwargs(tmp_path))
+    trainer(6).fit(Linear(), datamodule=second, ckpt_path=ckpt)
+    resumed = set().union(*second.consumed)
+    assert len(second.consumed) == 3 and resumed and not resumed & generated
+    assert second.stream_stats()["inserted"] > 0
+
+
+def _spy_kwargs(tmp_path):
+    return dict(
+        time_history=2,
+        time_future=1,
+        dt_out=0.2,
+        batch_size=8,
+        num_workers=0,
+        rollout_steps=6,
+        solver_batch=4,
+        buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
+        seed=1,
+        generation="device",
+        num_val_trajectories=2,
+        num_test_trajectories=2,
+        cache_dir=str(tmp_path / "cache"),
+    )

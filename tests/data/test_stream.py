@@ -1,0 +1,159 @@
+"""The online stream: window spacing, seeds, shard disjointness, resume, divergence handling."""
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import data.stream as stream_module
+from data.stream import STREAM_KEY, TrajectoryStream, cut_windows, start_rounds
+from data.trajectories import generate, output_times, trajectory_seed
+from solvers.base import ConfigError
+from tests.data.conftest import Heat
+
+BUFFER = {"policy": "firo", "capacity": 512, "max_reuse": 1, "watermark": 64}
+
+
+def make_stream(solver, **overrides):
+    kwargs = dict(
+        seed=7,
+        time_history=3,
+        time_future=2,
+        dt_out=0.2,
+        rollout_steps=8,
+        solver_batch=4,
+        batch_size=16,
+        buffer=BUFFER,
+        max_divergence_fraction=0.0,
+    )
+    kwargs.update(overrides)
+    return TrajectoryStream(solver, **kwargs)
+
+
+def take(stream, n):
+    return list(itertools.islice(iter(stream), n))
+
+
+def test_windows_are_dt_out_apart_in_exact_solution(heat1d):
+    batch = take(make_stream(heat1d), 1)[0]
+    frames = torch.cat([batch["x"], batch["y"]], dim=1).double()  # [B, 5, 1, X]
+    for k in range(frames.shape[1] - 1):
+        advanced = heat1d.exact(frames[:, k], 0.2, batch["params"]["nu"].double())
+        torch.testing.assert_close(advanced, frames[:, k + 1], atol=1e-5, rtol=1e-5)
+    assert torch.all(batch["dt"] == torch.tensor(0.2))
+    assert batch["x"].shape == (16, 3, 1, 16) and batch["y"].shape == (16, 2, 1, 16)
+
+
+def test_trajectory_is_a_pure_function_of_seed_split_index(heat2d):
+    times = output_times(0.1, 4)
+    together = generate(heat2d, 3, "train", [5, 9, 11], times)
+    alone = generate(heat2d, 3, "train", [9], times)
+    torch.testing.assert_close(together.u[1], alone.u[0], atol=0, rtol=0)
+    assert together.params["nu"][1] == alone.params["nu"][0]
+    exact = heat2d.exact(together.u[:, 0].double(), 0.3, together.params["nu"])
+    torch.testing.assert_close(together.u[:, 3].double(), exact, atol=1e-5, rtol=1e-5)
+    seeds = {
+        trajectory_seed(s, split, i) for s in (0, 1) for split in ("train", "val", "test") for i in range(50)
+    }
+    assert len(seeds) == 300
+
+
+def test_stream_is_deterministic_for_a_fixed_seed(heat1d):
+    a, b = take(make_stream(heat1d), 5), take(make_stream(heat1d), 5)
+    c = take(make_stream(heat1d, seed=8), 5)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x["x"], y["x"]) and torch.equal(x[STREAM_KEY]["index"], y[STREAM_KEY]["index"])
+    assert not torch.equal(a[0]["x"], c[0]["x"])
+
+
+def test_cut_windows_slices_consecutive_frames():
+    u = torch.arange(2 * 6 * 1 * 3).reshape(2, 6, 1, 3)
+    w = cut_windows(u, 4)
+    assert w.shape == (6, 4, 1, 3)
+    assert torch.equal(w[4], u[1, 1:5])
+
+
+@pytest.mark.parametrize("dt_out", [0.15, -0.2, 0.0])
+def test_dt_out_must_be_a_multiple_of_solver_dt(heat1d, dt_out):
+    with pytest.raises(ConfigError, match="dt_out"):
+        make_stream(heat1d, dt_out=dt_out)
+
+
+def test_too_small_buffer_is_refused(heat1d):
+    with pytest.raises(ConfigError, match=r"buffer\.capacity"):
+        make_stream(heat1d, buffer={"policy": "firo", "capacity": 20, "watermark": 10})
+
+
+def shard_indices(stream, monkeypatch, rank, world, worker, workers, batches=6):
+    stream.rank, stream.world_size = rank, world
+    info = SimpleNamespace(id=worker, num_workers=workers)
+    monkeypatch.setattr(stream_module, "get_worker_info", lambda: info)
+    batches = take(stream, batches)
+    served = torch.cat([b[STREAM_KEY]["index"] for b in batches])
+    return set(served.tolist()), batches[-1][STREAM_KEY]
+
+
+def test_ranks_and_workers_draw_disjoint_trajectories(heat1d, monkeypatch):
+    stream = make_stream(heat1d)
+    seen = {}
+    for rank, worker in itertools.product(range(2), range(3)):
+        seen[rank, worker], info = shard_indices(stream, monkeypatch, rank, 2, worker, 3)
+        assert info["shard"] == rank * 3 + worker and info["num_shards"] == 6
+        assert all(i % 6 == info["shard"] for i in seen[rank, worker])
+    for a, b in itertools.combinations(seen, 2):
+        assert not seen[a] & seen[b], (a, b)
+
+
+def test_dataloader_workers_are_disjoint(heat1d):
+    loader = DataLoader(make_stream(heat1d), batch_size=None, num_workers=2)
+    by_shard = {0: set(), 1: set()}
+    for batch in itertools.islice(loader, 8):
+        by_shard[batch[STREAM_KEY]["shard"]] |= set(batch[STREAM_KEY]["index"].tolist())
+    assert by_shard[0] and by_shard[1] and not by_shard[0] & by_shard[1]
+
+
+@pytest.mark.parametrize("new_shards", [2, 3])
+def test_resumed_stream_continues_without_repeats(heat1d, monkeypatch, new_shards):
+    first, info = shard_indices(make_stream(heat1d), monkeypatch, 0, 1, 1, 2)
+    generated = {k * 2 + 1 for k in range(info["next"])}  # every trajectory shard 1 of 2 made
+    assert first <= generated
+    resumed = make_stream(heat1d)
+    resumed.resume_state = {"num_shards": 2, "next": {1: info["next"]}}
+    again = set()
+    for worker in range(new_shards):
+        served, _ = shard_indices(resumed, monkeypatch, 0, 1, worker, new_shards)
+        again |= served
+    assert again and not again & generated
+    assert start_rounds({"num_shards": 2, "next": {1: 5}}, 3) == {0: 4, 1: 4, 2: 4}  # 4·3 ≥ 5·2 + 1
+
+
+def test_diverged_trajectories_are_dropped_and_counted():
+    solver = Heat(n=16, nu=[-1.0, 1.0], blowup=20.0)
+    stream = make_stream(solver, max_divergence_fraction=0.9, rollout_steps=12)
+    batches = take(stream, 10)
+    stats = batches[-1][STREAM_KEY]["stats"]
+    assert 0 < stats["diverged"] < stats["attempted"]
+    for batch in batches:
+        assert torch.isfinite(batch["x"]).all() and torch.isfinite(batch["y"]).all()
+        assert (batch["params"]["nu"] > -0.3).all()  # strongly anti-diffusive ones never reach training
+
+
+def test_unstable_config_stops_with_a_clear_message():
+    solver = Heat(n=16, nu=[-1.0, 1.0], blowup=20.0)
+    stream = make_stream(solver, max_divergence_fraction=0.05, rollout_steps=12)
+    with pytest.raises(
+        ConfigError, match=r"diverged .*max_divergence_fraction=0.05.*Heat\(n=16.*nu=\[-1.0, 1.0\]"
+    ):
+        take(stream, 10)
+
+
+def test_generation_on_device_refuses_workers(heat1d, monkeypatch):
+    stream = make_stream(heat1d)
+    stream.device = torch.device("meta")
+    monkeypatch.setattr(stream_module, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=2))
+    with pytest.raises(ConfigError, match="num_workers=0"):
+        take(stream, 1)
+    assert math.isclose(stream.dt_out, 0.2)

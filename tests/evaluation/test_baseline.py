@@ -1,0 +1,66 @@
+import math
+
+import hydra
+import pytest
+import torch
+
+from data.trajectories import generate, output_times
+from evaluation import metrics
+from evaluation.baseline import run_solver, spectral_resample
+
+L = 2 * math.pi
+
+
+def trig_1d(n):
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    return 1 + torch.sin(3 * x) - 0.5 * torch.cos(7 * x)
+
+
+def trig_2d(n):
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    x, y = torch.meshgrid(x, x, indexing="ij")
+    return torch.sin(3 * x - 5 * y) + torch.cos(2 * x + 6 * y) + 0.3 * torch.sin(7 * y)
+
+
+@pytest.mark.parametrize(("field", "ndim"), [(trig_1d, 1), (trig_2d, 2)])
+def test_spectral_resample_is_exact_for_band_limited_fields(field, ndim):
+    assert torch.allclose(spectral_resample(field(16), 48, ndim), field(48), atol=1e-12)
+    assert torch.allclose(spectral_resample(field(64), 16, ndim), field(16), atol=1e-12)
+    assert spectral_resample(field(16), 16, ndim) is not None
+
+
+def test_spectral_resample_drops_unresolved_modes():
+    x = torch.arange(32, dtype=torch.float64) * L / 32
+    coarse = spectral_resample(torch.sin(x) + torch.sin(12 * x), 16, 1)  # 12 > 16 / 2: not representable
+    assert torch.allclose(coarse, torch.sin(torch.arange(16, dtype=torch.float64) * L / 16), atol=1e-12)
+
+
+KS = {"_target_": "solvers.ks.KuramotoSivashinsky", "n": 64, "length": 32.0, "dt": 0.25, "burn_in": 20.0}
+
+
+def test_solver_baseline_marks_diverged_and_refused_settings():
+    pde = {**KS, "nu": 0.2}  # n/2 under-resolves and blows up; KS refuses dt > 2 nu = 0.4
+    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), output_times(0.25, 14))
+    u = truth.u.float()
+    runs = {r.label: r for r in run_solver(pde, u[:, 3], truth.params, 0.25, 10, 2, [2], [2, 4])}
+    assert list(runs) == ["reference", "n/2", "2×dt", "4×dt"]
+    reference = runs["reference"]
+    assert reference.status == "ok" and reference.pred.shape == (2, 10, 1, 64)
+    assert reference.seconds_per_step > 0
+    assert metrics.relative_l2(reference.pred.double(), u[:, 4:].double()).max() < 1e-4
+    assert runs["n/2"].pred is None and "blew up" in runs["n/2"].status
+    assert runs["2×dt"].pred is None and "dt must be <=" in runs["2×dt"].status
+    assert runs["4×dt"].status.startswith("not run")
+
+
+def test_solver_baseline_coarse_grid_and_larger_step():
+    pde = {**KS, "nu": 1.0}
+    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), output_times(0.25, 12))
+    u, true = truth.u.float(), truth.u[:, 4:].double()
+    reference, coarse, step = run_solver(pde, u[:, 3], truth.params, 0.25, 8, 2, [2], [2])
+    assert coarse.pred.shape == reference.pred.shape == (2, 8, 1, 64)  # interpolated back to n
+    ref_error = metrics.relative_l2(reference.pred.double(), true).mean()
+    assert ref_error < 1e-5
+    assert metrics.relative_l2(coarse.pred.double(), true).mean() > 10 * ref_error
+    assert step.index == [1, 3, 5, 7] and step.pred.shape == (2, 4, 1, 64)
+    assert metrics.relative_l2(step.pred.double(), true[:, step.index]).max() < 1e-2

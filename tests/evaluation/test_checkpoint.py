@@ -1,0 +1,101 @@
+import pathlib
+import re
+import shutil
+
+import pytest
+import torch
+
+from data.hdf5 import write_split
+from data.trajectories import output_times
+from evaluation.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from evaluation.pipeline import evaluate, load_models
+from models.module import RefinerModule, SurrogateModule
+from solvers.ks import KuramotoSivashinsky
+from tests.evaluation.conftest import eval_config
+
+
+def test_loads_ema_weights_config_and_module_kind(fno_run, refiner_run):
+    module, config = load_checkpoint(fno_run)
+    stored = torch.load(fno_run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert type(module) is SurrogateModule and not module.training
+    assert config["pde"]["n"] == 32 and config["model"]["name"] == "fno-small"
+    for key, value in stored["state_dict"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(module.state_dict()[key], value), key
+    assert module.normalizer.param_names == ["nu"]
+    u = torch.randn(2, 4, 1, 32)
+    out = module.predictor({"nu": torch.ones(2)}, torch.full((2,), 0.25))(u)
+    assert out.shape == (2, 1, 1, 32) and bool(torch.isfinite(out).all())
+    refiner, _ = load_checkpoint(refiner_run / "checkpoints" / "last.ckpt")
+    assert type(refiner) is RefinerModule
+
+
+def test_run_directory_prefers_best_then_last(fno_run, tmp_path):
+    assert resolve_checkpoint(fno_run) == fno_run / "checkpoints" / "best.ckpt"
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(fno_run / "checkpoints" / "last.ckpt", tmp_path / "checkpoints")
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert resolve_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints" / "last.ckpt"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        resolve_checkpoint(tmp_path / "empty")
+
+
+def test_missing_corrupt_and_foreign_files(fno_run, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((fno_run / "checkpoints" / "best.ckpt").read_bytes()[:4096])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="not a pdestream checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_unsafe_pickle_needs_trust(fno_run, tmp_path):
+    checkpoint = torch.load(fno_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["extra"] = pathlib.PurePosixPath("x")  # not allowed by weights_only=True
+    path = tmp_path / "unsafe.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="trust_checkpoints=true"):
+        load_checkpoint(path)
+    module, _ = load_checkpoint(path, trust=True)
+    assert isinstance(module, SurrogateModule)
+
+
+def _modified(run, tmp_path, name, edit):
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    edit(checkpoint["hyper_parameters"]["config"])
+    path = tmp_path / name
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_weights_that_do_not_fit_the_config(fno_run, tmp_path):
+    path = _modified(fno_run, tmp_path, "wide.ckpt", lambda c: c["model"].update(width=8))
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_of_different_grids_are_refused(fno_run, tmp_path):
+    path = _modified(fno_run, tmp_path, "n64.ckpt", lambda c: c["pde"].update(n=64))
+    with pytest.raises(CheckpointError, match=re.escape("pde.n=64")):
+        load_models([str(fno_run), str(path)], trust=False)
+
+
+def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
+    path = tmp_path / "ks64.h5"
+    solver = KuramotoSivashinsky(n=64, burn_in=0.0)
+    write_split(path, "test", solver, output_times(0.25, 8), 2, seed=0, progress=False)
+    cfg = eval_config(
+        [f"checkpoints=[{fno_run}]", f"test_path={path}", f"paths.output_dir={tmp_path / 'out'}"]
+    )
+    with pytest.raises(CheckpointError, match=r"does not fit checkpoint .*n=64.*n=32"):
+        evaluate(cfg)
+    cfg = eval_config(
+        [f"checkpoints=[{fno_run}]", f"test_path={tmp_path / 'none.h5'}", f"paths.output_dir={tmp_path}"]
+    )
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(cfg)

@@ -1,0 +1,153 @@
+import math
+
+import pytest
+import torch
+
+from evaluation import metrics
+from evaluation.rollout import rollout, rollout_steps
+
+
+def traj(values):
+    """[B, T, C=1, X] from nested lists [B][T][X]."""
+    return torch.tensor(values, dtype=torch.float64)[:, :, None]
+
+
+def test_mse_and_relative_l2_by_hand():
+    true = traj([[[3.0, 4.0], [1.0, 0.0]]])
+    pred = traj([[[3.0, 0.0], [1.0, 1.0]]])
+    assert torch.allclose(metrics.mse(pred, true), torch.tensor([[8.0, 0.5]], dtype=torch.float64))
+    # ‖(0, 4)‖ / ‖(3, 4)‖ = 4 / 5 ; ‖(0, 1)‖ / ‖(1, 0)‖ = 1
+    assert torch.allclose(metrics.relative_l2(pred, true), torch.tensor([[0.8, 1.0]], dtype=torch.float64))
+
+
+def test_pearson_by_hand():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
+    true = traj([[x.tolist(), x.tolist(), x.tolist()]])
+    pred = traj([[(2 * x + 1).tolist(), (-x).tolist(), [1.0, -1.0, -1.0, 1.0]]])
+    corr = metrics.pearson(pred, true)[0]
+    # perfect, anti-correlated, and (1,-1,-1,1)·(-1.5,-.5,.5,1.5) = 0 → uncorrelated
+    assert torch.allclose(corr, torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64), atol=1e-12)
+
+
+def test_pearson_of_constant_field_is_zero_not_nan():
+    true = traj([[[1.0, 2.0, 3.0]]])
+    pred = traj([[[5.0, 5.0, 5.0]]])
+    assert metrics.pearson(pred, true).item() == 0.0
+
+
+TIMES = torch.tensor([0.5, 1.0, 1.5, 2.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("corr", "expected"),
+    [
+        ([0.99, 0.95, 0.85, 0.81], 2.0),  # never crosses: the horizon
+        ([0.70, 0.95, 0.95, 0.95], 0.0),  # crosses at the first step
+        ([0.99, 0.90, 0.79, 0.95], 1.0),  # first crossing counts, recovery ignored
+        ([0.99, 0.80, 0.70, 0.60], 1.0),  # exactly at the threshold is not below
+        ([0.99, math.nan, 0.99, 0.99], 0.5),  # a NaN (blow-up) is a crossing
+    ],
+)
+def test_correlation_time_edge_cases(corr, expected):
+    value = metrics.correlation_time(torch.tensor([corr], dtype=torch.float64), TIMES, 0.8)
+    assert value.item() == pytest.approx(expected)
+
+
+def test_correlation_time_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="corr must be"):
+        metrics.correlation_time(torch.ones(2, 3), TIMES, 0.8)
+
+
+def test_blowup_time():
+    pred = traj(
+        [[[1.0], [2.0], [math.inf], [1.0]], [[1.0], [1.0], [1.0], [1.0]], [[1.0], [50.0], [1.0], [1.0]]]
+    )
+    value = metrics.blowup_time(pred, TIMES, threshold=10.0)
+    assert value.tolist() == [1.5, math.inf, 1.0]
+
+
+def test_rollout_feeds_predictions_back():
+    # predictor: next frame = last frame + 1 (time_future = 1), and a 2-frame one (time_future = 2)
+    history = torch.zeros(2, 3, 1, 4)
+    out = rollout(lambda w: w[:, -1:] + 1, history, steps=5)
+    assert out.shape == (2, 5, 1, 4)
+    assert torch.equal(out[0, :, 0, 0], torch.arange(1.0, 6.0))
+    out2 = rollout(lambda w: torch.cat([w[:, -1:] + 1, w[:, -1:] + 2], dim=1), history, steps=2)
+    assert torch.equal(out2[1, :, 0, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+def test_rollout_steps():
+    assert rollout_steps(20, 4, 1) == 16
+    assert rollout_steps(20, 4, 3) == 5
+    with pytest.raises(ValueError, match="too short"):
+        rollout_steps(4, 4, 1)
+
+
+# ----------------------------------------------------------------------------- spectra and bootstrap
+def _grid(n, length):
+    return torch.arange(n, dtype=torch.float64) * length / n
+
+
+def test_energy_spectrum_1d_single_modes_and_parseval():
+    n, length = 64, 10.0
+    x = _grid(n, length)
+    u = 1.5 + 0.7 * torch.sin(2 * math.pi * 5 * x / length) + 0.2 * torch.cos(2 * math.pi * 12 * x / length)
+    spectrum = metrics.energy_spectrum(u[None, None, None], ndim=1)[0, 0]
+    assert spectrum.shape == (n // 2 + 1,)
+    expected = torch.zeros(n // 2 + 1, dtype=torch.float64)
+    expected[0], expected[5], expected[12] = 1.5**2, 0.7**2 / 2, 0.2**2 / 2
+    assert torch.allclose(spectrum, expected, atol=1e-12)
+    noise = torch.randn(3, 2, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    total = metrics.energy_spectrum(noise[:, None], ndim=1).sum(-1)[:, 0]
+    assert torch.allclose(total, noise.pow(2).mean(-1).sum(-1))  # Parseval, channels summed
+
+
+def test_energy_spectrum_2d_radial_binning():
+    n, length = 32, 2.0
+    x, y = torch.meshgrid(_grid(n, length), _grid(n, length), indexing="ij")
+    u = 0.5 * torch.sin(2 * math.pi * (3 * x + 4 * y) / length) + 0.3 * torch.cos(
+        2 * math.pi * 2 * y / length
+    )
+    spectrum = metrics.energy_spectrum(u[None, None], ndim=2)[0]
+    expected = torch.zeros(n // 2 + 1, dtype=torch.float64)
+    expected[5], expected[2] = 0.5**2 / 2, 0.3**2 / 2  # |(3, 4)| = 5
+    assert torch.allclose(spectrum, expected, atol=1e-12)
+
+
+def test_band_edges_cover_resolved_wavenumbers():
+    assert metrics.band_edges(10, 3) == [(1, 4), (4, 7), (7, 10)]
+    assert metrics.band_edges(129, 3) == [(1, 44), (44, 86), (86, 129)]
+    with pytest.raises(ValueError, match="num_bands"):
+        metrics.band_edges(3, 3)
+
+
+def test_spectrum_band_error_by_hand():
+    true = torch.tensor([5.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0], dtype=torch.float64)
+    pred = torch.tensor([9.0, 1.0, 1.0, 0.2, 0.2, 40.0, 40.0], dtype=torch.float64)
+    error = metrics.spectrum_band_error(pred, true, num_bands=3, floor=0.0)
+    # bands [1,3) [3,5) [5,7): equal, ten times too little, ten times too much; k=0 ignored
+    assert torch.allclose(error, torch.tensor([0.0, -1.0, 1.0], dtype=torch.float64))
+    empty = metrics.spectrum_band_error(torch.ones(7), torch.zeros(7).index_fill(0, torch.tensor([1]), 1.0))
+    assert bool(torch.isfinite(empty).all())
+
+
+def test_bootstrap_ci_by_hand():
+    # two trajectories 0 and 1: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
+    mean, low, high = metrics.bootstrap_ci(torch.tensor([0.0, 1.0]), confidence=0.95, num_resamples=4000)
+    assert (mean.item(), low.item(), high.item()) == (0.5, 0.0, 1.0)
+    _, low, high = metrics.bootstrap_ci(torch.tensor([0.0, 1.0]), confidence=0.4, num_resamples=4000)
+    assert (low.item(), high.item()) == (0.5, 0.5)
+    mean, low, high = metrics.bootstrap_ci(torch.full((5, 3), 2.0))
+    assert torch.equal(low, torch.full((3,), 2.0, dtype=torch.float64)) and torch.equal(high, low)
+
+
+def test_bootstrap_ci_width_and_seed():
+    values = torch.randn(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mean, low, high = metrics.bootstrap_ci(values, 0.95, 2000, seed=3)
+    expected = 2 * 1.96 * values.std().item() / math.sqrt(len(values))  # normal approximation
+    assert (high - low).item() == pytest.approx(expected, rel=0.15)
+    assert low < mean < high
+    again = metrics.bootstrap_ci(values, 0.95, 2000, seed=3)
+    assert again[1] == low and again[2] == high
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.bootstrap_ci(values, confidence=1.5)

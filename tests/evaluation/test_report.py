@@ -1,0 +1,119 @@
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from evaluation.checkpoint import EvaluationError
+from evaluation.pipeline import evaluate
+from tests.evaluation.conftest import eval_config
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = ["error_vs_time.png", "correlation_vs_time.png", "spectra.png", "cost_accuracy.png"]
+
+
+@pytest.fixture(scope="module")
+def report(fno_run, refiner_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    cfg = eval_config(
+        [
+            f"checkpoints=[{fno_run},{refiner_run}]",
+            f"paths.output_dir={out}",
+            "num_noise_samples=2",
+            "batch_size=3",
+            "logger=wandb",
+        ]
+    )
+    tic = time.perf_counter()
+    evaluate(cfg)
+    return out, time.perf_counter() - tic
+
+
+def test_report_has_every_file_and_is_fast(report):
+    out, seconds = report
+    expected = [*FIGURES, "samples_fno-small.png", "samples_pde_refiner-small.png"]
+    for name in ["metrics.nc", "report.html", "report.md", *expected]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert seconds < 30
+
+
+def test_metrics_dataset(report):
+    out, _ = report
+    ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
+    assert list(ds.model.values) == ["fno-small", "pde_refiner-small"]
+    assert ds.sizes["trajectory"] == 4 and ds.sizes["time"] == 8  # 12 frames - 4 history
+    assert ds.sizes["wavenumber"] == 17 and list(ds.threshold.values) == [0.8, 0.9, 0.95]
+    assert ds.rel_l2.dims == ("model", "trajectory", "time")
+    assert ds.spectrum_pred.dims == ("model", "trajectory", "time", "wavenumber")
+    assert np.allclose(ds.time.values, 0.25 * np.arange(1, 9))
+    assert np.isfinite(ds.rel_l2.values).all() and (ds.corr_time.values <= 2.0 + 1e-9).all()
+    ci = ds.rel_l2_ci.sel(stat=["low", "mean", "high"]).values
+    assert (ci[..., 0] <= ci[..., 1] + 1e-12).all() and (ci[..., 1] <= ci[..., 2] + 1e-12).all()
+    # the ensemble spread exists for the refiner only (two noise samples)
+    assert np.isnan(ds.spread.sel(model="fno-small")).all()
+    assert (ds.spread.sel(model="pde_refiner-small") > 0).all()
+    assert list(ds.solver_setting.values) == ["reference", "n/2", "n/4", "2×dt", "4×dt"]
+    assert ds.solver_rel_l2.sel(solver_setting="reference").max() < 1e-4
+    assert "fno-small" in ds.attrs["model_configs"] and "checkpoints" in ds.attrs["evaluation_config"]
+
+
+def test_html_is_self_contained(report):
+    out, _ = report
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "<link" not in page and "href=" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == len(list(out.glob("*.png"))) == 6
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "fno-small" in page and "speed-up at equal accuracy" in page and "_target_" in page
+
+
+def test_markdown_links_existing_figures(report):
+    out, _ = report
+    text = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert sorted(links) == sorted(p.name for p in out.glob("*.png"))
+    rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith("| fno-small") or line.startswith("| pde_refiner")
+    ]
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "checkpoints is required"),
+        (["checkpoints=[]"], "checkpoints is required"),
+        (["checkpoints=[x]", "device=tpu"], "device='tpu' is not allowed; allowed: cpu, cuda, auto"),
+        (["checkpoints=[x]", "logger=csv"], "is not supported here; allowed: none, wandb"),
+        (["checkpoints=[x]", "thresholds=[0.8,1.2]"], "thresholds"),
+        (["checkpoints=[x]", "batch_size=0"], "batch_size=0"),
+    ],
+)
+def test_bad_options_give_one_clear_error(overrides, message, tmp_path):
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        evaluate(eval_config([*overrides, f"paths.output_dir={tmp_path}"]))
+
+
+def test_command_line_error_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            f"checkpoints=[{tmp_path / 'missing.ckpt'}]",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"WANDB_MODE": "disabled", "PATH": "/usr/bin:/bin"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "does not exist" in output and "Traceback" not in output

@@ -1,0 +1,96 @@
+"""FNO and its spectral convolution: exact Fourier-mode action, resolution consistency, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.fno import FNO
+from models.layers import SpectralConv
+
+
+def cells(n: int) -> torch.Tensor:
+    return torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+
+
+def test_spectral_conv_1d_multiplies_each_kept_mode_and_drops_the_rest() -> None:
+    """``cos(kx) → |W_k| cos(kx + arg W_k)`` for ``k < modes``, and 0 for ``k >= modes``."""
+    torch.manual_seed(0)
+    layer = SpectralConv(1, 1, modes=5, ndim=1).double()
+    x = cells(32)
+    for k in range(8):
+        out = layer(torch.cos(k * x)[None, None])[0, 0]
+        w = (
+            layer.weight[0, 0, k].detach().to(torch.complex128)
+            if k < 5
+            else torch.tensor(0j, dtype=torch.complex128)
+        )
+        # For k = 0 the real FFT keeps only the real part of W_0 (a real signal stays real).
+        expected = w.real * torch.ones_like(x) if k == 0 else w.abs() * torch.cos(k * x + w.angle())
+        torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("k1", [3, -3])
+def test_spectral_conv_2d_keeps_positive_and_negative_modes_of_the_first_axis(k1: int) -> None:
+    """``cos(k1 x + k2 y) → |W| cos(k1 x + k2 y + arg W)`` with ``W`` the weight of mode ``(k1, k2)``."""
+    torch.manual_seed(0)
+    m1, m2, k2 = 4, 4, 2
+    layer = SpectralConv(1, 1, modes=(m1, m2), ndim=2).double()
+    X, Y = torch.meshgrid(cells(16), cells(16), indexing="ij")
+    out = layer(torch.cos(k1 * X + k2 * Y)[None, None])[0, 0]
+    row = k1 if k1 >= 0 else 2 * m1 + k1  # negative wavenumbers sit in the second block of rows
+    w = layer.weight[0, 0, row, k2].detach().to(torch.complex128)
+    torch.testing.assert_close(out, w.abs() * torch.cos(k1 * X + k2 * Y + w.angle()), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_same_weights_at_twice_the_resolution_agree_on_shared_points(ndim: int) -> None:
+    """A band-limited input sampled at ``n`` and ``2n``: the outputs agree at the common grid points."""
+    torch.manual_seed(0)
+    net = FNO(ndim, 2, 1, 1, modes=8, width=16, n_layers=4, projection=32).double()
+
+    def field(n: int) -> torch.Tensor:
+        g = cells(n)
+        if ndim == 1:
+            f = torch.stack([torch.sin(g) + 0.5 * torch.cos(3 * g), 0.3 * torch.sin(2 * g + 1)])
+        else:
+            X, Y = torch.meshgrid(g, g, indexing="ij")
+            f = torch.stack([torch.sin(X) * torch.cos(2 * Y), 0.5 * torch.cos(X - Y)])
+        return f[None, None]
+
+    n = 64 if ndim == 1 else 32
+    with torch.no_grad():
+        coarse, fine = net(field(n)), net(field(2 * n))
+    shared = fine[..., ::2] if ndim == 1 else fine[..., ::2, ::2]
+    assert ((coarse - shared).norm() / coarse.norm()).item() < 1e-8
+
+
+def test_too_many_modes_are_refused_at_construction_and_at_first_forward() -> None:
+    with pytest.raises(ValueError, match=r"modes=\(12, 12\).*grid \(16, 16\).*modes <= \(8, 9\)"):
+        FNO(2, 1, 1, 1, modes=12, n=16)
+    net = FNO(2, 1, 1, 1, modes=12)
+    with pytest.raises(ValueError, match=r"FNO: modes=\(12, 12\)"):
+        net(torch.zeros(1, 1, 1, 16, 16))
+    net(torch.zeros(1, 1, 1, 24, 24))  # 24 = 2 · 12 rows and 13 >= 12 columns fit
+    with pytest.raises(ValueError, match="modes <= \\(33,\\)"):
+        FNO(1, 1, 1, 1, modes=40, n=64)
+
+
+def test_padding_is_for_non_periodic_data_only() -> None:
+    with pytest.raises(ValueError, match=r"padding=0\.25 is for non-periodic data"):
+        FNO(1, 1, 1, 1, padding=0.25)
+    net = FNO(1, 1, 2, 1, modes=8, width=8, periodic=False, padding=0.25, grid=True)
+    x = torch.randn(2, 2, 1, 40)
+    assert net(x).shape == (2, 1, 1, 40)
+    # Zero padding decouples the two ends: the output is no longer periodic-shift equivariant.
+    assert (net(x.roll(7, -1)) - net(x).roll(7, -1)).abs().max() > 1e-4
+
+
+def test_paper_preset_parameter_count() -> None:
+    """FNO-2D of Li et al. (2021): 10 frames + 2 coordinates in, modes 12, width 20, 4 layers."""
+    net = FNO(2, 1, 10, 1, modes=12, width=20, n_layers=4, projection=128, grid=True)
+    spectral = 4 * 20 * 20 * (2 * 12) * 12
+    assert sum(p.numel() for p in net.spectral.parameters()) == spectral == 460_800
+    assert net.num_parameters() == 465_557

@@ -1,0 +1,153 @@
+"""Behaviour of solvers/base.py (parameters, output times, burn-in), with the KS solver as concrete class."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from solvers.base import ConfigError, ParamSpec, dealias_mask, wavenumbers
+from solvers.ks import KuramotoSivashinsky
+
+F64 = torch.float64
+
+
+def _solver(**kwargs: object) -> KuramotoSivashinsky:
+    return KuramotoSivashinsky(**{"n": 32, "length": 16.0, "burn_in": 0.0, **kwargs})
+
+
+def _u0(solver: KuramotoSivashinsky, batch: int = 2) -> torch.Tensor:
+    return solver.initial_condition(batch, torch.Generator().manual_seed(0), dtype=F64)
+
+
+# ----------------------------------------------------------------------------- ParamSpec
+def test_number_is_fixed() -> None:
+    spec = ParamSpec("nu", 2)
+    assert spec.fixed and spec.low == spec.high == 2.0
+    assert torch.equal(spec.sample(3, None), torch.full((3,), 2.0, dtype=F64))
+
+
+def test_range_is_uniform() -> None:
+    spec = ParamSpec("nu", [0.5, 1.5])
+    draws = spec.sample(4000, torch.Generator().manual_seed(0))
+    assert not spec.fixed and draws.dtype == F64
+    assert float(draws.min()) >= 0.5 and float(draws.max()) <= 1.5
+    assert abs(float(draws.mean()) - 1.0) < 0.02  # uniform mean; std of the estimate ~ 0.0046
+    assert abs(float((draws < 0.75).double().mean()) - 0.25) < 0.03
+
+
+def test_log_range_is_log_uniform() -> None:
+    spec = ParamSpec("nu", [1e-3, 1e-1, "log"])
+    draws = spec.sample(4000, torch.Generator().manual_seed(0))
+    assert spec.log and float(draws.min()) >= 1e-3 and float(draws.max()) <= 1e-1
+    assert abs(float(draws.log10().mean()) + 2.0) < 0.03  # log10 uniform on [-3, -1]
+    assert abs(float((draws < 1e-2).double().mean()) - 0.5) < 0.03
+
+
+def test_sampling_is_reproducible() -> None:
+    spec = ParamSpec("nu", [0.5, 1.5])
+    a = spec.sample(5, torch.Generator().manual_seed(3))
+    b = spec.sample(5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("value", "positive", "match"),
+    [
+        ([1.0], False, "number, \\[low, high\\]"),
+        ([1.0, 2.0, 3.0], False, "number, \\[low, high\\]"),
+        ([1.0, "x"], False, "number, \\[low, high\\]"),
+        ([1.0, 2.0, "linear"], False, "number, \\[low, high\\]"),
+        ([2.0, 1.0], False, "low must not exceed high"),
+        ([0.0, 1.0, "log"], False, "must be > 0"),
+        (-1.0, True, "must be > 0"),
+        ([0.0, 1.0], True, "must be > 0"),
+        (math.inf, False, "finite"),
+        ([0.0, math.nan], False, "nu="),  # refused (the message blames the order of the bounds)
+    ],
+)
+def test_bad_parameter_values(value: object, positive: bool, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ParamSpec("nu", value, positive=positive)
+
+
+def test_sample_params_gives_one_value_per_trajectory() -> None:
+    params = _solver(nu=[0.5, 1.5]).sample_params(6, torch.Generator().manual_seed(0))
+    assert set(params) == {"nu"} and params["nu"].shape == (6,) and params["nu"].dtype == F64
+
+
+# ----------------------------------------------------------------------------- complete_params
+def test_complete_params_fills_missing_with_midpoint_and_broadcasts_scalars() -> None:
+    solver = _solver(nu=[0.5, 1.5])
+    full = solver.complete_params(None, 3, torch.device("cpu"), torch.float32)
+    assert torch.equal(full["nu"], torch.ones(3))
+    full = solver.complete_params({"nu": 0.7}, 3, torch.device("cpu"), F64)
+    assert torch.equal(full["nu"], torch.full((3,), 0.7, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"viscosity": 1.0}, "unknown parameter"),
+        ({"nu": torch.ones(3)}, "3 values for a batch of 2"),
+        ({"nu": torch.tensor([1.0, 0.0])}, "must be > 0"),
+        ({"nu": torch.tensor([1.0, math.nan])}, "non-finite"),
+    ],
+)
+def test_complete_params_errors(params: dict, match: str) -> None:
+    solver = _solver()
+    with pytest.raises(ConfigError, match=match):
+        solver.complete_params(params, 2, torch.device("cpu"), F64)
+    with pytest.raises(ConfigError, match=match):
+        solver.solve(_u0(solver), [0.5], params)
+
+
+# ----------------------------------------------------------------------------- solve
+@pytest.mark.parametrize("t", [[], [-0.5, 1.0], [1.0, 0.5]])
+def test_output_times_are_validated(t: list[float]) -> None:
+    solver = _solver()
+    with pytest.raises(ConfigError, match="output times"):
+        solver.solve(_u0(solver), t)
+
+
+@pytest.mark.parametrize("shape", [(2, 32), (2, 2, 32), (2, 1, 16), (2, 1, 32, 32)])
+def test_u0_shape_is_validated(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ConfigError, match="expected \\[batch, 1, 32\\]"):
+        _solver().solve(torch.zeros(shape, dtype=F64), [1.0])
+
+
+def test_repeated_and_zero_times() -> None:
+    solver = _solver()
+    u0 = _u0(solver)
+    out = solver.solve(u0, [0.0, 0.0, 1.0, 1.0])
+    torch.testing.assert_close(out[:, 0], u0)
+    torch.testing.assert_close(out[:, 1], u0)
+    torch.testing.assert_close(out[:, 2], out[:, 3])
+    assert not torch.allclose(out[:, 1], out[:, 2])
+
+
+def test_burn_in_shifts_time() -> None:
+    """With burn-in b, the output at t equals the output at t + b of a run without burn-in."""
+    u0 = _u0(_solver())
+    shifted = _solver(burn_in=2.0).solve(u0, [0.0, 1.0])
+    plain = _solver().solve(u0, [2.0, 3.0])
+    torch.testing.assert_close(shifted, plain, rtol=1e-12, atol=1e-12)
+
+
+def test_outputs_split_into_equal_substeps_no_larger_than_dt() -> None:
+    """An interval of 0.6 with dt = 0.25 takes three steps of 0.2: equal to outputs at every 0.2."""
+    solver = _solver(dt=0.25)
+    u0 = _u0(solver)
+    coarse = solver.solve(u0, [0.6])
+    fine = _solver(dt=0.2).solve(u0, [0.2, 0.4, 0.6])
+    torch.testing.assert_close(coarse[:, 0], fine[:, -1], rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- spectral helpers
+def test_wavenumbers_and_dealias_mask() -> None:
+    k = wavenumbers(8, 2 * math.pi)
+    assert k.tolist() == [0, 1, 2, 3, -4, -3, -2, -1]
+    assert wavenumbers(8, 4 * math.pi, real=True).tolist() == [0, 0.5, 1, 1.5, 2]
+    assert dealias_mask(12, real=True).tolist() == [True] * 4 + [False] * 3  # |k| < 4
+    assert int(dealias_mask(12).sum()) == 7  # 0, ±1, ±2, ±3
