@@ -103,17 +103,32 @@ def band_edges(num_wavenumbers: int, num_bands: int = 3) -> list[tuple[int, int]
     return list(itertools.pairwise(cuts))
 
 
-def spectrum_band_error(pred: Tensor, true: Tensor, num_bands: int = 3, floor: float = 1e-12) -> Tensor:
+def active_wavenumbers(true: Tensor, relative: float = 1e-10) -> int:
+    """Wavenumbers ``0 … K_a − 1`` up to the last one whose mean true energy is ``>= relative`` × the total.
+
+    Beyond it the truth holds only round-off (dealiased modes, exponentially damped tails), where a
+    ratio of energies measures noise, not the surrogate.
+    """
+    mean = true.reshape(-1, true.shape[-1]).double().mean(0)
+    keep = (mean >= relative * mean.sum()).nonzero().flatten()
+    return int(keep.max()) + 1 if len(keep) else true.shape[-1]
+
+
+def spectrum_band_error(
+    pred: Tensor, true: Tensor, num_bands: int = 3, floor: float = 1e-12, relative: float = 1e-10
+) -> Tensor:
     """Energy error per wavenumber band: ``log10(Σ_band E_pred / Σ_band E_true)``, ``[..., num_bands]``.
 
-    ``pred`` and ``true`` are spectra ``[..., K]`` (:func:`energy_spectrum`). 0 is a perfect band, +1
-    ten times too much energy, −1 ten times too little. Both band energies get ``floor`` times the true
-    total energy added, so bands that hold no energy (dealiased or fully damped modes) stay finite.
+    ``pred`` and ``true`` are spectra ``[..., K]`` (:func:`energy_spectrum`). The bands split the
+    wavenumbers where the truth holds energy (:func:`active_wavenumbers` with ``relative``) into low,
+    mid and high thirds. 0 is a perfect band, +1 ten times too much energy, −1 ten times too little.
+    Both band energies get ``floor`` times the true total energy added, so an empty band stays finite.
     """
     if pred.shape != true.shape:
         raise ValueError(f"spectra differ in shape: {tuple(pred.shape)} and {tuple(true.shape)}")
     eps = floor * true.sum(-1, keepdim=True)
-    bands = band_edges(true.shape[-1], num_bands)
+    active = max(active_wavenumbers(true, relative), num_bands + 1)
+    bands = band_edges(active, num_bands)
     p = torch.stack([pred[..., a:b].sum(-1) for a, b in bands], dim=-1)
     q = torch.stack([true[..., a:b].sum(-1) for a, b in bands], dim=-1)
     return torch.log10((p + eps) / (q + eps))

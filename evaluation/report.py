@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib.ticker import NullFormatter
 from omegaconf import DictConfig
 from torch import Tensor
 
@@ -252,6 +253,7 @@ def figure_cost_accuracy(ds: xr.Dataset, path: Path) -> None:
                 value = float(ds.rel_l2.sel(model=model).mean())
             ax.plot([cost], [value], "*", ms=13, label=str(model))
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
         if key == "rel_l2":
             ax.set_yscale("log")
         ax.set_xlabel("wall time per rollout step (s, batched)")

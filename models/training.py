@@ -71,6 +71,20 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path``, or with ``ckpt_path=auto`` the run directory's
+    ``checkpoints/last.ckpt`` when it exists (a requeued SLURM job continues where it stopped)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "auto":
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if ckpt_path is not None and not Path(ckpt_path).is_file():
+        raise RunConfigError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file (give a .ckpt file, auto or null)"
+        )
+    return ckpt_path
+
+
 @dataclass
 class Run:
     """Everything a training run needs, built and validated."""
@@ -86,9 +100,7 @@ def build(cfg: DictConfig) -> Run:
     register_resolvers()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise RunConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    ckpt_path = resume_path(cfg)
     datamodule = _instantiate(cfg.data, "data")
     try:
         datamodule.prepare_data()

@@ -71,11 +71,11 @@ class ParamSpec:
                 f"{name}={value!r} is not allowed: give a number, [low, high] or [low, high, 'log']",
             )
             self.low, self.high = float(items[0]), float(items[1])
-            require(self.low <= self.high, f"{name}={value!r}: low must not exceed high")
         require(
             math.isfinite(self.low) and math.isfinite(self.high),
             f"{name}={value!r} must be finite",
         )
+        require(self.low <= self.high, f"{name}={value!r}: low must not exceed high")
         if positive or self.log:
             require(self.low > 0, f"{name}={value!r} is not allowed: {name} must be > 0")
 
@@ -268,6 +268,21 @@ class Solver(ABC):
 
 def _expand(mask: Tensor, like: Tensor) -> Tensor:
     return mask.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def random_sines(
+    batch: int, x: Tensor, length: float, waves: int, max_mode: int, generator: torch.Generator | None
+) -> Tensor:
+    """Random smooth periodic fields ``u(x) = Σ_j A_j sin(2π l_j x / L + φ_j)``, ``[B, 1, len(x)]`` float64.
+
+    ``J = waves`` terms with ``A_j ~ U(-1/2, 1/2)``, ``l_j`` uniform on ``1..max_mode`` and
+    ``φ_j ~ U(0, 2π)``: the initial conditions of Brandstetter et al. (MP-PDE and LPSDA, 2022).
+    """
+    shape = (batch, waves, 1)
+    amplitude = torch.rand(shape, generator=generator, dtype=torch.float64) - 0.5
+    mode = torch.randint(1, max_mode + 1, shape, generator=generator).to(torch.float64)
+    phase = 2 * math.pi * torch.rand(shape, generator=generator, dtype=torch.float64)
+    return (amplitude * torch.sin(2 * math.pi * mode * x / length + phase)).sum(dim=1, keepdim=True)
 
 
 def wavenumbers(n: int, length: float, real: bool = False) -> Tensor:

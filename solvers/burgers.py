@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamValue, Solver, Stepper, require
+from solvers.base import ConfigError, ParamValue, Solver, Stepper, random_sines, require
 
 DIFFUSION_LIMIT = 0.25
 """Largest ``ν h / Δx²`` of one sub-step (see the module docstring)."""
@@ -106,12 +106,7 @@ class Burgers(Solver):
         return count
 
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
-        shape = (batch, self.waves, 1)
-        amplitude = torch.rand(shape, generator=generator, dtype=torch.float64) - 0.5
-        mode = torch.randint(1, self.max_mode + 1, shape, generator=generator).to(torch.float64)
-        phase = 2 * math.pi * torch.rand(shape, generator=generator, dtype=torch.float64)
-        x = self.grid[0]
-        u = (amplitude * torch.sin(2 * math.pi * mode * x / self.length + phase)).sum(dim=1, keepdim=True)
+        u = random_sines(batch, self.grid[0], self.length, self.waves, self.max_mode, generator)
         return u / u.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:

@@ -136,6 +136,17 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert straight["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"]
 
 
+def test_auto_resume_picks_the_run_directory_checkpoint(tmp_path):
+    from models.training import resume_path
+
+    cfg = compose_train([*tiny(tmp_path), "ckpt_path=auto"])
+    assert resume_path(cfg) is None  # a fresh run directory: start from scratch
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert resume_path(cfg) == str(last)
+
+
 # --------------------------------------------------------------------------- DDP on CPU
 @pytest.mark.timeout(400)
 def test_two_process_cpu_ddp(tmp_path):

@@ -15,6 +15,7 @@ TINY = [
     "pde.n=32",
     "pde.burn_in=2.0",
     "data.rollout_steps=12",
+    "data.dt_out=0.25",  # one solver step: 12 frames span t = 0 … 2.75
     "data.num_val_trajectories=2",
     "data.num_test_trajectories=4",
     "data.solver_batch=4",

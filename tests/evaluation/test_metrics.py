@@ -131,6 +131,20 @@ def test_spectrum_band_error_by_hand():
     assert bool(torch.isfinite(empty).all())
 
 
+def test_spectrum_bands_ignore_modes_where_the_truth_has_no_energy():
+    # truth: energy on k = 1..6, round-off (1e-30) on k = 7..12 (e.g. dealiased); the prediction has
+    # small noise there, which must not count as a (huge) relative error
+    true = torch.cat([torch.tensor([0.0, 8, 4, 2, 2, 1, 1]), torch.full((6,), 1e-30)]).double()
+    pred = true.clone()
+    pred[7:] = 1e-6
+    assert metrics.active_wavenumbers(true) == 7
+    error = metrics.spectrum_band_error(pred, true, num_bands=3)
+    assert torch.allclose(error, torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    pred[5:7] *= 10  # ten times too much energy at the top of the active range: the high band
+    error = metrics.spectrum_band_error(pred, true, num_bands=3)
+    assert error[2].item() == pytest.approx(1.0) and abs(error[0].item()) < 1e-12
+
+
 def test_bootstrap_ci_by_hand():
     # two trajectories 0 and 1: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4
     mean, low, high = metrics.bootstrap_ci(torch.tensor([0.0, 1.0]), confidence=0.95, num_resamples=4000)

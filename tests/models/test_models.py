@@ -7,7 +7,6 @@ below); the full-size presets are only built on the ``meta`` device to count the
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,15 +19,6 @@ SMALL = [name for name in registry.available() if name.endswith("-small")]
 GRIDS = {1: (64,), 2: (32, 32)}
 SHAPE = {"channels": 2, "time_history": 3, "time_future": 2}
 COND_DIM = 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Small tensors run fastest on one thread (and do not fight over a busy machine's cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(name: str, ndim: int, cond_dim: int = COND_DIM, seed: int = 0) -> SurrogateNet:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from solvers.navier_stokes import NavierStokes2D
 
 TWO_PI = 2 * math.pi
 CONF = Path(__file__).resolve().parents[2] / "conf" / "pde"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Small FFTs run fastest (and do not oversubscribe shared CPUs) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def times(*values: float) -> torch.Tensor:
