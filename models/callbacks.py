@@ -1,8 +1,10 @@
-"""Training callbacks: throughput and the share of time spent waiting for data."""
+"""Training callbacks: throughput, the share of time spent waiting for data, and a rollout figure."""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -56,3 +58,24 @@ class Throughput(pl.Callback):
         self.start += paused
         if self._batch_end is not None:
             self._batch_end += paused
+
+
+class RolloutFigure(pl.Callback):
+    """After each validation, logs a figure of one validation rollout (truth, prediction, error).
+
+    Drawn with the evaluation report's sample figure (space-time plots in 1D, snapshots in 2D) and
+    logged through the logger's ``log_image`` (wandb); loggers without images are skipped.
+    """
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from evaluation.report import figure_samples  # matplotlib only when a figure is drawn
+
+        logger = trainer.logger
+        sample = getattr(pl_module, "val_sample", None)
+        if sample is None or not hasattr(logger, "log_image") or not trainer.is_global_zero:
+            return
+        pred, true, times = sample
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "rollout.png"
+            figure_samples(pred, true, times.numpy(), f"step {trainer.global_step}", path)
+            logger.log_image(key="val/rollout", images=[str(path)], step=trainer.global_step)

@@ -100,6 +100,7 @@ class SurrogateModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = LOSSES[loss]
         self._val: dict[str, list[Tensor]] = {}
+        self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
 
     # ------------------------------------------------------------------ prediction
     def _advance(self, x: Tensor, cond: Tensor | None) -> Tensor:
@@ -191,12 +192,12 @@ class SurrogateModule(pl.LightningModule):
         corr = metrics.pearson(pred, true)
         dt = batch["dt"].reshape(-1)[0].to(corr.dtype)
         times = dt * torch.arange(1, pred.shape[1] + 1, device=corr.device, dtype=corr.dtype)
+        if not self._val:  # the first validation batch: keep one rollout for the figure callback
+            self.val_sample = (pred[:1].detach().cpu(), true[:1].detach().cpu(), times.cpu())
         return {
             "mse": metrics.mse(pred, true),
             "rel_l2": metrics.relative_l2(pred, true),
-            "corr": corr,
             "corr_time": metrics.correlation_time(corr, times, self.hparams.correlation_threshold),
-            "times": times.expand(pred.shape[0], -1),
         }
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -211,7 +212,6 @@ class SurrogateModule(pl.LightningModule):
             value = self.all_gather(torch.cat(values))
             gathered[key] = value.flatten(0, 1) if self.trainer.world_size > 1 else value
         self._val.clear()
-        times = gathered["times"][0]
         rel = gathered["rel_l2"].mean(0)
         self.log("val/corr_time", gathered["corr_time"].mean(), prog_bar=True)
         self.log_dict(
@@ -222,7 +222,6 @@ class SurrogateModule(pl.LightningModule):
                 "val/rel_l2_last": rel[-1],
             }
         )
-        self.val_curves = {"times": times.cpu(), "rel_l2": rel.cpu(), "corr": gathered["corr"].mean(0).cpu()}
 
 
 class RefinerModule(SurrogateModule):

@@ -97,6 +97,33 @@ def test_default_run_end_to_end(tmp_path):
     assert any(k.startswith("normalizer.") for k in ckpt["state_dict"])
 
 
+def test_rollout_figure_reaches_an_image_logger(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    class ImageLogger(CSVLogger):
+        def __init__(self, save_dir: str) -> None:
+            super().__init__(save_dir)
+            self.images: list[tuple[str, list[str], int]] = []
+
+        def log_image(self, key: str, images: list[str], step: int) -> None:
+            assert Path(images[0]).stat().st_size > 10_000  # a real PNG, still on disk while logged
+            self.images.append((key, images, step))
+
+    cfg = compose_train([*tiny(tmp_path), "trainer.max_steps=4", "trainer.val_check_interval=2"])
+    run = build(cfg)
+    logger = ImageLogger(str(tmp_path / "logs"))
+    run.trainer._loggers = [logger]
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert [(key, step) for key, _, step in logger.images] == [("val/rollout", 2), ("val/rollout", 4)]
+
+
+def test_bf16_mixed_precision_trains(tmp_path):
+    cfg = compose_train([*tiny(tmp_path), "trainer.fast_dev_run=true", "trainer.precision=bf16-mixed"])
+    run = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
+
+
 # --------------------------------------------------------------------------- exact resume
 def _final_state(tmp: Path, steps: int, ckpt: Path | None = None) -> dict:
     # fifo with capacity = one solver call: every batch is a pure function of the stream position
