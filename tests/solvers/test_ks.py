@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
 
 from solvers.base import ConfigError, DivergenceError
-from solvers.ks import KuramotoSivashinsky, etdrk4_coefficients
+from solvers.ks import SERIAL_POINTS, KuramotoSivashinsky, etdrk4_coefficients
 
 F64 = torch.float64
 
@@ -200,3 +201,27 @@ def test_chaotic_statistics(nu: float) -> None:
     spectrum = torch.fft.rfft(out, dim=-1).abs().square().mean(dim=(0, 1, 2))
     expected = solver.length / (2 * math.pi * math.sqrt(2 * nu))
     assert abs(int(spectrum.argmax()) - expected) <= 1.5
+
+
+def test_small_cpu_solves_run_on_one_thread_and_restore_the_thread_count() -> None:
+    """Below SERIAL_POINTS values the steps see one thread; the caller's count is back afterwards, also
+    after a DivergenceError; at the threshold the caller's count is used."""
+    seen = []
+
+    class Probe(KuramotoSivashinsky):
+        def _stepper(self, *args: Any) -> Any:
+            seen.append(torch.get_num_threads())
+            return super()._stepper(*args)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        solver = Probe(n=32, length=16.0, dt=0.5, burn_in=0.0)
+        solver.solve(_initial(solver, 2), [0.5])
+        solver.solve(_initial(solver, SERIAL_POINTS // solver.n), [0.5])
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        with pytest.raises(DivergenceError):
+            solver.solve(50 * _initial(solver, 1), [2.0])
+        assert seen[-1] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
