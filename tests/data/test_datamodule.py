@@ -19,7 +19,8 @@ from tests.data.conftest import Heat
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def online(tmp_path, solver, **overrides):
+def online_kwargs(tmp_path, **overrides):
+    """Keyword arguments of a tiny OnlineDataModule (generation in this process)."""
     kwargs = dict(
         time_history=2,
         time_future=1,
@@ -36,7 +37,11 @@ def online(tmp_path, solver, **overrides):
         cache_dir=str(tmp_path / "cache"),
     )
     kwargs.update(overrides)
-    return OnlineDataModule(solver, **kwargs)
+    return kwargs
+
+
+def online(tmp_path, solver, **overrides):
+    return OnlineDataModule(solver, **online_kwargs(tmp_path, **overrides))
 
 
 def test_rollout_sets_are_cached_per_config_and_reused(tmp_path, heat1d, monkeypatch):
@@ -175,7 +180,15 @@ def test_checkpoint_resume_continues_the_stream(tmp_path, heat1d):
             default_root_dir=tmp_path,
         )
 
-    first = Spy(heat1d, **_spy_kwargs(tmp_path))
+    first = Spy(
+        heat1d,
+        **online_kwargs(
+            tmp_path,
+            buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
+            num_val_trajectories=2,
+            num_test_trajectories=2,
+        ),
+    )
     run = trainer(3)
     run.fit(Linear(), datamodule=first)
     ckpt = tmp_path / "stream.ckpt"
@@ -184,26 +197,16 @@ def test_checkpoint_resume_continues_the_stream(tmp_path, heat1d):
     generated = {k for k in range(state["next"][0])}
     assert set().union(*first.consumed) <= generated and state["num_shards"] == 1
 
-    second = Spy(heat1d, **_spy_kwargs(tmp_path))
+    second = Spy(
+        heat1d,
+        **online_kwargs(
+            tmp_path,
+            buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
+            num_val_trajectories=2,
+            num_test_trajectories=2,
+        ),
+    )
     trainer(6).fit(Linear(), datamodule=second, ckpt_path=ckpt)
     resumed = set().union(*second.consumed)
     assert len(second.consumed) == 3 and resumed and not resumed & generated
     assert second.stream_stats()["inserted"] > 0
-
-
-def _spy_kwargs(tmp_path):
-    return dict(
-        time_history=2,
-        time_future=1,
-        dt_out=0.2,
-        batch_size=8,
-        num_workers=0,
-        rollout_steps=6,
-        solver_batch=4,
-        buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
-        seed=1,
-        generation="device",
-        num_val_trajectories=2,
-        num_test_trajectories=2,
-        cache_dir=str(tmp_path / "cache"),
-    )

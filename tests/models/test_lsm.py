@@ -38,18 +38,6 @@ def test_patch_layout(n: int, levels: int, periodic: bool, expected: tuple[int, 
     assert patch_layout(n, levels, periodic) == expected
 
 
-@pytest.mark.parametrize("ndim", [1, 2])
-@pytest.mark.parametrize("cond_dim", [0, 2])
-def test_shape_and_gradients_reach_every_parameter(ndim: int, cond_dim: int) -> None:
-    net = make(ndim, cond_dim)
-    x, cond = inputs(ndim, cond_dim)
-    y = net(x, cond)
-    assert y.shape == (2, 2, 2, *GRIDS[ndim])
-    y.square().mean().backward()
-    silent = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not silent
-
-
 @pytest.mark.parametrize("grid", [(60,), (30, 20)])
 def test_non_periodic_grids_are_padded_and_cropped(grid: tuple[int, ...]) -> None:
     net = make(len(grid), 0, periodic=False)
