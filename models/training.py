@@ -17,6 +17,7 @@ import hydra
 import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from models.module import RefinerModule, SurrogateModule
@@ -151,7 +152,13 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
         results["untrained/corr_time"] = float(untrained[0]["val/corr_time"])
         log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
-    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
+    try:
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
+    finally:
+        if any(isinstance(logger, WandbLogger) for logger in run.trainer.loggers):
+            import wandb
+
+            wandb.finish()  # close the run, so that the next job of a multirun starts its own
     results.update({k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1})
     checkpoint = run.trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:

@@ -124,6 +124,21 @@ def test_bf16_mixed_precision_trains(tmp_path):
     assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
 
 
+def test_local_multirun_sweep(tmp_path):
+    overrides = [o for o in tiny(tmp_path) if not o.startswith(("hydra.run.dir", "paths.output_dir"))]
+    result = run_cli(
+        "-m",
+        "model=fno-small,unet-small",
+        *overrides,
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "checkpoints" / "last.ckpt").is_file()
+
+
 # --------------------------------------------------------------------------- exact resume
 def _final_state(tmp: Path, steps: int, ckpt: Path | None = None) -> dict:
     # fifo with capacity = one solver call: every batch is a pure function of the stream position
