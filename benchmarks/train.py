@@ -33,6 +33,7 @@ from models.training import build
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS: dict[str, list[str]] = {
     "default (KS 256, fno-small)": [],
+    "KS, 2 CPU generation workers": ["data.generation=cpu", "data.num_workers=2"],
     "2D (NS 64², fno-small)": [
         "pde=navier_stokes",
         "data.solver_batch=8",
@@ -108,14 +109,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"))
+    parser.add_argument("--configs", type=int, nargs="*", help="row numbers to run (default: all)")
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(
         f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.steps} steps"
     )
     print(f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}")
-    for name, overrides in CONFIGS.items():
-        rates = run(overrides, args.steps, args.warmup, args.device, args.out / name.split()[0])
+    for number, (name, overrides) in enumerate(CONFIGS.items()):
+        if args.configs and number not in args.configs:
+            continue
+        rates = run(overrides, args.steps, args.warmup, args.device, args.out / f"config{number}")
         ratio = rates["online"] / rates["memory"]
         print(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")
 
