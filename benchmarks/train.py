@@ -31,15 +31,17 @@ from data.stream import STREAM_KEY
 from models.training import build
 
 ROOT = Path(__file__).resolve().parents[1]
+NAVIER_STOKES = [
+    "pde=navier_stokes",
+    "data.solver_batch=8",
+    "data.buffer.capacity=2048",
+    "data.buffer.watermark=512",
+]
 CONFIGS: dict[str, list[str]] = {
     "default (KS 256, fno-small)": [],
     "KS, 2 CPU generation workers": ["data.generation=cpu", "data.num_workers=2"],
-    "2D (NS 64², fno-small)": [
-        "pde=navier_stokes",
-        "data.solver_batch=8",
-        "data.buffer.capacity=2048",
-        "data.buffer.watermark=512",
-    ],
+    "2D (NS 64², fno-small)": NAVIER_STOKES,
+    "2D, 2 CPU generation workers": [*NAVIER_STOKES, "data.generation=cpu", "data.num_workers=2"],
 }
 
 
