@@ -1,0 +1,75 @@
+"""The benchmark scripts run end to end as their docstrings give them, at smoke-test sizes."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?"
+
+
+def run_benchmark(name: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def numbers(line: str) -> list[float]:
+    return [float(x) for x in re.findall(NUMBER, line.replace(",", ""))]
+
+
+def assert_rates(values: list[float]) -> None:
+    assert values and all(math.isfinite(v) and v > 0 for v in values), values
+
+
+def test_solvers_benchmark() -> None:
+    out = run_benchmark("solvers", "--quick", "--solvers", "ks", "navier_stokes", "--batches", "2")
+    rows = {
+        line.split()[0]: numbers(line) for line in out.splitlines() if re.match(r"(ks|navier_stokes)\s", line)
+    }
+    assert set(rows) == {"ks", "navier_stokes"}
+    for batch, *_, rate in rows.values():
+        assert batch == 2
+        assert_rates([rate])
+
+
+def test_models_benchmark() -> None:
+    out = run_benchmark("models", "--presets", "fno-small", "--repeats", "1", "--no-neuralop")
+    rows = [numbers(line) for line in out.splitlines() if line.startswith("fno-small")]
+    assert [row[0] for row in rows] == [1, 2]  # dim
+    for _, params, ms, mib in rows:
+        assert params > 1000
+        assert_rates([ms, mib])
+
+
+def test_stream_benchmark() -> None:
+    out = run_benchmark(
+        "stream",
+        *("--pde", "ks", "--steps", "3", "--train-steps", "2", "--workers", "1"),
+        *("--rollout", "16", "--file-trajectories", "4", "--solver-batch", "4"),
+    )
+    rates = {line[:36].strip(): numbers(line[36:]) for line in out.splitlines()[2:] if line.strip()}
+    assert set(rates) >= {"hdf5 reader", "in-memory tensor", "train: fed online", "ratio online/memory"}
+    assert_rates([v for values in rates.values() for v in values])
+
+
+def test_train_benchmark(tmp_path: Path) -> None:
+    out = run_benchmark(
+        "train", "--steps", "60", "--warmup", "5", "--repeats", "1", "--configs", "0", "--out", str(tmp_path)
+    )
+    (row,) = [line for line in out.splitlines() if line.startswith("default")]
+    online, memory, ratio = numbers(row)[-3:]
+    assert_rates([online, memory])
+    assert ratio == pytest.approx(online / memory, abs=0.01)
