@@ -1,7 +1,7 @@
 """Training throughput fed online vs fed from memory: is the online stream ever the bottleneck?
 
 For each configuration, builds the real training run (``models.training.build``, as ``train.py`` does)
-and measures samples per second of ``Trainer.fit`` after a warm-up, twice:
+and measures samples per second of ``Trainer.fit`` after a warm-up, for two data sources:
 
 * **online** — the configured DataModule: solvers generate while the model trains;
 * **memory** — the same number of batches drawn from that stream beforehand and served from a list.
@@ -118,6 +118,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"))
     parser.add_argument("--configs", type=int, nargs="*", help="row numbers to run (default: all)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.steps <= args.warmup:
+        parser.error(
+            f"need --repeats >= 1 and --steps > --warmup, got {args.repeats}, {args.steps}, {args.warmup}"
+        )
+    if unknown := sorted(set(args.configs or []) - set(range(len(CONFIGS)))):
+        parser.error(f"--configs {unknown}: no such rows; allowed: 0 to {len(CONFIGS) - 1}")
     cpu = platform.processor() or platform.machine()
     print(
         f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.steps} steps, "

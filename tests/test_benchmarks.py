@@ -14,14 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?"
 
 
+def call(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", f"benchmarks.{name}", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
 def run_benchmark(name: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = call(name, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -73,3 +72,12 @@ def test_train_benchmark(tmp_path: Path) -> None:
     online, memory, ratio = numbers(row)[-3:]
     assert_rates([online, memory])
     assert ratio == pytest.approx(online / memory, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--configs", "7"], "--configs [7]: no such rows"), (["--repeats", "0"], "need --repeats >= 1")],
+)
+def test_train_benchmark_refuses_bad_options(args: list[str], message: str) -> None:
+    done = call("train", *args)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
