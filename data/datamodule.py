@@ -66,7 +66,8 @@ class PDEDataModule(pl.LightningDataModule):
         time_history, time_future: input and target frames of a training window.
         dt_out: the model's output interval (a multiple of the solver's ``dt``; ``None``: one step).
         batch_size: training samples (and validation trajectories) per batch.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes of the training loader (the in-memory validation and test
+            sets need none).
         stats_trajectories: trajectories used to estimate the normalisation statistics.
     """
 
@@ -149,9 +150,9 @@ class OnlineDataModule(PDEDataModule):
         solver_batch: trajectories per solver call.
         buffer: replay buffer ``policy`` (fifo · firo · reservoir), ``capacity``, ``max_reuse``, ``watermark``.
         seed: base seed; train, val, test and statistics use disjoint streams of it.
-        generation: ``"cpu"`` — solve in the ``num_workers`` DataLoader processes (at least one);
-            ``"device"`` — solve on the training device in the training process (the train loader then
-            has no workers; ``num_workers`` still applies to validation and test).
+        generation: ``"device"`` — solve on the training device in the training process (the train
+            loader then has no workers and ``num_workers`` is unused); ``"cpu"`` — solve in the
+            ``num_workers`` DataLoader processes (at least one).
         max_divergence_fraction: stop with an error naming the pde config if more trajectories diverge.
         num_val_trajectories, num_test_trajectories: sizes of the fixed rollout sets.
         cache_dir: where the rollout sets are cached, one file per configuration.
@@ -170,7 +171,7 @@ class OnlineDataModule(PDEDataModule):
         solver_batch: int = 32,
         buffer: Mapping[str, Any] | None = None,
         seed: int = 0,
-        generation: str = "cpu",
+        generation: str = "device",
         max_divergence_fraction: float = 0.05,
         num_val_trajectories: int = 32,
         num_test_trajectories: int = 32,

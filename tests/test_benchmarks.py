@@ -59,7 +59,8 @@ def test_stream_benchmark() -> None:
         *("--pde", "ks", "--steps", "3", "--train-steps", "2", "--workers", "1"),
         *("--rollout", "16", "--file-trajectories", "4", "--solver-batch", "4"),
     )
-    rates = {line[:36].strip(): numbers(line[36:]) for line in out.splitlines()[2:] if line.strip()}
+    rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()[2:] if line.strip()]
+    rates = {label: numbers(" ".join(values)) for label, *values in rows}
     assert set(rates) >= {"hdf5 reader", "in-memory tensor", "train: fed online", "ratio online/memory"}
     assert_rates([v for values in rates.values() for v in values])
 
