@@ -94,6 +94,7 @@ class KuramotoSivashinsky(Solver):
         waves: number ``J`` of sine waves in the random initial condition.
         max_mode: the initial waves have integer wavenumbers ``l_j`` in ``1..max_mode``.
         contour_points: points on the half circle of the ETDRK4 contour integrals.
+        n_solve: grid points of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
     """
 
     ndim = 1
@@ -110,8 +111,9 @@ class KuramotoSivashinsky(Solver):
         waves: int = 10,
         max_mode: int = 2,
         contour_points: int = 32,
+        n_solve: int | None = None,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup)
+        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
         self.add_param("nu", nu, positive=True)
         nu_low = self.params["nu"].low
         require(
@@ -129,14 +131,16 @@ class KuramotoSivashinsky(Solver):
             f"contour_points={contour_points!r}: must be an int >= 8",
         )
         self.waves, self.max_mode, self.contour_points = waves, max_mode, contour_points
-        self.k = wavenumbers(n, length, real=True)
-        self.dealias = dealias_mask(n, real=True)
+        self.k = wavenumbers(self.n_solve, length, real=True)
+        self.dealias = dealias_mask(self.n_solve, real=True)
 
     # ----------------------------------------------------------------- initial condition
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """A random sum of ``waves`` sines (:func:`~solvers.base.random_sines`), ``l_j`` in ``1..max_mode``
         (LPSDA's generator draws ``randint(1, 3)``, i.e. 1 or 2)."""
-        return random_sines(batch, self.grid[0], self.length, self.waves, self.max_mode, generator)
+        return random_sines(
+            batch, self.mesh(solve=True)[0], self.length, self.waves, self.max_mode, generator
+        )
 
     # ----------------------------------------------------------------- state
     def _to_state(self, u: Tensor) -> Tensor:
@@ -144,7 +148,7 @@ class KuramotoSivashinsky(Solver):
         return torch.fft.rfft(u) * self.dealias.to(u.device)
 
     def _from_state(self, state: Tensor) -> Tensor:
-        return torch.fft.irfft(state, n=self.n)
+        return torch.fft.irfft(state, n=self.n_solve)
 
     # ----------------------------------------------------------------- time stepping
     def solve(
@@ -188,7 +192,7 @@ class KuramotoSivashinsky(Solver):
         require(dtype in _COMPLEX, f"dtype={dtype}: KuramotoSivashinsky runs in {sorted(map(str, _COMPLEX))}")
         nu = params["nu"]
         cache: OrderedDict[float, tuple[Tensor, ...]] = OrderedDict()
-        n = self.n
+        n = self.n_solve
 
         def nonlinear(v: Tensor) -> Tensor:
             """``rfft(u^2)``; the factor ``-ik/2`` and the 2/3 rule are folded into the weights."""

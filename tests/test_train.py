@@ -216,7 +216,8 @@ def test_two_process_cpu_ddp(tmp_path):
     [
         (["model.modes=40"], "model"),
         (["pde.nu=-1.0"], "nu"),
-        (["pde=navier_stokes", "pde.dt=2.0"], "dt"),
+        (["pde=navier_stokes", "pde.cfl=2.0"], "cfl"),
+        (["pde=navier_stokes", "pde.n_solve=48"], "n_solve"),
         (["ckpt_path=/nonexistent/last.ckpt"], "no such checkpoint"),
         (["model=unet-small", "pde.n=34"], "model"),
         (["data.buffer.policy=lifo"], "policy"),
