@@ -236,9 +236,8 @@ class OnlineDataModule(PDEDataModule):
                     count,
                     self.seed,
                     config_yaml=self.pde_yaml,
-                    chunk=min(count, 64),
+                    chunk=min(count, 16),  # a progress line per chunk; the data do not depend on it
                     max_divergence_fraction=self.max_divergence_fraction,
-                    progress=False,
                 )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
