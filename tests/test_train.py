@@ -138,6 +138,19 @@ def test_rollout_figure_reaches_an_image_logger(tmp_path):
     assert [(key, step) for key, _, step in logger.images] == [("val/rollout", 2), ("val/rollout", 4)]
 
 
+@pytest.mark.parametrize("pde", PDES)
+def test_generated_files_hold_the_frames_training_uses(pde, tmp_path):
+    """The README's offline recipe: `python -m data.generate pde=…` writes frames at the interval and
+    length that `python train.py pde=… data=offline` trains and validates on."""
+    train = compose_train([f"pde={pde}", *tiny(tmp_path)])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        generate = compose("generate", overrides=[f"pde={pde}"], return_hydra_config=True)
+    HydraConfig().set_config(generate)
+    assert generate.dt_out == train.data.dt_out
+    assert generate.rollout == compose_train([f"pde={pde}"]).data.rollout_steps
+
+
 # --------------------------------------------------------------------------- short runs
 def test_run_shorter_than_its_validation_interval_ends_validated_with_checkpoints(tmp_path):
     results = fit(compose_train([*tiny(tmp_path), "trainer.max_steps=3", "trainer.val_check_interval=500"]))
