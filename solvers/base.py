@@ -39,12 +39,14 @@ class DivergenceError(RuntimeError):
         indices: batch indices of the trajectories that diverged (sorted).
         result: the full output ``[B, T, C, *S]``; diverged trajectories are NaN from the first
             output time at which they were detected, the others are valid.
+        time: the first output time at which a trajectory was found diverged.
     """
 
-    def __init__(self, message: str, indices: list[int], result: Tensor) -> None:
+    def __init__(self, message: str, indices: list[int], result: Tensor, time: float = math.nan) -> None:
         super().__init__(message)
         self.indices = indices
         self.result = result
+        self.time = time
 
 
 def require(condition: bool, message: str) -> None:
@@ -286,16 +288,22 @@ class Solver(ABC):
             outputs.append(torch.where(_expand(bad, u), torch.nan, u))
         result = torch.stack(outputs, dim=1)
         if bool(bad.any()):
-            indices = bad.nonzero().flatten().tolist()
-            shown = ", ".join(f"{k}={v[indices[0]].item():g}" for k, v in full.items())
-            raise DivergenceError(
-                f"{type(self).__name__}: {len(indices)} of {batch} trajectories blew up (non-finite or "
-                f"|u| > {self.blowup:g}) by t={first_bad_time:g}, e.g. trajectory {indices[0]} ({shown}); "
-                f"dt={self.dt:g} is likely too large for this configuration",
-                indices,
-                result,
-            )
+            raise self.divergence(bad.nonzero().flatten().tolist(), first_bad_time, full, result)
         return result
+
+    def divergence(
+        self, indices: list[int], time: float, params: dict[str, Tensor], result: Tensor
+    ) -> DivergenceError:
+        """The :class:`DivergenceError` for trajectories ``indices`` of a batch, first seen at ``time``."""
+        shown = ", ".join(f"{k}={v[indices[0]].item():g}" for k, v in params.items())
+        return DivergenceError(
+            f"{type(self).__name__}: {len(indices)} of {result.shape[0]} trajectories blew up (non-finite or "
+            f"|u| > {self.blowup:g}) by t={time:g}, e.g. trajectory {indices[0]} ({shown}); "
+            f"dt={self.dt:g} is likely too large for this configuration",
+            indices,
+            result,
+            time,
+        )
 
 
 def _expand(mask: Tensor, like: Tensor) -> Tensor:

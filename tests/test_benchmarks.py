@@ -91,3 +91,12 @@ def test_ns_resolution_benchmark() -> None:
     for values in rows.values():
         assert_rates(values)
     assert rows["32²"][-1] < rows["16²"][-1]  # a finer solve grid is closer to the 64²-solved data
+
+
+def test_contention_benchmark() -> None:
+    out = run_benchmark("contention", "--quick", "--skip-training")
+    rates = [numbers(line)[-1] for line in out.splitlines() if "alone" in line or "busy process  " in line]
+    assert len(rates) == 4
+    assert_rates(rates)
+    cuts = [line for line in out.splitlines() if "cuts the throughput" in line]
+    assert len(cuts) == 2 and "(goal <= 2.5)" in cuts[0]
