@@ -206,9 +206,11 @@ def thread_budget(cfg: DictConfig) -> ThreadBudget:
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise RunConfigError(f"threads={threads!r} is not allowed; give auto or an int >= 1")
-    data = cfg.get("data") or {}
+    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
     workers = max(int(data.get("num_workers") or 0), 1) if data.get("generation") == "cpu" else 0
-    return ThreadBudget(workers, None if threads == "auto" else threads)
+    devices = trainer.get("devices")  # ranks per node, known before DDP starts them
+    ranks = devices if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 else None
+    return ThreadBudget(workers, None if threads == "auto" else threads, ranks)
 
 
 def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataModule) -> None:

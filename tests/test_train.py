@@ -306,6 +306,9 @@ def test_two_process_cpu_ddp(tmp_path):
         timeout=380,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("model: FNO") == 1  # informational lines from rank 0 only
+    assert "sync_dist" not in output
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 4
     stream = ckpt["datamodule_state"] if "datamodule_state" in ckpt else ckpt["OnlineDataModule"]
