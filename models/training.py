@@ -250,6 +250,4 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         score = checkpoint.best_model_score  # None when a resumed run had nothing left to train
         shown = "" if score is None else f" (val/corr_time {float(score):.3f})"
         log.info("best checkpoint: %s%s", checkpoint.best_model_path, shown)
-    elif run.ckpt_path is not None and run.trainer.global_step >= run.trainer.max_steps > 0:
-        log.info("nothing to train: %s is already at max_steps=%d", run.ckpt_path, run.trainer.max_steps)
     return results
