@@ -4,7 +4,12 @@ The whole run is decided by the composed Hydra config (``conf/train.yaml``); see
 """
 
 import logging
+import os
 import sys
+
+# OpenMP threads waiting at a barrier sleep instead of spinning: under CPU contention (other jobs on the
+# node) a spinning thread takes the core its partner needs (solvers/threads.py). Read when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
 from omegaconf import DictConfig

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-from solvers.base import Solver
 from solvers.ks import KuramotoSivashinsky
 from solvers.threads import affinity, available_cpus, cgroup_quota
 
@@ -69,7 +68,8 @@ def solver_figures(batch: int, frames: int, rounds: int) -> dict[str, float]:
     ks = KuramotoSivashinsky(n=256, length=64.0, dt=0.25, nu=1.0, burn_in=0.0)
     ways = {
         "parts": lambda u0, t: ks.solve(u0, t),
-        "all threads per operation": lambda u0, t: Solver.solve(ks, u0, t),
+        # the integration itself, on all intra-op threads: how every solve ran before
+        "all threads per operation": lambda u0, t: ks._integrate(u0, t, None),
     }
     best: dict[str, float] = {}
     for _ in range(rounds):
@@ -99,23 +99,23 @@ def train_command(tmp: Path, name: str, steps: int, extra: list[str]) -> list[st
     ]
 
 
-def run_together(commands: list[list[str]], log: Path) -> list[tuple[float, float]]:
-    """Start ``commands`` together; (wall seconds, CPU seconds) of each."""
+def run_together(commands: list[list[str]], logs: list[Path]) -> list[tuple[float, float]]:
+    """Start ``commands`` together (output to ``logs``); (wall seconds, CPU seconds) of each."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env["WANDB_MODE"] = "disabled"
     start = time.perf_counter()
-    with open(log, "a") as out:
-        procs = [
-            subprocess.Popen(c, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT) for c in commands
-        ]
-        results: dict[int, tuple[float, float]] = {}
-        while len(results) < len(procs):
-            pid, status, usage = os.wait4(-1, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(
-                    f"a training run failed (exit {os.waitstatus_to_exitcode(status)}); see {log}"
-                )
-            results[pid] = (time.perf_counter() - start, usage.ru_utime + usage.ru_stime)
+    procs = []
+    for command, log in zip(commands, logs, strict=True):
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+    results: dict[int, tuple[float, float]] = {}
+    while len(results) < len(procs):
+        pid, status, usage = os.wait4(-1, 0)  # whichever ends first, with its own CPU time
+        results[pid] = (time.perf_counter() - start, usage.ru_utime + usage.ru_stime)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            tail = logs[[p.pid for p in procs].index(pid)].read_text()[-3000:]
+            raise SystemExit(f"a training run failed (exit {code}):\n{tail}")
     for proc in procs:
         proc.returncode = 0  # reaped by wait4 above
     return [results[p.pid] for p in procs]
@@ -124,18 +124,18 @@ def run_together(commands: list[list[str]], log: Path) -> list[tuple[float, floa
 def training_figures(
     steps: int, rounds: int, fixed: int | None, tmp: Path
 ) -> dict[str, list[tuple[float, float]]]:
-    log = tmp / "runs.log"
-    run_together([train_command(tmp, "cache", 1, [])], log)  # validation/test sets, cached for all runs
+    run_together([train_command(tmp, "cache", 1, [])], [tmp / "cache.log"])  # validation sets, cached for all
     cases = {"solo": ([], 1), "two together": ([], 2)}
     if fixed is not None:
         cases[f"two together, threads={fixed}"] = ([f"threads={fixed}"], 2)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for r in range(rounds):
         for name, (extra, count) in cases.items():
-            commands = [
-                train_command(tmp, f"{name}-{r}-{i}".replace(" ", "_"), steps, extra) for i in range(count)
+            names = [
+                f"{name}-{r}-{i}".replace(" ", "_").replace(",", "").replace("=", "") for i in range(count)
             ]
-            times[name].extend(run_together(commands, log))
+            commands = [train_command(tmp, n, steps, extra) for n in names]
+            times[name].extend(run_together(commands, [tmp / f"{n}.log" for n in names]))
     return times
 
 

@@ -182,7 +182,8 @@ class ValidateAtEnd(pl.Callback):
 class ThreadBudget(pl.Callback):
     """Keeps torch's intra-op threads at this process's share of the CPUs (:mod:`solvers.threads`).
 
-    The run registers itself (with its ``workers`` DataLoader processes) in the machine's
+    The run registers itself (with its ``workers`` DataLoader processes; ``ranks``: the job's processes
+    on this node when the configuration says, else the launcher's environment) in the machine's
     :class:`~solvers.threads.Registry` when built and unregisters at teardown; the share is chosen when
     the run is built and re-evaluated every ``interval`` seconds while it trains, so runs that start or
     end beside it (sweep jobs, a second training run) are accounted for. A fixed ``threads`` count is
@@ -193,10 +194,11 @@ class ThreadBudget(pl.Callback):
         self,
         workers: int = 0,
         threads: int | None = None,
+        ranks: int | None = None,
         interval: float = 10.0,
         registry: Registry | None = None,
     ) -> None:
-        self.workers, self.threads, self.interval = workers, threads, interval
+        self.workers, self.threads, self.ranks, self.interval = workers, threads, ranks, interval
         self.registry = registry or Registry()
         self._checked = -math.inf
         self.setup()
@@ -208,7 +210,7 @@ class ThreadBudget(pl.Callback):
         if self.threads is not None:
             threads, reason = self.threads, "fixed"
         else:
-            threads, reason = intra_op_threads(self.workers, self.registry.processes())
+            threads, reason = intra_op_threads(self.workers, self.registry.processes(), ranks=self.ranks)
         if first or threads != torch.get_num_threads():
             torch.set_num_threads(threads)
             log.info("torch threads: %d (%s)", threads, reason)

@@ -206,9 +206,11 @@ def thread_budget(cfg: DictConfig) -> ThreadBudget:
         threads = int(os.environ["OMP_NUM_THREADS"])
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise RunConfigError(f"threads={threads!r} is not allowed; give auto or an int >= 1")
-    data = cfg.get("data") or {}
+    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
     workers = max(int(data.get("num_workers") or 0), 1) if data.get("generation") == "cpu" else 0
-    return ThreadBudget(workers, None if threads == "auto" else threads)
+    devices = trainer.get("devices")  # ranks per node, known before DDP starts them
+    ranks = devices if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 else None
+    return ThreadBudget(workers, None if threads == "auto" else threads, ranks)
 
 
 def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataModule) -> None:
@@ -248,6 +250,4 @@ def fit(cfg: DictConfig) -> dict[str, float]:
         score = checkpoint.best_model_score  # None when a resumed run had nothing left to train
         shown = "" if score is None else f" (val/corr_time {float(score):.3f})"
         log.info("best checkpoint: %s%s", checkpoint.best_model_path, shown)
-    elif run.ckpt_path is not None and run.trainer.global_step >= run.trainer.max_steps > 0:
-        log.info("nothing to train: %s is already at max_steps=%d", run.ckpt_path, run.trainer.max_steps)
     return results

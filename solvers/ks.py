@@ -19,17 +19,13 @@ the time scale ``nu``).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
 from solvers.base import (
-    DivergenceError,
     ParamValue,
     Solver,
     Stepper,
@@ -47,20 +43,6 @@ at 3; larger steps are refused at construction. Accurate runs need much less (de
 _CACHED_STEP_SIZES = 4
 """Step sizes whose ETDRK4 coefficients are kept per ``solve`` call (output intervals of equal length
 share one entry)."""
-
-SERIAL_POINTS = 2**16
-"""On the CPU, the least number of values (``batch * n``) a solve gives each of its threads.
-
-A step is eight batched FFTs of ``n`` points and ten element-wise products. MKL and OpenMP split every
-one of them over all threads, whatever its size: at ``n = 256`` the work per FFT (~0.3 us per
-trajectory) is too small to pay for the fork and join, and when other processes share the cores (data
-workers, other jobs) a thread that waits for a descheduled partner stalls each FFT for milliseconds.
-Measured on 2 shared cores, float32, n = 256, batch 64: 300 us per step on one thread against
-0.8-14 ms on two; at batch 1024, 6.5e7 point-steps/s on one thread against 1e6-8e6 on two while other
-jobs ran. So a CPU solve runs every operation on one thread, and larger solves split the *batch* into
-``torch.get_num_threads()`` parts of at least this many values, integrated side by side (one
-synchronisation per solve instead of one per operation; a descheduled part delays only itself).
-ATen's own element-wise kernels stay serial below 32768 elements for the same reason."""
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -166,53 +148,6 @@ class KuramotoSivashinsky(Solver):
         return torch.fft.irfft(state, n=self.n_solve)
 
     # ----------------------------------------------------------------- time stepping
-    def solve(
-        self, u0: Tensor, t: Sequence[float] | Tensor, params: Mapping[str, Tensor | float] | None = None
-    ) -> Tensor:
-        """:meth:`Solver.solve`; on the CPU every operation runs on one thread, and a batch of at least
-        ``2 * SERIAL_POINTS`` values is split into up to ``torch.get_num_threads()`` parts solved side by
-        side (:data:`SERIAL_POINTS`). Trajectories are independent, so the parts give the batched result.
-
-        The thread count of the calling thread is restored afterwards, also when the solve raises.
-        """
-        threads = torch.get_num_threads()
-        if u0.device.type != "cpu":
-            return super().solve(u0, t, params)
-        parts = max(1, min(threads, u0.shape[0], u0.numel() // SERIAL_POINTS))
-        torch.set_num_threads(1)
-        try:
-            if parts == 1:
-                return super().solve(u0, t, params)
-            return self._solve_parts(u0, t, params, parts)
-        finally:
-            torch.set_num_threads(threads)
-
-    def _solve_parts(
-        self, u0: Tensor, t: Sequence[float] | Tensor, params: Mapping[str, Tensor | float] | None, parts: int
-    ) -> Tensor:
-        """Solve ``parts`` slices of the batch in as many threads, each on one intra-op thread."""
-        full = self.complete_params(params, u0.shape[0], u0.device, u0.dtype)
-        bounds = torch.linspace(0, u0.shape[0], parts + 1).round().long().tolist()
-        slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
-
-        def part(rows: slice) -> Tensor | DivergenceError:
-            torch.set_num_threads(1)
-            try:
-                return Solver.solve(self, u0[rows], t, {k: v[rows] for k, v in full.items()})
-            except DivergenceError as error:
-                return error
-
-        with ThreadPoolExecutor(parts) as pool:
-            results = list(pool.map(part, slices))
-        failed = [
-            (rows, r) for rows, r in zip(slices, results, strict=True) if isinstance(r, DivergenceError)
-        ]
-        out = torch.cat([r.result if isinstance(r, DivergenceError) else r for r in results])
-        if failed:
-            indices = [rows.start + i for rows, error in failed for i in error.indices]
-            raise self.divergence(indices, min(error.time for _, error in failed), full, out)
-        return out
-
     def _coefficients(self, nu: Tensor, h: float, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """ETDRK4 weights for step ``h``: ``(E, E2, Q g, (E2 - 1) Q g, 2 Q g, f1 g, 2 f2 g, f3 g)``.
 

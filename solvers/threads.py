@@ -129,7 +129,11 @@ def _alive(pid: int) -> bool:
 
 
 def intra_op_threads(
-    workers: int = 0, registered: int = 0, env: Mapping[str, str] | None = None, cpus: int | None = None
+    workers: int = 0,
+    registered: int = 0,
+    env: Mapping[str, str] | None = None,
+    cpus: int | None = None,
+    ranks: int | None = None,
 ) -> tuple[int, str]:
     """Threads for a training process, and the reason in words.
 
@@ -140,7 +144,9 @@ def intra_op_threads(
             through ``env``.
         env: environment giving the ranks per node (default ``os.environ``).
         cpus: CPUs available to this process (default :func:`available_cpus` of the live system).
+        ranks: this job's ranks on this node when known from its configuration (default: from ``env``).
     """
     cpus = available_cpus(affinity(), cgroup_quota()) if cpus is None else cpus
-    processes = max(ranks_per_node(env) * (1 + workers), registered)
+    ranks = ranks_per_node(env) if ranks is None else ranks
+    processes = max(ranks * (1 + workers), registered)
     return choose_threads(cpus, processes), f"{cpus} CPU(s) available, shared by {processes} process(es)"

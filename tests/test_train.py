@@ -280,6 +280,21 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert straight["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"]
 
 
+def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplog):
+    """Its best score is not restored (no validation runs): the summary line must not format None
+    (pytest's log capture raises on a logging error)."""
+    _final_state(tmp_path / "done", 3)
+    overrides = [*tiny(tmp_path / "again"), "trainer.max_steps=3", "trainer.val_check_interval=3"]
+    with caplog.at_level("INFO"):
+        results = fit(
+            compose_train(
+                [*overrides, f"ckpt_path={tmp_path / 'done' / 'run' / 'checkpoints' / 'last.ckpt'}"]
+            )
+        )
+    assert "train/loss" not in results
+    assert "best checkpoint: " in caplog.text
+
+
 def test_auto_resume_picks_the_run_directory_checkpoint(tmp_path):
     from models.training import resume_path
 
@@ -306,6 +321,9 @@ def test_two_process_cpu_ddp(tmp_path):
         timeout=380,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("model: FNO") == 1  # informational lines from rank 0 only
+    assert "sync_dist" not in output
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == 4
     stream = ckpt["datamodule_state"] if "datamodule_state" in ckpt else ckpt["OnlineDataModule"]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from solvers.base import ConfigError, DivergenceError
-from solvers.ks import SERIAL_POINTS, KuramotoSivashinsky, etdrk4_coefficients
+from solvers.base import SERIAL_POINTS, ConfigError, DivergenceError
+from solvers.ks import KuramotoSivashinsky, etdrk4_coefficients
 
 F64 = torch.float64
 

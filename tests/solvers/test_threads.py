@@ -86,6 +86,11 @@ def test_intra_op_threads(workers, registered, env, cpus, threads, processes) ->
     assert reason == f"{cpus} CPU(s) available, shared by {processes} process(es)"
 
 
+def test_configured_ranks_count_before_the_launcher_sets_the_environment() -> None:
+    assert intra_op_threads(0, 1, {}, cpus=16, ranks=4)[0] == 4
+    assert intra_op_threads(1, 1, {"LOCAL_WORLD_SIZE": "8"}, cpus=16, ranks=2)[0] == 4
+
+
 def test_registry_counts_live_runs_and_drops_dead_ones(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "runs")
     assert registry.processes() == 0
