@@ -1,20 +1,37 @@
 """SineNet: a chain of U-shaped "waves" for time-dependent PDEs.
 
-Zhang, Xu, Yu, Ji et al., "SineNet: Learning Temporal Dynamics in Time-Dependent PDEs", ICLR 2024
-(reference implementation: divelab/AIRS, OpenPDE/SineNet). The input frames are lifted to ``hidden``
-channels, then ``waves`` U-Nets run one after another, each adding its output to its input
-(``x_{k+1} = x_k + V_k(x_k)``), so that every wave only has to advance the latent state by a fraction of
-the time step; a final convolution reads out the future frames.
+Zhang, Xu, Yu, Ji et al., "SineNet: Learning Temporal Dynamics in Time-Dependent PDEs", ICLR 2024;
+reference implementation divelab/AIRS, ``OpenPDE/SineNet/pdearena/pdearena/modules/sinenet_dual.py``
+(SineNet-8 is its ``sinenet8-dual`` preset: 35,490,219 parameters for 4 frames of 3 channels → 1 frame).
+The input frames are lifted to ``hidden`` channels by a 3×3 convolution, then ``waves`` U-Nets run one
+after another, each adding its output to its input (``x_{k+1} = x_k + V_k(x_k)``), so that every wave
+only has to advance the latent state by a fraction of the time step; a final 3×3 convolution reads out
+the future frames.
 
 Inside a wave, level ``l = 1 … levels`` works at resolution ``n / 2**l`` with ``int(hidden * mult**l)``
-channels. Disentangled multi-scale processing: the wave's own input ``x_k``, average-pooled to each
-level's resolution, is concatenated to the encoder features at every level below the first, so the
-coarse levels see the current state directly and not only through the features of the level above.
-The decoder up-samples by cubic interpolation and concatenates the encoder skip connection.
+channels; level 0 (full resolution) has no block of its own on the way down. Every block is one
+:class:`ConvBlock` (post-norm: conv → GroupNorm(1) → GELU, twice) plus a 1×1 projection of its
+*unconcatenated* input on the residual path:
 
-Periodic domains (``periodic=True``): circular padding in every convolution and circular cubic
-interpolation, which makes the network exactly equivariant to periodic shifts by multiples of
-``2**levels`` grid cells.
+- down, level ``l``: ``h_l = block([pool(h_{l-1}), pool^l(x)]) + proj(pool(h_{l-1}))`` — average pooling;
+  disentangled multi-scale processing concatenates the wave's own input ``x``, pooled to the level's
+  resolution, at every level below the first (at level 1 it is the same tensor as ``pool(h_0)``);
+- up, level ``l``: ``u = up(h_{l+1})``, ``h_l = block([s_l, u]) + proj(u)`` with the encoder output
+  ``s_l`` of the same level (``s_0 = x``) — cubic up-sampling.
+
+Up-sampling is torch's ``bicubic`` (Keys' cubic convolution with ``a = -3/4``, half-cell-centred grids,
+edge values repeated), written out here so that it also serves 1D grids and wraps around on periodic
+domains (the reference pads circularly by 2 cells, interpolates and crops, which is the same thing).
+Periodic domains (``periodic=True``, the reference's ``padding_mode="circular"`` variants): circular
+padding in every convolution and circular interpolation, which makes the network exactly equivariant to
+periodic shifts by multiples of ``2**levels`` grid cells. ``periodic=False`` is the zero padding of
+``sinenet8-dual``.
+
+Conditioning (``cond_dim > 0``): a Fourier embedding of the conditioning vector scales and shifts the
+features after the first activation of every block, as in the reference's conditioned SineNet
+(``modules/conditioned/sinenet_cond.py``, ``use_scale_shift_norm``).
+
+Deviation: 1D grids use the same blocks with 1D convolutions and pooling (the reference is 2D only).
 """
 
 from __future__ import annotations
@@ -24,7 +41,59 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import SurrogateNet
-from models.layers import FourierEmbedding, ResidualBlock, conv_nd
+from models.layers import FourierEmbedding, conv_nd
+
+
+class ConvBlock(nn.Module):
+    """Post-norm double convolution: ``act(norm(conv(act(norm(conv(x))))))`` with 3-wide kernels.
+
+    Two flavours of the same block:
+
+    - ``batch_norm=False`` (SineNet, ``sinenet_dual.ConvBlock``): convolutions with bias, GroupNorm with
+      one group, GELU;
+    - ``batch_norm=True`` (the U-Net of Ronneberger et al. as used by LSM, ``LSM_2D.DoubleConv``):
+      convolutions without bias, BatchNorm, ReLU.
+
+    Args:
+        in_channels, out_channels: channels of the input and the output.
+        ndim: spatial dimensions.
+        mid_channels: channels between the two convolutions (default ``out_channels``).
+        batch_norm: the flavour (see above).
+        emb_dim: conditioning embedding size; ``> 0`` adds ``h ↦ h · (1 + scale) + shift`` after the
+            first activation, scale and shift linear in the embedding.
+        padding_mode: ``"zeros"`` or ``"circular"``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        ndim: int,
+        mid_channels: int | None = None,
+        batch_norm: bool = False,
+        emb_dim: int = 0,
+        padding_mode: str = "zeros",
+    ) -> None:
+        super().__init__()
+        mid = mid_channels or out_channels
+        conv = conv_nd(ndim)
+        conv_args = dict(kernel_size=3, padding=1, padding_mode=padding_mode, bias=not batch_norm)
+        if batch_norm:
+            norm = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[ndim]
+            self.norm1, self.norm2, self.act = norm(mid), norm(out_channels), nn.ReLU()
+        else:
+            self.norm1, self.norm2 = nn.GroupNorm(1, mid), nn.GroupNorm(1, out_channels)
+            self.act = nn.GELU()
+        self.conv1 = conv(in_channels, mid, **conv_args)
+        self.conv2 = conv(mid, out_channels, **conv_args)
+        self.film = nn.Linear(emb_dim, 2 * mid) if emb_dim else None
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        h = self.act(self.norm1(self.conv1(x)))
+        if self.film is not None and emb is not None:
+            scale, shift = self.film(emb).reshape(emb.shape[0], -1, *([1] * (h.ndim - 2))).chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        return self.act(self.norm2(self.conv2(h)))
 
 
 def downsample(x: Tensor) -> Tensor:
@@ -32,10 +101,16 @@ def downsample(x: Tensor) -> Tensor:
     return F.avg_pool1d(x, 2) if x.ndim == 3 else F.avg_pool2d(x, 2)
 
 
-# Keys' cubic convolution weights (a = -1/2, Catmull-Rom) for the point a quarter cell left of a coarse
-# cell centre, acting on the values at offsets -2, -1, 0, +1; the mirror image gives the point a quarter
-# cell to the right.
-_CUBIC_QUARTER = (-3 / 128, 29 / 128, 111 / 128, -9 / 128)
+# Keys' cubic convolution kernel with torch's a = -3/4, evaluated for the fine point a quarter cell left
+# of a coarse cell centre, i.e. at distances 7/4, 3/4, 1/4, 5/4 from the coarse values at offsets
+# -2, -1, 0, +1; the mirror image gives the point a quarter cell to the right.
+def _keys(s: float, a: float = -0.75) -> float:
+    if s <= 1:
+        return (a + 2) * s**3 - (a + 3) * s**2 + 1
+    return a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a
+
+
+_CUBIC_QUARTER = tuple(_keys(s) for s in (1.75, 0.75, 0.25, 1.25))
 
 
 def _upsample_axis(x: Tensor, dim: int, periodic: bool) -> Tensor:
@@ -50,13 +125,11 @@ def _upsample_axis(x: Tensor, dim: int, periodic: bool) -> Tensor:
 
 
 def upsample(x: Tensor, periodic: bool) -> Tensor:
-    """Cubic interpolation to twice the resolution along every spatial axis of ``[B, C, *S]`` (1D or 2D).
+    """Bicubic interpolation to twice the resolution along every spatial axis of ``[B, C, *S]`` (1D or 2D).
 
-    Cell-centred grids: coarse values at ``(i + 1/2) h`` give fine values at ``(j + 1/2) h/2``, each a
-    4-point cubic convolution (Keys 1981, ``a = -1/2``; third-order accurate for smooth fields — torch's
-    ``bicubic``, used by the reference code, has ``a = -3/4`` and is only first-order accurate), applied
-    one axis after the other. ``periodic=True`` wraps the stencil around, so a shift of the input by one
-    cell shifts the output by exactly two; otherwise edge values are repeated.
+    Equal to ``F.interpolate(x, scale_factor=2, mode="bicubic")`` in 2D (cell-centred grids, Keys' kernel
+    with ``a = -3/4``, edge values repeated), applied one axis after the other. ``periodic=True`` wraps
+    the stencil around instead, so a shift of the input by one cell shifts the output by exactly two.
     """
     for dim in range(-(x.ndim - 2), 0):
         x = _upsample_axis(x, dim, periodic)
@@ -71,6 +144,19 @@ def check_grid(net: nn.Module, shape: tuple[int, ...], levels: int) -> None:
             f"{type(net).__name__}: grid {tuple(shape)} cannot be down-sampled {levels} times; every "
             f"spatial size must be a multiple of 2**levels = {factor} (levels={levels})"
         )
+
+
+class ResidualLevel(nn.Module):
+    """``block(x) + proj(skip)``: a :class:`ConvBlock` on the concatenated input plus a 1×1 projection of
+    the unconcatenated one (``sinenet_dual.Down``/``Up`` with ``num_blocks=1, residual=True``)."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, **block) -> None:
+        super().__init__()
+        self.block = ConvBlock(in_channels, out_channels, **block)
+        self.proj = conv_nd(block["ndim"])(skip_channels, out_channels, 1)
+
+    def forward(self, x: Tensor, skip: Tensor, emb: Tensor | None) -> Tensor:
+        return self.block(x, emb) + self.proj(skip)
 
 
 class Wave(nn.Module):
@@ -89,11 +175,12 @@ class Wave(nn.Module):
         block = dict(ndim=ndim, emb_dim=emb_dim, padding_mode="circular" if periodic else "zeros")
         levels = len(widths) - 1
         self.down = nn.ModuleList(
-            ResidualBlock(widths[l - 1] + (widths[0] if l > 1 else 0), widths[l], **block)
+            ResidualLevel(widths[l - 1] + (widths[0] if l > 1 else 0), widths[l - 1], widths[l], **block)
             for l in range(1, levels + 1)
         )
         self.up = nn.ModuleList(
-            ResidualBlock(widths[l + 1] + widths[l], widths[l], **block) for l in reversed(range(levels))
+            ResidualLevel(widths[l + 1] + widths[l], widths[l + 1], widths[l], **block)
+            for l in reversed(range(levels))
         )
 
     def forward(self, x: Tensor, emb: Tensor | None) -> Tensor:
@@ -101,11 +188,12 @@ class Wave(nn.Module):
         for level, block in enumerate(self.down, start=1):
             h, dx = downsample(h), downsample(dx)
             # At level 1 the pooled input and the pooled features are the same tensor.
-            h = block(torch.cat([h, dx], dim=1) if level > 1 else h, emb)
+            h = block(torch.cat([h, dx], dim=1) if level > 1 else h, h, emb)
             skips.append(h)
         skips.pop()
         for block in self.up:
-            h = block(torch.cat([skips.pop(), upsample(h, self.periodic)], dim=1), emb)
+            u = upsample(h, self.periodic)
+            h = block(torch.cat([skips.pop(), u], dim=1), u, emb)
         return x + h
 
 
@@ -117,7 +205,8 @@ class SineNet(SurrogateNet):
         hidden: channels of the latent state carried from wave to wave (level 0).
         mult: channel multiplier per level; level ``l`` has ``int(hidden * mult**l)`` channels
             (1.425 for SineNet-8 in the paper, chosen to keep the parameter count of SineNet-K near 35M).
-        levels: down-sampling steps per wave (U-shape depth); grids must be multiples of ``2**levels``.
+        levels: down-sampling steps per wave (U-shape depth; 4 in the reference); grids must be
+            multiples of ``2**levels``.
         waves: number of waves ``K``.
         periodic: circular padding and interpolation (periodic domains); zero padding otherwise.
     """
@@ -167,9 +256,9 @@ class SineNet(SurrogateNet):
 
 
 PRESETS: dict[str, dict] = {
-    # SineNet-8 of the paper: 35,490,219 parameters in the reference code on incompressible Navier-Stokes
-    # (4 frames of 3 fields → 1 frame), 36,302,163 here (+2.3 %: 1×1 skips on the concatenated inputs).
+    # SineNet-8 of the paper (reference preset `sinenet8-dual`): 35,490,219 parameters on incompressible
+    # Navier-Stokes (4 frames of 3 fields → 1 frame), in the reference code and here.
     "sinenet": {"cls": SineNet, "hidden": 64, "mult": 1.425, "levels": 4, "waves": 8},
-    # CPU size (~0.1M parameters in 1D, ~0.3M in 2D): 4 waves of 3 levels on 12 channels.
+    # CPU size: 4 waves of 3 levels on 12 channels.
     "sinenet-small": {"cls": SineNet, "hidden": 12, "mult": 1.425, "levels": 3, "waves": 4},
 }

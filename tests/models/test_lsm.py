@@ -1,4 +1,4 @@
-"""LSM: patch layout, shapes, gradients, the periodic shifts it commutes with, grid refusal."""
+"""LSM: reference parameter count and backbone, patch layout, BatchNorm modes, spectral block, refusals."""
 
 from __future__ import annotations
 
@@ -45,25 +45,96 @@ def test_non_periodic_grids_are_padded_and_cropped(grid: tuple[int, ...]) -> Non
     assert net(x).shape == (2, 2, 2, *grid)
 
 
-@pytest.mark.parametrize("ndim", [1, 2])
-@pytest.mark.parametrize("cond_dim", [0, 2])
-def test_periodic_shift_equivariance(ndim: int, cond_dim: int) -> None:
-    # The patch tiling is fixed, so exact equivariance holds only for shifts that map the patches of every
-    # level onto patches: multiples of p · 2**(levels-1) = n/2 (see LSM.translation_step). A shift by the
-    # down-sampling factor 2**levels moves cells across patch borders and is not exact.
-    n = GRIDS[ndim][0]
-    net = make(ndim, cond_dim, n=n).double()
-    assert net.translation_step == n // 2
-    x, cond = inputs(ndim, cond_dim, dtype=torch.float64)
-    dims = tuple(range(3, 3 + ndim))
+def test_lsm_2d_parameter_count_is_the_reference() -> None:
+    # thuml LSM_2D on Navier-Stokes: 10 frames → 1 on 64², d_model 64, 4 tokens, 12 bases, 4×4 patches.
+    kwargs = {k: v for k, v in PRESETS["lsm"].items() if k != "cls"}
+    with torch.device("meta"):
+        net = PRESETS["lsm"]["cls"](ndim=2, channels=1, time_history=10, time_future=1, n=64, **kwargs)
+    assert net.num_parameters() == 19_188_033
+    assert patch_layout(64, net.levels, net.periodic) == (4, 0)
+
+
+def record(net: LSM, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Input and output of every module of ``net`` in one forward pass (last call wins)."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__(name, (args[0], out)))
+        for name, module in net.named_modules()
+        if name
+    ]
     with torch.no_grad():
-        y = net(x, cond)
-        for shifts in [(n // 2,) * ndim, (n // 2, 0)[:ndim]]:
-            y_shifted = net(torch.roll(x, shifts, dims), cond)
-            torch.testing.assert_close(y_shifted, torch.roll(y, shifts, dims), rtol=0, atol=1e-10)
-        factor = 2**net.levels
-        y_factor = net(torch.roll(x, (factor,) * ndim, dims), cond)
-    assert (y_factor - torch.roll(y, (factor,) * ndim, dims)).abs().max() > 1e-6
+        net(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_backbone_is_the_reference_unet(ndim: int) -> None:
+    net = make(ndim, 0).double().eval()
+    x, _ = inputs(ndim, 0, dtype=torch.float64)
+    seen = record(net, x)
+    batch_norm = {1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d}[ndim]
+    for block in [*net.encoder, *net.decoder]:
+        # Double convolution: conv without bias → BatchNorm → ReLU, twice.
+        assert block.conv1.bias is None and block.conv2.bias is None
+        assert isinstance(block.norm1, batch_norm) and isinstance(block.norm2, batch_norm)
+        assert isinstance(block.act, torch.nn.ReLU)
+    name = "encoder.1"
+    conv1_out = seen[f"{name}.conv1"][1]
+    torch.testing.assert_close(seen[f"{name}.norm1"][0], conv1_out)
+    torch.testing.assert_close(seen[f"{name}.act"][0], seen[f"{name}.norm2"][1])  # last call: 2nd ReLU
+    # Max pooling between levels.
+    pool = torch.nn.functional.max_pool1d if ndim == 1 else torch.nn.functional.max_pool2d
+    torch.testing.assert_close(seen["encoder.1"][0], pool(seen["encoder.0"][1], 2))
+    # Decoder: [skip, up-sampled] with corner-aligned (bi)linear up-sampling; middle channels in // 2.
+    mode = "linear" if ndim == 1 else "bilinear"
+    deepest = seen[f"spectral.{net.levels}"][1]
+    up = torch.nn.functional.interpolate(deepest, scale_factor=2, mode=mode, align_corners=True)
+    skip = seen[f"spectral.{net.levels - 1}"][1]
+    torch.testing.assert_close(seen["decoder.0"][0], torch.cat([skip, up], dim=1))
+    assert [(b.conv1.in_channels, b.conv1.out_channels, b.conv2.out_channels) for b in net.decoder] == [
+        (64, 32, 16),
+        (32, 16, 8),
+        (16, 8, 8),
+    ]
+    # Lift: frames and cell coordinates linspace(0, 1, n) per axis.
+    lifted = seen["lift"][0]
+    assert lifted.shape[1] == 3 * 2 + ndim
+    grid = torch.linspace(0, 1, GRIDS[ndim][0], dtype=torch.float64)
+    torch.testing.assert_close(
+        lifted[0, 6].flatten(), grid.repeat_interleave(GRIDS[ndim][-1] if ndim == 2 else 1)
+    )
+
+
+def test_no_periodic_shift_commutes_with_the_network() -> None:
+    # Coordinate channels and corner-aligned up-sampling see absolute position, as in the reference.
+    net = make(1, 0, n=64).double()
+    assert net.translation_step is None
+    x, _ = inputs(1, 0, dtype=torch.float64)
+    with torch.no_grad():
+        y, y_shifted = net(x), net(torch.roll(x, 32, 3))
+    assert (y_shifted - torch.roll(y, 32, 3)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_batch_norm_trains_on_batch_statistics_and_evaluates_on_running_ones(ndim: int) -> None:
+    net = make(ndim, 2)
+    x, cond = inputs(ndim, 2)
+    norm = net.encoder[0].norm1
+    assert norm.running_mean.abs().max() == 0
+    with torch.no_grad():
+        train_one = net(x[:1], cond[:1])  # batch size 1 trains (statistics over the grid)
+        train_pair = net(x, cond)
+    assert torch.isfinite(train_one).all() and norm.running_mean.abs().max() > 0
+    assert (train_pair[:1] - train_one).abs().max() > 1e-4  # training couples the samples of a batch
+    net.eval()
+    with torch.no_grad():
+        eval_one, eval_pair = net(x[:1], cond[:1]), net(x, cond)
+    torch.testing.assert_close(eval_pair[:1], eval_one)  # evaluation does not
+    loss = net(x, cond).square().mean()
+    loss.backward()  # eval-mode gradients (validation rollouts need none, but fine-tuning may)
+    assert net.lift.weight.grad is not None
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
