@@ -26,8 +26,8 @@ levels ``0.086, 7.4e-3, 6.3e-4`` to within 1 %.
 Signal-to-noise. Which amplitudes a step resolves is set by σ_k *relative to the refined quantity*.
 The reference refines the raw-unit increment ``(u(t + Δt) − u(t)) / 0.3`` (``difference_weight``), of
 standard deviation 0.80 on its KS data; pdestream's target is the increment of the normalised field,
-``Δu / std(u)``, about 4.2 times smaller on its KS data (Δt = 0.8 s). ``target_scale`` multiplies the
-target before refinement (and divides the refined estimate after it): the KS preset's 4.2 gives the
+``Δu / std(u)``, about 4.1 times smaller on its KS data (Δt = 0.8 s). ``target_scale`` multiplies the
+target before refinement (and divides the refined estimate after it): the KS preset's 4.1 gives the
 refined quantity the reference's std, so every σ_k sits at the reference's ratio to the signal
 (``tests/models/test_pde_refiner.py`` measures it on solver output).
 
@@ -159,7 +159,7 @@ class PDERefiner(SurrogateNet):
         return F.mse_loss(self._call_inner(x, estimate, cond, k), target)
 
 
-KS_TARGET_SCALE = 4.2
+KS_TARGET_SCALE = 4.1
 """std of the reference's refined KS increment (0.80) over that of pdestream's normalised KS increment."""
 
 PRESETS: dict[str, dict] = {
