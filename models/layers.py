@@ -19,23 +19,25 @@ def num_groups(channels: int, preferred: int = 8) -> int:
 
 
 class FourierEmbedding(nn.Module):
-    """Embeds a conditioning vector ``[B, P]`` as ``[B, dim]``.
+    """Embeds a conditioning vector ``[B, P]`` as ``[B, out_dim]``.
 
     Each scalar ``c`` becomes ``[sin(2π f_j c), cos(2π f_j c)]`` for ``dim // 2`` log-spaced
     frequencies ``f_j`` in ``[1, max_freq]`` (Vaswani-style features, as in PDEArena's
-    parameter embedding), then the concatenation for all ``P`` scalars goes through a two-layer MLP.
+    parameter embedding), then the concatenation for all ``P`` scalars goes through a two-layer MLP
+    ``Linear(P · dim, out_dim) → GELU → Linear(out_dim, out_dim)`` (``out_dim = dim`` by default).
     Inputs are expected to be normalised to roughly unit range by the caller.
     """
 
-    def __init__(self, cond_dim: int, dim: int, max_freq: float = 100.0) -> None:
+    def __init__(self, cond_dim: int, dim: int, max_freq: float = 100.0, out_dim: int | None = None) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"FourierEmbedding: dim={dim} must be even")
         half = dim // 2
+        out_dim = out_dim or dim
         self.register_buffer(
             "freqs", torch.exp(torch.linspace(0.0, math.log(max_freq), half)), persistent=False
         )
-        self.mlp = nn.Sequential(nn.Linear(cond_dim * dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(cond_dim * dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, cond: Tensor) -> Tensor:
         angles = 2 * math.pi * cond[..., None] * self.freqs.to(cond.dtype)  # [B, P, dim/2]
@@ -44,12 +46,19 @@ class FourierEmbedding(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-norm residual block: ``x + conv(act(norm(scale_shift(conv(act(norm(x))), emb))))``.
+    """Pre-norm residual block: ``x + conv(act(norm(cond(conv(act(norm(x))), emb))))``.
 
-    GroupNorm → GELU → 3-conv → GroupNorm → (1 + scale) · h + shift from the embedding → GELU → 3-conv,
-    plus a 1×1 projection on the skip path when the channel count changes (the PDEArena/PDE-Refiner
-    modern U-Net block). ``emb_dim=0`` gives an unconditioned block; ``padding_mode="circular"``
-    for periodic domains.
+    GroupNorm → GELU → 3-conv → conditioning → GroupNorm → GELU → 3-conv, plus a 1×1 projection on the
+    skip path when the channel count changes (the PDEArena/PDE-Refiner modern U-Net block). The
+    embedding enters either as a per-channel scale and shift after the second norm,
+    ``(1 + scale) · norm(h) + shift`` (``scale_shift=True``, PDEArena's ``use_scale_shift_norm``), or as
+    a per-channel bias added before it, ``norm(h + Linear(emb))`` (``scale_shift=False``, PDEArena's
+    default). ``emb_dim=0`` gives an unconditioned block; ``padding_mode="circular"`` for periodic domains.
+
+    Args:
+        groups: GroupNorm groups; ``None``: the largest count ``<= 8`` dividing the channels.
+        zero_init: start the second convolution at zero, so that the block starts as its skip path
+            (PDEArena's ``zero_module`` in its conditioned U-Nets).
     """
 
     def __init__(
@@ -60,23 +69,39 @@ class ResidualBlock(nn.Module):
         emb_dim: int = 0,
         padding_mode: str = "circular",
         norm: bool = True,
+        groups: int | None = None,
+        scale_shift: bool = True,
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         conv = conv_nd(ndim)
-        self.norm1 = nn.GroupNorm(num_groups(in_channels), in_channels) if norm else nn.Identity()
+
+        def group_norm(c: int) -> nn.Module:
+            return nn.GroupNorm(groups or num_groups(c), c) if norm else nn.Identity()
+
+        self.norm1 = group_norm(in_channels)
         self.conv1 = conv(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
-        self.norm2 = nn.GroupNorm(num_groups(out_channels), out_channels) if norm else nn.Identity()
+        self.norm2 = group_norm(out_channels)
         self.conv2 = conv(out_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
+        if zero_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
         self.act = nn.GELU()
         self.skip = conv(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
-        self.film = nn.Linear(emb_dim, 2 * out_channels) if emb_dim else None
+        self.scale_shift = scale_shift
+        self.film = nn.Linear(emb_dim, (2 if scale_shift else 1) * out_channels) if emb_dim else None
 
     def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
         h = self.conv1(self.act(self.norm1(x)))
-        h = self.norm2(h)
         if self.film is not None and emb is not None:
-            scale, shift = self.film(emb).reshape(emb.shape[0], -1, *([1] * (h.ndim - 2))).chunk(2, dim=1)
-            h = h * (1 + scale) + shift
+            film = self.film(emb).reshape(emb.shape[0], -1, *([1] * (h.ndim - 2)))
+            if self.scale_shift:
+                scale, shift = film.chunk(2, dim=1)
+                h = self.norm2(h) * (1 + scale) + shift
+            else:
+                h = self.norm2(h + film)
+        else:
+            h = self.norm2(h)
         h = self.conv2(self.act(h))
         return self.skip(x) + h
 

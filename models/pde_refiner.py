@@ -13,16 +13,27 @@ One conditioned network ``f(x, û, k)`` (a U-Net by default) is called ``K + 1``
 Training samples ``k`` uniformly from ``{0 … K}`` per example: for ``k = 0`` the target is the next state
 ``y`` (MSE), for ``k ≥ 1`` the input estimate is ``y + σ_k ε`` and the target is ``ε`` (MSE).
 
-Noise convention. σ_k here is the standard deviation of the noise added to the data (in the data's,
-normally standardised, units), the parametrisation of the paper's text. The authors' code (PDEArena,
+Noise convention. σ_k here is the standard deviation of the noise added to the refined quantity, the
+parametrisation of the paper's text. The authors' code (PDEArena, ``pdearena/models/pderefiner.py``,
 ``min_noise_std=4e-7``, ``num_refinement_steps=3`` for Kuramoto-Sivashinsky) instead hands
 ``β_k = min_noise_std^(k/K)`` to a DDPM scheduler with v-prediction, so that the noise it adds at step
 ``k`` has standard deviation ``√(1 − ᾱ) ≈ √β = min_noise_std^(k / 2K)`` and the signal is scaled by
 ``√ᾱ ≈ 1``. We use explicit standard deviations because they make each refinement step a plain
-"add known noise, predict it, subtract it" operation whose effect can be checked exactly, and the noise
-level in data units is what decides which amplitudes a step can resolve. The KS preset therefore uses
-``σ_min = √(4e-7) ≈ 6.3e-4``: with ``K = 3`` this reproduces the reference code's effective noise
+"add known noise, predict it, subtract it" operation whose effect can be checked exactly. The KS preset
+uses ``σ_min = √(4e-7) ≈ 6.3e-4``: with ``K = 3`` this reproduces the reference code's effective noise
 levels ``0.086, 7.4e-3, 6.3e-4`` to within 1 %.
+
+Signal-to-noise. Which amplitudes a step resolves is set by σ_k *relative to the refined quantity*.
+The reference refines the raw-unit increment ``(u(t + Δt) − u(t)) / 0.3`` (``difference_weight``), of
+standard deviation 0.80 on its KS data; pdestream's target is the increment of the normalised field,
+``Δu / std(u)``, about 4.1 times smaller on its KS data (Δt = 0.8 s). ``target_scale`` multiplies the
+target before refinement (and divides the refined estimate after it): the KS preset's 4.1 gives the
+refined quantity the reference's std, so every σ_k sits at the reference's ratio to the signal
+(``tests/models/test_pde_refiner.py`` measures it on solver output).
+
+Step 0. The reference feeds pure Gaussian noise as the estimate at the first step (``ᾱ = 0``); here it
+is zeros. Neither carries information about the target; zeros keep the first prediction deterministic,
+so that inference draws exactly ``K`` noise tensors.
 
 The refinement step enters the inner network as one extra conditioning scalar ``k / K`` (so the inner
 network has ``cond_dim + 1`` conditioning inputs) and the estimate as ``time_future`` extra input frames.
@@ -48,7 +59,9 @@ class PDERefiner(SurrogateNet):
         inner: registry preset of the inner network (``"unet"`` by default).
         inner_overrides: keyword overrides for the inner preset (e.g. ``{"hidden": 32}``).
         num_refinement_steps: ``K``; inference costs ``K + 1`` calls of the inner network.
-        sigma_min: noise standard deviation of the last refinement step, ``σ_K``, in data units.
+        sigma_min: noise standard deviation of the last refinement step, ``σ_K``, in units of the refined
+            quantity.
+        target_scale: the refined quantity is ``target_scale ·`` the target (see the module docstring).
         n: grid size, handed to the inner network (for its construction-time checks) when given.
     """
 
@@ -63,6 +76,7 @@ class PDERefiner(SurrogateNet):
         inner_overrides: dict[str, Any] | None = None,
         num_refinement_steps: int = 3,
         sigma_min: float = 4e-7**0.5,
+        target_scale: float = 1.0,
         n: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
@@ -72,9 +86,12 @@ class PDERefiner(SurrogateNet):
             raise ValueError(f"PDERefiner: num_refinement_steps={num_refinement_steps!r} must be an int >= 1")
         if not 0.0 < sigma_min < 1.0:
             raise ValueError(f"PDERefiner: sigma_min={sigma_min!r} must lie in (0, 1)")
+        if not target_scale > 0:
+            raise ValueError(f"PDERefiner: target_scale={target_scale!r} must be > 0")
         if inner.startswith("pde_refiner"):
             raise ValueError(f"PDERefiner: inner={inner!r} must be a plain network preset, not a refiner")
         self.num_refinement_steps = num_refinement_steps
+        self.target_scale = float(target_scale)
         k = torch.arange(num_refinement_steps + 1, dtype=torch.float64)
         # sigmas[k] = σ_min^(k/K); sigmas[0] = 1 is never used as a noise level (step 0 sees no estimate).
         self.register_buffer("sigmas", (sigma_min ** (k / num_refinement_steps)).float(), persistent=False)
@@ -113,7 +130,7 @@ class PDERefiner(SurrogateNet):
             sigma = self.sigmas[k].to(x.dtype)
             noised = estimate + sigma * eps
             estimate = noised - sigma * self._call_inner(x, noised, cond, steps + k)
-        return estimate
+        return estimate / self.target_scale
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
         history = x.unflatten(1, (self.time_history, self.channels))
@@ -122,8 +139,9 @@ class PDERefiner(SurrogateNet):
     def loss(self, x: Tensor, y: Tensor, cond: Tensor | None = None) -> Tensor:
         """Training loss for history ``x`` ``[B, T_in, C, *S]`` and next states ``y`` ``[B, T_out, C, *S]``.
 
-        Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``y`` from a zero estimate, ``k ≥ 1``
-        regresses the noise ``ε`` from the estimate ``y + σ_k ε``. Mean squared error over everything.
+        Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``s · y`` (``s = target_scale``) from a zero
+        estimate, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Mean squared
+        error over everything.
         """
         if self.cond_dim == 0:
             cond = None
@@ -132,6 +150,7 @@ class PDERefiner(SurrogateNet):
                 f"PDERefiner.loss: cond [B, {self.cond_dim}] is required (cond_dim={self.cond_dim})"
             )
         k = torch.randint(0, self.num_refinement_steps + 1, (x.shape[0],), device=x.device)
+        y = y * self.target_scale
         first = (k == 0).view(-1, *([1] * (y.ndim - 1)))
         eps = torch.randn_like(y)
         sigma = self.sigmas.to(y.dtype)[k].view(-1, *([1] * (y.ndim - 1)))
@@ -140,14 +159,25 @@ class PDERefiner(SurrogateNet):
         return F.mse_loss(self._call_inner(x, estimate, cond, k), target)
 
 
+KS_TARGET_SCALE = 4.1
+"""std of the reference's refined KS increment (0.80) over that of pdestream's normalised KS increment."""
+
 PRESETS: dict[str, dict] = {
-    # Kuramoto-Sivashinsky set-up of the paper: modern U-Net, K = 3, σ_min = √(4e-7) (see the docstring).
-    "pde_refiner": {"cls": PDERefiner, "inner": "unet", "num_refinement_steps": 3, "sigma_min": 4e-7**0.5},
+    # Kuramoto-Sivashinsky set-up of the paper: PDEArena's modern U-Net (Unetmod-1d-64 in 1D), K = 3,
+    # σ_min = √(4e-7), the refined quantity at the reference's scale (see the module docstring).
+    "pde_refiner": {
+        "cls": PDERefiner,
+        "inner": "unet",
+        "num_refinement_steps": 3,
+        "sigma_min": 4e-7**0.5,
+        "target_scale": KS_TARGET_SCALE,
+    },
     # CPU size: the same refinement around the small U-Net.
     "pde_refiner-small": {
         "cls": PDERefiner,
         "inner": "unet-small",
         "num_refinement_steps": 3,
         "sigma_min": 4e-7**0.5,
+        "target_scale": KS_TARGET_SCALE,
     },
 }

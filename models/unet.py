@@ -1,17 +1,37 @@
 """Modern U-Net of PDEArena (Gupta & Brandstetter, "Towards Multi-spatiotemporal-scale Generalized PDE
-Modeling", 2022) as used by PDE-Refiner (Lippe et al., NeurIPS 2023).
+Modeling", 2022; code: ``pdearena/modules/twod_unet.py`` and ``pdearena/modules/conditioned/oned_unet.py``,
+``Unet``), as used by PDE-Refiner (Lippe et al., NeurIPS 2023, ``Unetmod-1d-64``).
 
-``3-conv lift → encoder → middle → decoder → GroupNorm → GELU → 3-conv readout``. Level ``l`` of the
-encoder runs ``num_blocks`` pre-norm :class:`~models.layers.ResidualBlock` s at ``hidden ·
-channel_mults[l]`` channels and resolution ``n / 2**l``, keeps each block's output as a skip connection
-and (except at the deepest level) halves the resolution with a stride-2 3-convolution. The middle is two
-residual blocks. The decoder mirrors the encoder: each block takes the concatenation of the running
-features and one skip, and every level but the top doubles the resolution by nearest-neighbour
-interpolation followed by a 3-convolution. The conditioning embedding (PDE parameters, time step) enters
-every residual block as a per-channel scale and shift.
+Layout, parameter for parameter the reference's (``norm=True``, no attention, ``use1x1=False``):
 
-With circular padding (``periodic=True``) every operation commutes with periodic shifts by multiples of
-``2**(len(channel_mults) - 1)`` cells, the total down-sampling factor; grids must be multiples of it.
+* lift: 3-convolution from the stacked input frames to ``hidden`` channels;
+* encoder: level ``l`` has width ``w_l = w_{l-1} · channel_mults[l]`` (cumulative: ``(1, 2, 2, 4)`` with
+  ``hidden = 64`` gives 64/128/256/1024) and runs ``num_blocks`` residual blocks, then (except at the
+  deepest level) a stride-2 3-convolution. The lift output, every block output and every down-sampling
+  output are kept as skip connections;
+* middle: two residual blocks at the deepest width;
+* decoder: level ``l`` (deepest first) runs ``num_blocks`` blocks at width ``w_l`` and one more block that
+  reduces the width to ``w_{l-1}`` (``hidden`` at the top), each on the concatenation of the running
+  features and one skip; every level but the top then doubles the resolution with a transposed
+  convolution (kernel 4, stride 2, padding 1);
+* readout: GroupNorm (8 groups) → GELU → 3-convolution.
+
+Residual blocks (:class:`~models.layers.ResidualBlock`) are pre-norm, GroupNorm with one group, GELU.
+Conditioning: each conditioning scalar has its own sinusoidal embedding of size ``hidden`` and
+two-layer MLP (``hidden → 4 · hidden → 4 · hidden``); their sum enters every block as a per-channel
+bias added after the first convolution (the reference's default ``use_scale_shift_norm=False``; set
+``scale_shift=True`` for its AdaGN variant). ``zero_init=True`` starts the second convolution of every
+block and the readout convolution at zero, as the reference's conditioned U-Nets do (its unconditioned
+``twod_unet.Unet`` keeps PyTorch's default initialisation).
+
+Deviations from the reference, none of which changes a parameter count: the sinusoidal features use
+pdestream's frequency layout (``2π f``, ``f`` log-spaced in ``[1, 100]``, for conditioning scalars of
+about unit range; the reference uses ``f`` in ``[1e-4, 1]`` on its raw scalars); with
+``periodic=True`` every convolution pads circularly and the transposed convolution wraps its overhang
+around the domain, so the network commutes with periodic shifts by multiples of
+``2**(len(channel_mults) - 1)`` cells, the total down-sampling factor (the reference pads its
+convolutions circularly on KS but its transposed convolution with zeros). Grids must be multiples of
+that factor.
 """
 
 from __future__ import annotations
@@ -19,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import SurrogateNet
@@ -34,16 +55,47 @@ def check_grid(owner: str, shape: Sequence[int], factor: int) -> None:
         )
 
 
+class PeriodicUpsample(nn.Module):
+    """Doubles the resolution: transposed convolution, kernel 4, stride 2 (PDEArena's ``Upsample``).
+
+    With zero padding the first and last output cell of each axis are cropped (``padding=1``); with
+    ``periodic=True`` the full output of ``2n + 2`` cells is folded onto the ``2n`` periodic cells
+    instead, so that the layer commutes with shifts of its input by whole cells.
+    """
+
+    def __init__(self, channels: int, ndim: int, periodic: bool) -> None:
+        super().__init__()
+        transposed = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}[ndim]
+        self.periodic = periodic
+        self.conv = transposed(channels, channels, 4, stride=2, padding=0 if periodic else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.periodic:
+            return self.conv(x)
+        transposed = {3: F.conv_transpose1d, 4: F.conv_transpose2d}[x.ndim]
+        h = transposed(x, self.conv.weight, stride=2)  # full output; the bias is added once, after folding
+        for axis in range(2, h.ndim):
+            inner = h.narrow(axis, 1, h.shape[axis] - 2).clone()
+            last = inner.shape[axis] - 1
+            inner.narrow(axis, 0, 1).add_(h.narrow(axis, h.shape[axis] - 1, 1))
+            inner.narrow(axis, last, 1).add_(h.narrow(axis, 0, 1))
+            h = inner
+        return h + self.conv.bias.reshape(-1, *([1] * (h.ndim - 2)))
+
+
 class UNet(SurrogateNet):
     """Modern U-Net (see the module docstring).
 
     Args:
         ndim, channels, time_history, time_future, cond_dim: the :class:`SurrogateNet` contract.
-        hidden: channels of the first level.
-        channel_mults: channel multiplier per level; ``len(channel_mults) - 1`` down-samplings.
-        num_blocks: residual blocks per level (encoder and decoder).
+        hidden: channels of the lift (even).
+        channel_mults: per level, the factor from the previous level's width to this level's;
+            ``len(channel_mults) - 1`` down-samplings.
+        num_blocks: residual blocks per encoder level (the decoder runs ``num_blocks + 1``).
         periodic: circular padding (periodic domains); zero padding otherwise.
         emb_dim: conditioning embedding size (used when ``cond_dim > 0``); ``None``: ``4 · hidden``.
+        scale_shift: the embedding scales and shifts the normalised features instead of adding a bias.
+        zero_init: zero-initialise the second convolution of every block and the readout convolution.
         n: grid size (one int for all axes, or one per axis), if known: checked at construction.
     """
 
@@ -59,12 +111,16 @@ class UNet(SurrogateNet):
         num_blocks: int = 2,
         periodic: bool = True,
         emb_dim: int | None = None,
+        scale_shift: bool = False,
+        zero_init: bool = False,
         n: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
         for name, value in (("hidden", hidden), ("num_blocks", num_blocks)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"UNet: {name}={value!r} must be an int >= 1")
+        if hidden % 2:
+            raise ValueError(f"UNet: hidden={hidden} must be even (it is the sinusoidal embedding size)")
         mults = tuple(channel_mults)
         if not mults or any(not isinstance(m, int) or m < 1 for m in mults):
             raise ValueError(f"UNet: channel_mults={channel_mults!r} must be a non-empty list of ints >= 1")
@@ -76,66 +132,85 @@ class UNet(SurrogateNet):
         conv = conv_nd(ndim)
 
         def block(cin: int, cout: int) -> ResidualBlock:
-            return ResidualBlock(cin, cout, ndim, emb_dim=emb_dim, padding_mode=padding_mode)
+            return ResidualBlock(
+                cin,
+                cout,
+                ndim,
+                emb_dim=emb_dim,
+                padding_mode=padding_mode,
+                groups=1,
+                scale_shift=scale_shift,
+                zero_init=zero_init,
+            )
 
-        def resample(cin: int, stride: int) -> nn.Module:
-            return conv(cin, cin, 3, stride=stride, padding=1, padding_mode=padding_mode)
-
-        widths = [hidden * m for m in mults]
-        self.embed = FourierEmbedding(cond_dim, emb_dim) if cond_dim else None
+        # One embedding per conditioning scalar, summed (PDEArena's time and parameter embeddings).
+        self.embed = nn.ModuleList(FourierEmbedding(1, hidden, out_dim=emb_dim) for _ in range(cond_dim))
         self.lift = conv(self.in_features, hidden, 3, padding=1, padding_mode=padding_mode)
+        widths = [hidden]
+        for m in mults:
+            widths.append(widths[-1] * m)
+        self.widths = widths[1:]
+        # Encoder: blocks and down-samplings in order; every output is a skip (as is the lift's).
         self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        skips, c = [], hidden
-        for level, w in enumerate(widths):
+        skips, c = [hidden], hidden
+        for level, w in enumerate(self.widths):
             for _ in range(num_blocks):
                 self.down.append(block(c, w))
                 c = w
                 skips.append(c)
-            if level < len(widths) - 1:
-                self.downsample.append(resample(c, 2))
+            if level < len(mults) - 1:
+                self.down.append(conv(c, c, 3, stride=2, padding=1, padding_mode=padding_mode))
+                skips.append(c)
         self.middle = nn.ModuleList([block(c, c), block(c, c)])
+        # Decoder: num_blocks blocks at the level's width, one reducing to the previous width, up-sampling.
         self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for level, w in reversed(list(enumerate(widths))):
-            for _ in range(num_blocks):
-                self.up.append(block(c + skips.pop(), w))
-                c = w
+        for level in reversed(range(len(mults))):
+            for out in [widths[level + 1]] * num_blocks + [widths[level]]:
+                self.up.append(block(c + skips.pop(), out))
+                c = out
             if level > 0:
-                self.upsample.append(
-                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), resample(c, 1))
-                )
-        self.num_blocks = num_blocks
+                self.up.append(PeriodicUpsample(c, ndim, periodic))
         self.readout = nn.Sequential(
             nn.GroupNorm(num_groups(c), c),
             nn.GELU(),
             conv(c, self.out_features, 3, padding=1, padding_mode=padding_mode),
         )
+        if zero_init:
+            nn.init.zeros_(self.readout[-1].weight)
+            nn.init.zeros_(self.readout[-1].bias)
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
         check_grid("UNet", x.shape[2:], self.translation_step)
-        emb = self.embed(cond) if self.embed is not None and cond is not None else None
+        emb = None
+        if len(self.embed) and cond is not None:
+            emb = torch.stack([e(cond[:, i : i + 1]) for i, e in enumerate(self.embed)]).sum(0)
         h = self.lift(x)
-        skips = []
-        for i, blk in enumerate(self.down):
-            h = blk(h, emb)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, ResidualBlock) else layer(h)
             skips.append(h)
-            level, last_in_level = divmod(i + 1, self.num_blocks)
-            if last_in_level == 0 and level - 1 < len(self.downsample):
-                h = self.downsample[level - 1](h)
         for blk in self.middle:
             h = blk(h, emb)
-        for i, blk in enumerate(self.up):
-            h = blk(torch.cat([h, skips.pop()], dim=1), emb)
-            level, last_in_level = divmod(i + 1, self.num_blocks)
-            if last_in_level == 0 and level - 1 < len(self.upsample):
-                h = self.upsample[level - 1](h)
+        for layer in self.up:
+            h = (
+                layer(torch.cat([h, skips.pop()], dim=1), emb)
+                if isinstance(layer, ResidualBlock)
+                else layer(h)
+            )
         return self.readout(h)
 
 
 PRESETS: dict[str, dict] = {
-    # PDEArena "Unetmod-64" layout: hidden 64, channel multipliers (1, 2, 2, 4), 2 blocks per level.
-    "unet": {"cls": UNet, "hidden": 64, "channel_mults": (1, 2, 2, 4), "num_blocks": 2},
-    # CPU size: hidden 16, three levels, one block per level.
-    "unet-small": {"cls": UNet, "hidden": 16, "channel_mults": (1, 2, 2), "num_blocks": 1},
+    # PDEArena "Unetmod-64": hidden 64, channel multipliers (1, 2, 2, 4), 2 blocks per level, zero-initialised
+    # block outputs and readout as in its conditioned U-Nets (pdestream always conditions on the time step).
+    "unet": {"cls": UNet, "hidden": 64, "channel_mults": (1, 2, 2, 4), "num_blocks": 2, "zero_init": True},
+    # CPU size: widths 16/32/32 (three levels), one block per level; default initialisation, so that an
+    # untrained net responds to its inputs and conditioning.
+    "unet-small": {
+        "cls": UNet,
+        "hidden": 16,
+        "channel_mults": (1, 2, 1),
+        "num_blocks": 1,
+        "zero_init": False,
+    },
 }
