@@ -52,7 +52,7 @@ def build(model: str, ndim: int) -> tuple[torch.nn.Module, int]:
         lifting_channel_ratio=0,
         projection_channel_ratio=preset["projection"] / width,
         positional_embedding=None,
-        use_channel_mlp=False,
+        use_channel_mlp=False,  # the paper's block; neuraloperator 2.0 then applies GELU twice (its issue #728)
         fno_skip="linear",
     )
 

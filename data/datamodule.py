@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from data.trajectories import describe_solver, generate, output_times, resolve_d
 from solvers.base import ConfigError, Solver
 
 GENERATION = ("cpu", "device")
+
+log = logging.getLogger("pdestream")
 
 
 def as_solver(pde: Solver | Mapping[str, Any]) -> tuple[Solver, str]:
@@ -236,9 +239,8 @@ class OnlineDataModule(PDEDataModule):
                     count,
                     self.seed,
                     config_yaml=self.pde_yaml,
-                    chunk=min(count, 64),
+                    chunk=min(count, 16),  # a progress line per chunk; the data do not depend on it
                     max_divergence_fraction=self.max_divergence_fraction,
-                    progress=False,
                 )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
@@ -382,8 +384,19 @@ class OfflineDataModule(PDEDataModule):
         )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
-        stride, _ = self._stride(split)
+        stride, file_dt = self._stride(split)
         data = read_trajectories(self.paths[split], split, self.solver)
+        if stride > 1:  # legitimate, but it shortens the rollouts: say so
+            frames = len(data["t"][::stride])
+            log.info(
+                "data: %s holds %s frames every %g; data.dt_out=%g keeps every %d-th: %d frames per trajectory",
+                self.paths[split],
+                split,
+                file_dt,
+                stride * file_dt,
+                stride,
+                frames,
+            )
         return {**data, "u": data["u"][:, ::stride], "t": data["t"][::stride]}
 
     def _stats_sample(self) -> Tensor:

@@ -33,8 +33,8 @@ import torch
 import xarray as xr
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
+from data.progress import Progress
 from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate
 from solvers.base import ConfigError, Solver
 
@@ -244,8 +244,12 @@ def write_split(
         counter = DivergenceCounter(
             max_divergence_fraction, int(group.attrs["attempted"]), int(group.attrs["diverged"])
         )
-        bar = tqdm(
-            total=num_trajectories, initial=written, desc=f"{split}", unit="traj", disable=not progress
+        bar = Progress(
+            num_trajectories,
+            f"generating {split} split of {Path(path).name}",
+            "trajectories",
+            progress,
+            done=written,
         )
         start = int(group.attrs["next_index"])
         chunks = _Chunks(solver, seed, split, times.to(torch.float64), start, chunk, device, dtype)
@@ -268,7 +272,7 @@ def write_split(
                 diverged=counter.diverged,
             )
             file.flush()
-            bar.update(take)
+            bar.update_to(written)
             if written == num_trajectories:
                 group.attrs["complete"] = 1
                 file.flush()

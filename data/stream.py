@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from data.buffer import ReplayBuffer
+from data.progress import Progress
 from data.trajectories import DivergenceCounter, generate, output_times, resolve_dt_out
 from solvers.base import ConfigError, Solver
 
@@ -153,6 +154,10 @@ class TrajectoryStream(IterableDataset):
         window = self.time_history + self.time_future
         dt = torch.full((self.batch_size,), self.dt_out, dtype=torch.float32, device=self.device)
         names = list(self.solver.params)
+        target = max(buffer.watermark, self.batch_size)  # samples before the first batch
+        fill: Progress | None = Progress(
+            target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size
+        )
         while True:
             while buffer.needs_data(self.batch_size):
                 indices = [(counter_k + j) * num_shards + shard for j in range(self.solver_batch)]
@@ -168,6 +173,11 @@ class TrajectoryStream(IterableDataset):
                 if params is not None:
                     fields["params"] = params.to(self.device, torch.float32).repeat_interleave(repeat, dim=0)
                 buffer.put(fields)
+                if fill is not None:
+                    fill.update_to(min(len(buffer), target))
+            if fill is not None:
+                fill.close()
+                fill = None
             sample = buffer.sample(self.batch_size)
             stats = buffer.stats()
             stats.update(attempted=float(divergence.attempted), diverged=float(divergence.diverged))

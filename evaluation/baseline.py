@@ -24,29 +24,7 @@ from hydra.errors import InstantiationException
 from torch import Tensor
 
 from evaluation.metrics import relative_l2
-from solvers.base import ConfigError, DivergenceError
-
-
-def spectral_resample(u: Tensor, n: int, ndim: int) -> Tensor:
-    """Band-limited interpolation of a periodic field ``[..., *S]`` (``ndim`` axes) onto ``n`` points per axis.
-
-    Fourier coefficients (``rfftn``, amplitude-normalised) with ``|k| < min(n, n_old) / 2`` are kept and
-    the rest dropped (downsampling) or zero (upsampling); the Nyquist mode of the smaller grid is dropped,
-    so a trigonometric polynomial of degree ``< min(n, n_old) / 2`` is reproduced exactly.
-    """
-    old = u.shape[-1]
-    if n == old:
-        return u
-    dims = tuple(range(-ndim, 0))
-    coeffs = torch.fft.rfftn(u, dim=dims, norm="forward")
-    half = min(n, old) // 2
-    out = coeffs.new_zeros((*coeffs.shape[:-ndim], *([n] * (ndim - 1)), n // 2 + 1))
-    if ndim == 1:
-        out[..., :half] = coeffs[..., :half]
-    else:
-        out[..., :half, :half] = coeffs[..., :half, :half]
-        out[..., n - half + 1 :, :half] = coeffs[..., old - half + 1 :, :half]
-    return torch.fft.irfftn(out, s=[n] * ndim, dim=dims, norm="forward")
+from solvers.base import ConfigError, DivergenceError, spectral_resample
 
 
 @dataclass
@@ -79,8 +57,8 @@ class SolverRun:
 def settings(
     pde: Mapping[str, Any], coarsen: Sequence[int], dt_factors: Sequence[int]
 ) -> list[tuple[str, int, float]]:
-    """``(label, n, dt)`` of the reference and of each coarser grid / larger step."""
-    n, dt = int(pde["n"]), float(pde["dt"])
+    """``(label, n, dt)`` of the reference and of each coarser grid / larger step; ``n`` is the solve grid."""
+    n, dt = int(pde.get("n_solve") or pde["n"]), float(pde["dt"])
     out = [("reference", n, dt)]
     out += [(f"n/{r}", n // int(r), dt) for r in coarsen]
     out += [(f"{f}×dt", n, dt * float(f)) for f in dt_factors]
@@ -119,7 +97,11 @@ def run_solver(
         if progress is not None:
             progress(label)
         try:
-            solver = hydra.utils.instantiate({**pde, "n": n, "dt": dt, "burn_in": 0.0})
+            # coarser grids solve and store on n; the reference and larger steps keep the data's grids
+            grid = (
+                {"n": n} | ({"n_solve": None} if "n_solve" in pde else {}) if label.startswith("n/") else {}
+            )
+            solver = hydra.utils.instantiate({**pde, **grid, "dt": dt, "burn_in": 0.0})
         except (InstantiationException, ConfigError, ValueError) as error:
             cause = error.__cause__ or error
             run.status = f"unstable or impossible: {cause}"

@@ -6,6 +6,7 @@ Pure torch, no model or data imports: used by validation during training and by 
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from torch import Tensor
@@ -155,3 +156,99 @@ def bootstrap_ci(
     quantiles = torch.tensor([alpha, 1 - alpha], dtype=means.dtype, device=means.device)
     low, high = torch.quantile(means, quantiles, dim=0)
     return values.double().mean(0), low, high
+
+
+# --------------------------------------------------------------------------- published conventions
+# The same rollout scored as the papers score it, so a number can be set beside theirs.
+
+
+def _uniform_step(times: Tensor) -> float:
+    """The step of evenly spaced prediction times ``times[k] = (k + 1) · step``; ``ValueError`` otherwise."""
+    step = float(times[0])
+    expected = step * torch.arange(1, len(times) + 1, dtype=torch.float64)
+    if step <= 0 or not torch.allclose(times.double().cpu(), expected, rtol=1e-6, atol=0):
+        raise ValueError(f"prediction times must be step, 2·step, …; got {times.tolist()[:4]}…")
+    return step
+
+
+def pdearena_correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.8) -> Tensor:
+    """PDEArena's correlation time (PDE-Refiner, Lippe et al. 2023), a scalar in time units.
+
+    The Pearson correlation ``corr`` ``[B, T]`` is first averaged over the trajectories; the result is the
+    number of steps whose mean correlation is strictly above ``threshold``, times the step (PDEArena's
+    ``time_till_corr_lower``, ``pdearena/models/pderefiner.py``). It differs from the mean of the
+    per-trajectory :func:`correlation_time` whenever trajectories cross at different times.
+    """
+    if corr.ndim != 2 or times.shape != corr.shape[1:]:
+        raise ValueError(
+            f"corr must be [B, T] and times [T]; got {tuple(corr.shape)} and {tuple(times.shape)}"
+        )
+    mean = corr.double().nan_to_num(nan=-1.0).mean(0)
+    return (mean > threshold).sum() * _uniform_step(times)
+
+
+def relative_l2_block(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:
+    """Relative L2 error over the whole space-time block of each trajectory, ``[B]``.
+
+    The FNO papers' ``test_l2_full`` (Li et al. 2021, ``fourier_2d_time.py``): ``‖pred − true‖₂ / ‖true‖₂``
+    over every predicted frame, channel and grid point at once. Their per-step figure ``test_l2_step`` is
+    ``relative_l2(pred, true).mean(1)``: the per-frame relative error averaged over the frames.
+    """
+    diff = (pred - true).flatten(1).norm(dim=-1)
+    return diff / true.flatten(1).norm(dim=-1).clamp_min(eps)
+
+
+def vrmse(pred: Tensor, true: Tensor, eps: float = 1e-7) -> Tensor:
+    """The Well's variance-scaled RMSE (Ohana et al., NeurIPS 2024), ``[B, T]``.
+
+    Per channel ``sqrt(mean_x (pred − true)² / (var_x true + eps))`` with the population variance over
+    space and ``eps = 1e-7`` as in the paper, then averaged over the channels. 1 is the score of
+    predicting the field's spatial mean.
+    """
+    diff = (pred - true).flatten(3).pow(2).mean(-1)
+    return (diff / (true.flatten(3).var(-1, correction=0) + eps)).sqrt().mean(-1)
+
+
+def pdebench_nrmse(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:
+    """PDEBench's nRMSE (Takamoto et al., NeurIPS 2022), ``[B, T]``: per channel ``RMSE / RMS(true)`` over
+    space, then averaged over the channels (PDEBench then averages over trajectories and time)."""
+    diff = (pred - true).flatten(3).pow(2).mean(-1).sqrt()
+    return (diff / true.flatten(3).pow(2).mean(-1).sqrt().clamp_min(eps)).mean(-1)
+
+
+PDEBENCH_BANDS = (4, 12)
+"""PDEBench's band limits ``iLow, iHigh``: low wavenumbers ``[0, 4)``, mid ``[4, 12)``, high ``[12, …)``."""
+
+
+def pdebench_frmse(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Tensor:
+    """PDEBench's Fourier-space RMSE in its low / mid / high bands, ``[T, 3]`` (over all trajectories).
+
+    For ``[B, T, C, *S]`` on a domain of side ``lengths`` (one per axis): the error's DFT ``Δ̂`` (1D:
+    ``rfft``; 2D: ``fftn``, with ``|Δ̂|²`` summed into the bins ``⌊√(i² + j²)⌋`` of the quadrant
+    ``0 <= i < n_x/2, 0 <= j < n_y/2`` for bins below ``min(n_x, n_y)/2``), then ``sqrt`` of its mean over the
+    trajectories, divided by the number of grid points and multiplied by the domain volume; the band value
+    is the mean over the wavenumbers of the band (:data:`PDEBENCH_BANDS`), averaged over the channels.
+    These are PDEBench's conventions (``metric_func``), quadrant and volume factor included.
+    """
+    ndim = pred.ndim - 3
+    if ndim not in (1, 2) or len(lengths) != ndim:
+        raise ValueError(
+            f"pdebench_frmse: [B, T, C, *S] with 1 or 2 axes and one length each; got {ndim}, {lengths}"
+        )
+    diff = (pred - true).double()
+    points, volume = math.prod(diff.shape[3:]), math.prod(lengths)
+    if ndim == 1:
+        power = torch.fft.rfft(diff, dim=-1).abs().pow(2)  # [B, T, C, K]
+    else:
+        nx, ny = diff.shape[-2:]
+        quadrant = torch.fft.fftn(diff, dim=(-2, -1)).abs().pow(2)[..., : nx // 2, : ny // 2]
+        i, j = torch.meshgrid(torch.arange(nx // 2), torch.arange(ny // 2), indexing="ij")
+        bins = (i.double().pow(2) + j.double().pow(2)).sqrt().floor().long().flatten()
+        keep = bins < min(nx // 2, ny // 2)
+        flat = quadrant.flatten(-2)[..., keep.to(diff.device)]
+        power = flat.new_zeros((*flat.shape[:-1], min(nx // 2, ny // 2)))
+        power.index_add_(-1, bins[keep].to(diff.device), flat)
+    spectrum = power.mean(0).sqrt() / points * volume  # [T, C, K]
+    low, high = PDEBENCH_BANDS
+    bands = [spectrum[..., :low], spectrum[..., low:high], spectrum[..., high:]]
+    return torch.stack([band.mean(-1) for band in bands], dim=-1).mean(1)

@@ -218,7 +218,7 @@ FIELD_CMAP = plt.get_cmap("RdBu_r").with_extremes(over="yellow", under="lime")
 ERROR_CMAP = plt.get_cmap("PuOr_r")
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -458,7 +458,7 @@ def draw_figures(
         figures["Cost vs accuracy"] = (figure_cost_accuracy, out / "cost_accuracy.png")
     paths = {}
     for caption, (draw, path) in figures.items():
-        _save(draw(ds), path)
+        save_figure(draw(ds), path)
         paths[caption] = path
     channel = ds.attrs["channels"].split(", ")[0]
     for label, (pred, true) in samples.items():
@@ -466,7 +466,7 @@ def draw_figures(
             continue
         path = out / f"samples_{safe_name(label)}.png"
         times = ds.time.values[: pred.shape[1]]
-        _save(figure_samples(pred, true, times, label, ds.attrs["length"], channel), path)
+        save_figure(figure_samples(pred, true, times, label, ds.attrs["length"], channel), path)
         paths[f"Sample rollouts: {label}"] = path
     return paths
 

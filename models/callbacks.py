@@ -1,13 +1,25 @@
-"""Training callbacks: throughput, the share of time spent waiting for data, and a rollout figure."""
+"""Training callbacks: throughput, the share of time spent waiting for data, a rollout figure, progress
+lines and the intra-op thread budget."""
 
 from __future__ import annotations
 
+import logging
+import math
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
+
+from data.progress import duration
+from solvers.threads import Registry, intra_op_threads
+
+log = logging.getLogger("pdestream")
 
 
 class Throughput(pl.Callback):
@@ -68,7 +80,7 @@ class RolloutFigure(pl.Callback):
     """
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from evaluation.report import figure_samples  # matplotlib only when a figure is drawn
+        from evaluation.report import figure_samples, save_figure  # matplotlib only when a figure is drawn
 
         logger = trainer.logger
         sample = getattr(pl_module, "val_sample", None)
@@ -77,5 +89,145 @@ class RolloutFigure(pl.Callback):
         pred, true, times = sample
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "rollout.png"
-            figure_samples(pred, true, times.numpy(), f"step {trainer.global_step}", path)
+            solver = trainer.datamodule.solver
+            label = f"step {trainer.global_step}"
+            save_figure(
+                figure_samples(pred, true, times.numpy(), label, solver.length, solver.channels[0]), path
+            )
             logger.log_image(key="val/rollout", images=[str(path)], step=trainer.global_step)
+
+
+def progress_bar(every_s: float = 30.0, stream: TextIO | None = None) -> ProgressBar:
+    """Lightning's rich progress bar on a terminal; :class:`LogProgress` lines when output goes to a file."""
+    return RichProgressBar() if (stream or sys.stdout).isatty() else LogProgress(every_s)
+
+
+class LogProgress(ProgressBar):
+    """Plain progress lines for logs that are not a terminal (SLURM output files, ``nohup``, CI).
+
+    Every ``every_s`` seconds and at the last step: ``step 1200/3000 (40%) · loss 0.0123 · 1803 samples/s
+    · 41 s elapsed · about 1 min 02 s left`` (samples/s since the previous line, validation time not
+    counted; the time left from the whole run's pace, validations included), and after each validation
+    its metrics. Lines go through the ``pdestream`` logger, so they also reach the run's ``train.log``.
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s, self._enabled = every_s, True
+        self._start = self._last = self._paused = self._validation_start = 0.0
+        self._samples, self._first_step = 0, 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return self._enabled and trainer.is_global_zero
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = self._last = time.monotonic()
+        self._samples, self._first_step, self._paused = 0, trainer.global_step, 0.0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._samples += len(batch["x"]) if isinstance(batch, dict) and "x" in batch else 0
+        now = time.monotonic()
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        if self._active(trainer) and (now - self._last >= self.every_s or last_step):
+            self._line(trainer, now)
+
+    def _line(self, trainer: pl.Trainer, now: float) -> None:
+        step, total = trainer.global_step, trainer.max_steps
+        parts = [f"step {step}/{total} ({100 * step / total:.0f}%)" if total > 0 else f"step {step}"]
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4g}")
+        training = now - self._last - self._paused
+        if training > 0:
+            parts.append(f"{self._samples / training:.0f} samples/s")
+        parts.append(f"{duration(now - self._start)} elapsed")
+        done = step - self._first_step
+        if total > 0 and done > 0 and step < total:
+            parts.append(f"about {duration((total - step) * (now - self._start) / done)} left")
+        log.info(" · ".join(parts))
+        self._last, self._samples, self._paused = now, 0, 0.0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validation_start = time.monotonic()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        took = time.monotonic() - self._validation_start
+        self._paused += took
+        if not self._active(trainer) or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        shown = " · ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
+        log.info("validation at step %d (%s): %s", trainer.global_step, duration(took), shown)
+
+
+class ValidateAtEnd(pl.Callback):
+    """Validates at the last training step, so every run ends with validation metrics and checkpoints.
+
+    Lightning validates only every ``val_check_interval`` steps: a run whose ``max_steps`` is not a
+    multiple of it (or is below it) would end without scoring its final weights, and one shorter than
+    the interval would write no checkpoint at all. At ``max_steps`` this asks the trainer to stop,
+    which makes its loop validate that step; the checkpoint callbacks then write ``best.ckpt`` and
+    ``last.ckpt``. A step that validates anyway validates once.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
+class ThreadBudget(pl.Callback):
+    """Keeps torch's intra-op threads at this process's share of the CPUs (:mod:`solvers.threads`).
+
+    The run registers itself (with its ``workers`` DataLoader processes) in the machine's
+    :class:`~solvers.threads.Registry` when built and unregisters at teardown; the share is chosen when
+    the run is built and re-evaluated every ``interval`` seconds while it trains, so runs that start or
+    end beside it (sweep jobs, a second training run) are accounted for. A fixed ``threads`` count is
+    kept as it is (the run still registers, so that the others count it).
+    """
+
+    def __init__(
+        self,
+        workers: int = 0,
+        threads: int | None = None,
+        interval: float = 10.0,
+        registry: Registry | None = None,
+    ) -> None:
+        self.workers, self.threads, self.interval = workers, threads, interval
+        self.registry = registry or Registry()
+        self._checked = -math.inf
+        self.setup()
+
+    def update(self) -> int:
+        """Set (and return) the thread count for the processes registered now."""
+        first = self._checked == -math.inf
+        self._checked = time.monotonic()
+        if self.threads is not None:
+            threads, reason = self.threads, "fixed"
+        else:
+            threads, reason = intra_op_threads(self.workers, self.registry.processes())
+        if first or threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            log.info("torch threads: %d (%s)", threads, reason)
+        return threads
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        self.registry.register(1 + self.workers)
+        self.update()
+
+    def teardown(self, *args: Any, **kwargs: Any) -> None:
+        self.registry.unregister()
+
+    def on_exception(self, *args: Any, **kwargs: Any) -> None:
+        self.registry.unregister()
+
+    def on_train_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        if self.threads is None and time.monotonic() - self._checked >= self.interval:
+            self.update()

@@ -17,6 +17,8 @@ per-step error and the correlation time (first drop of the Pearson correlation b
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,6 +30,8 @@ from torch import Tensor, nn
 from evaluation import metrics
 from evaluation.rollout import rollout, rollout_steps
 from models.base import SurrogateNet
+
+log = logging.getLogger("pdestream")
 
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": lambda pred, true: metrics.mse(pred, true).mean(),
@@ -41,19 +45,36 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_factor: float = 0.01
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_steps`` then cosine decay to ``min_factor`` × lr at ``total_steps``."""
-    if warmup_steps < 0 or total_steps <= warmup_steps:
+    """Linear warm-up over ``warmup_steps`` then cosine decay to ``min_factor`` × lr at ``total_steps``.
+
+    A warm-up longer than half the run (a short run with the default warm-up, e.g. ``max_steps=20``)
+    is capped at a tenth of the run, with a notice, so short runs and sweeps over ``max_steps`` work.
+    """
+    if warmup_steps < 0 or total_steps < 1:
         raise ValueError(
-            f"scheduler: need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}"
+            f"scheduler: need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps} and {total_steps}"
         )
+    if warmup_steps > total_steps // 2:
+        capped = total_steps // 10
+        _notice(
+            f"scheduler: warmup_steps={warmup_steps} is more than half of total_steps={total_steps}; "
+            f"warming up over {capped} steps (a tenth of the run)"
+        )
+        warmup_steps = capped
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
         return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@functools.cache
+def _notice(message: str) -> None:
+    """Log ``message`` once per process (the scheduler is built more than once per run)."""
+    log.info(message)
 
 
 class SurrogateModule(pl.LightningModule):
@@ -213,14 +234,16 @@ class SurrogateModule(pl.LightningModule):
             gathered[key] = value.flatten(0, 1) if self.trainer.world_size > 1 else value
         self._val.clear()
         rel = gathered["rel_l2"].mean(0)
-        self.log("val/corr_time", gathered["corr_time"].mean(), prog_bar=True)
+        # the values are gathered already, equal on every rank: sync_dist only confirms it to Lightning
+        self.log("val/corr_time", gathered["corr_time"].mean(), prog_bar=True, sync_dist=True)
         self.log_dict(
             {
                 "val/mse": gathered["mse"].mean(),
                 "val/rel_l2": rel.mean(),
                 "val/rel_l2_first": rel[0],
                 "val/rel_l2_last": rel[-1],
-            }
+            },
+            sync_dist=True,
         )
 
 

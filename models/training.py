@@ -8,7 +8,10 @@ configuration before anything trains; ``fit(cfg)`` runs it. Every user mistake f
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,10 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from models.callbacks import ThreadBudget
 from models.module import RefinerModule, SurrogateModule
 
 log = logging.getLogger(__name__)
@@ -96,12 +101,70 @@ class Run:
     ckpt_path: str | None
 
 
+class _DropBanners(logging.Filter):
+    """Drops Lightning's start-up banners: the litlogger tip and the accelerator availability lines."""
+
+    BANNERS = ("💡 Tip", "GPU available", "TPU available", "HPU available")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.BANNERS)
+
+
+def quiet_logging() -> None:
+    """Keep a run's log to what matters: no Lightning banners, no known harmless warnings, and below
+    warnings only rank 0 speaks (every DDP rank runs the same code and would repeat each line)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropBanners) for f in logger.filters):
+            logger.addFilter(_DropBanners())
+    # Lightning 2.6 calling a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    if rank_zero_only.rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+FAST_DEV_DATA = {
+    "batch_size": 4,
+    "solver_batch": 4,
+    "stats_trajectories": 2,
+    "num_val_trajectories": 2,
+    "num_test_trajectories": 2,
+}
+"""``trainer.fast_dev_run``: upper bounds on the data settings, so that a smoke run of any preset takes
+seconds (one training batch, one validation batch of short rollouts)."""
+
+
+def fast_dev_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` itself, or for ``trainer.fast_dev_run`` a copy with the data shrunk to smoke-test size:
+    :data:`FAST_DEV_DATA`, rollouts of ``window + 4`` frames, the replay buffer serving after one batch."""
+    if not cfg.get("trainer", {}).get("fast_dev_run") or "data" not in cfg:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    data = cfg.data
+    with open_dict(data):
+        for key, most in FAST_DEV_DATA.items():
+            if key in data:
+                data[key] = min(int(data[key]), most)
+        if "rollout_steps" in data:
+            data.rollout_steps = min(int(data.rollout_steps), data.time_history + data.time_future + 4)
+        if data.get("buffer") is not None:
+            data.buffer.watermark = data.batch_size
+    log.info(
+        "fast_dev_run: one training batch of %d samples, one validation batch, no untrained validation",
+        data.batch_size,
+    )
+    return cfg
+
+
 def build(cfg: DictConfig) -> Run:
     """Instantiate the whole run; raises :class:`RunConfigError` for bad configuration."""
     register_resolvers()
+    quiet_logging()
+    cfg = fast_dev_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = resume_path(cfg)
+    budget = thread_budget(cfg)  # before the solvers generate validation and statistics data
     datamodule = _instantiate(cfg.data, "data")
     try:
         datamodule.prepare_data()
@@ -126,9 +189,26 @@ def build(cfg: DictConfig) -> Run:
     if cfg.get("compile"):
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks.append(budget)
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
     return Run(trainer, module, datamodule, ckpt_path)
+
+
+def thread_budget(cfg: DictConfig) -> ThreadBudget:
+    """The run's intra-op thread budget from ``threads`` (``auto`` or a count), applied now.
+
+    ``auto`` shares the CPUs available to the process among the processes on them
+    (:mod:`solvers.threads`); an ``OMP_NUM_THREADS`` in the environment is an explicit count and wins.
+    """
+    threads = cfg.get("threads", "auto")
+    if threads == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise RunConfigError(f"threads={threads!r} is not allowed; give auto or an int >= 1")
+    data = cfg.get("data") or {}
+    workers = max(int(data.get("num_workers") or 0), 1) if data.get("generation") == "cpu" else 0
+    return ThreadBudget(workers, None if threads == "auto" else threads)
 
 
 def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataModule) -> None:
@@ -148,7 +228,10 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     """Train as configured; returns the final logged metrics (plus the untrained validation score)."""
     run = build(cfg)
     results: dict[str, float] = {}
-    if run.ckpt_path is None and cfg.get("validate_untrained", True):
+    params = sum(p.numel() for p in run.module.net.parameters())
+    log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
+    if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
+        log.info("validating the untrained model")
         untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
         results["untrained/corr_time"] = float(untrained[0]["val/corr_time"])
         log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
@@ -162,9 +245,9 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     results.update({k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1})
     checkpoint = run.trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
-        log.info(
-            "best checkpoint: %s (val/corr_time %.3f)",
-            checkpoint.best_model_path,
-            checkpoint.best_model_score,
-        )
+        score = checkpoint.best_model_score  # None when a resumed run had nothing left to train
+        shown = "" if score is None else f" (val/corr_time {float(score):.3f})"
+        log.info("best checkpoint: %s%s", checkpoint.best_model_path, shown)
+    elif run.ckpt_path is not None and run.trainer.global_step >= run.trainer.max_steps > 0:
+        log.info("nothing to train: %s is already at max_steps=%d", run.ckpt_path, run.trainer.max_steps)
     return results

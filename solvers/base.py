@@ -39,12 +39,14 @@ class DivergenceError(RuntimeError):
         indices: batch indices of the trajectories that diverged (sorted).
         result: the full output ``[B, T, C, *S]``; diverged trajectories are NaN from the first
             output time at which they were detected, the others are valid.
+        time: the first output time at which a trajectory was found diverged.
     """
 
-    def __init__(self, message: str, indices: list[int], result: Tensor) -> None:
+    def __init__(self, message: str, indices: list[int], result: Tensor, time: float = math.nan) -> None:
         super().__init__(message)
         self.indices = indices
         self.result = result
+        self.time = time
 
 
 def require(condition: bool, message: str) -> None:
@@ -106,25 +108,45 @@ Stepper = Callable[[Any, float], Any]
 class Solver(ABC):
     """Base class of all pdestream solvers (see ``ARCHITECTURE.md``, *Solver API*).
 
+    Solve fine, store coarse: with ``n_solve > n`` the equation is integrated on ``n_solve`` points per
+    dimension and every output keeps every ``n_solve / n``-th point (the FNO data sets are solved at
+    256² and stored at 64² this way). Initial conditions are drawn on the solve grid; :meth:`solve`
+    accepts ``u0`` on either grid (an output-grid ``u0`` is interpolated spectrally).
+
     Args:
-        n: grid points per spatial dimension.
+        n: grid points per spatial dimension of the outputs.
         length: side of the periodic domain ``[0, length)^ndim``.
         dt: largest internal time step; output intervals are split into equal sub-steps ``<= dt``.
         burn_in: time integrated before ``t = 0`` so that transients are dropped (0: none).
         blowup: an output with ``max |u|`` above this (or any non-finite value) marks its
             trajectory as diverged.
+        n_solve: grid points per dimension of the integration, a multiple of ``n``; ``None``: ``n``.
     """
 
     ndim: int = 1
     channels: tuple[str, ...] = ("u",)
 
-    def __init__(self, n: int, length: float, dt: float, burn_in: float = 0.0, blowup: float = 1e6) -> None:
+    def __init__(
+        self,
+        n: int,
+        length: float,
+        dt: float,
+        burn_in: float = 0.0,
+        blowup: float = 1e6,
+        n_solve: int | None = None,
+    ) -> None:
         require(isinstance(n, int) and n >= 8 and n % 2 == 0, f"n={n!r}: must be an even int >= 8")
+        n_solve = n if n_solve is None else n_solve
+        require(
+            isinstance(n_solve, int) and n_solve >= n and n_solve % n == 0,
+            f"n_solve={n_solve!r}: must be null or an int multiple of n={n} (the solve grid is refined "
+            "by an integer factor and every n_solve/n-th point is stored)",
+        )
         require(length > 0 and math.isfinite(length), f"length={length!r}: must be > 0")
         require(dt > 0 and math.isfinite(dt), f"dt={dt!r}: must be > 0")
         require(burn_in >= 0, f"burn_in={burn_in!r}: must be >= 0")
         require(blowup > 0, f"blowup={blowup!r}: must be > 0")
-        self.n, self.length, self.dt = n, float(length), float(dt)
+        self.n, self.n_solve, self.length, self.dt = n, n_solve, float(length), float(dt)
         self.burn_in, self.blowup = float(burn_in), float(blowup)
         self.params: dict[str, ParamSpec] = {}
 
@@ -166,20 +188,27 @@ class Solver(ABC):
     # ----------------------------------------------------------------- grid
     @property
     def dx(self) -> float:
+        """Spacing of the output grid."""
         return self.length / self.n
 
     @property
+    def dx_solve(self) -> float:
+        """Spacing of the integration grid."""
+        return self.length / self.n_solve
+
+    @property
     def grid(self) -> tuple[Tensor, ...]:
-        """Cell coordinates, one float64 tensor of ``n`` points per dimension (x, then y)."""
+        """Cell coordinates of the outputs, one float64 tensor of ``n`` points per dimension (x, then y)."""
         x = torch.arange(self.n, dtype=torch.float64) * self.dx
         return tuple(x for _ in range(self.ndim))
 
     def mesh(
-        self, device: torch.device | None = None, dtype: torch.dtype = torch.float64
+        self, device: torch.device | None = None, dtype: torch.dtype = torch.float64, solve: bool = False
     ) -> tuple[Tensor, ...]:
-        """Broadcastable coordinate arrays, ``indexing="ij"``."""
-        axes = [g.to(device=device, dtype=dtype) for g in self.grid]
-        return tuple(torch.meshgrid(*axes, indexing="ij")) if self.ndim > 1 else (axes[0],)
+        """Broadcastable coordinate arrays, ``indexing="ij"``, of the output grid (``solve``: the solve grid)."""
+        n, dx = (self.n_solve, self.dx_solve) if solve else (self.n, self.dx)
+        axis = (torch.arange(n, dtype=torch.float64) * dx).to(device=device, dtype=dtype)
+        return tuple(torch.meshgrid(*[axis] * self.ndim, indexing="ij")) if self.ndim > 1 else (axis,)
 
     # ----------------------------------------------------------------- hooks
     @abstractmethod
@@ -207,7 +236,7 @@ class Solver(ABC):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
-        """Random initial states ``[B, C, *S]`` (drawn on the CPU, so equal on every device)."""
+        """Random initial states ``[B, C, *S]`` on the solve grid (drawn on the CPU, so equal on every device)."""
         return self._initial_condition(batch, generator).to(device=device, dtype=dtype)
 
     def solve(
@@ -215,14 +244,19 @@ class Solver(ABC):
     ) -> Tensor:
         """States at the times ``t`` (after ``burn_in``), ``[B, len(t), C, *S]``, on ``u0``'s device and dtype.
 
+        ``u0`` lies on the solve grid or on the output grid (then interpolated spectrally onto the solve
+        grid); outputs lie on the output grid.
+
         Raises:
             DivergenceError: some trajectories blew up; the others are in ``error.result``.
         """
-        expected = (len(self.channels), *([self.n] * self.ndim))
-        if u0.ndim != 1 + len(expected) or tuple(u0.shape[1:]) != expected:
-            raise ConfigError(
-                f"u0 has shape {tuple(u0.shape)}; expected [batch, {', '.join(map(str, expected))}]"
-            )
+        grids = dict.fromkeys((self.n_solve, self.n))
+        shapes = [(len(self.channels), *([size] * self.ndim)) for size in grids]
+        if u0.ndim != 2 + self.ndim or tuple(u0.shape[1:]) not in shapes:
+            allowed = " or ".join(f"[batch, {', '.join(map(str, shape))}]" for shape in shapes)
+            raise ConfigError(f"u0 has shape {tuple(u0.shape)}; expected {allowed}")
+        u0 = spectral_resample(u0, self.n_solve, self.ndim)
+        stored = (..., *[slice(None, None, self.n_solve // self.n)] * self.ndim)
         times = torch.as_tensor(t, dtype=torch.float64).reshape(-1).tolist()
         if not times or times[0] < 0 or any(b < a for a, b in itertools.pairwise(times)):
             raise ConfigError(f"t={times}: output times must be non-empty, >= 0 and non-decreasing")
@@ -242,7 +276,7 @@ class Solver(ABC):
                 for _ in range(substeps):
                     state = step(state, h)
                 now = target
-            u = self._from_state(state)
+            u = self._from_state(state)[stored]
             flat = u.reshape(batch, -1)
             newly = ~torch.isfinite(flat).all(dim=1) | (flat.abs().amax(dim=1) > self.blowup)
             if bool(newly.any()):
@@ -254,16 +288,22 @@ class Solver(ABC):
             outputs.append(torch.where(_expand(bad, u), torch.nan, u))
         result = torch.stack(outputs, dim=1)
         if bool(bad.any()):
-            indices = bad.nonzero().flatten().tolist()
-            shown = ", ".join(f"{k}={v[indices[0]].item():g}" for k, v in full.items())
-            raise DivergenceError(
-                f"{type(self).__name__}: {len(indices)} of {batch} trajectories blew up (non-finite or "
-                f"|u| > {self.blowup:g}) by t={first_bad_time:g}, e.g. trajectory {indices[0]} ({shown}); "
-                f"dt={self.dt:g} is likely too large for this configuration",
-                indices,
-                result,
-            )
+            raise self.divergence(bad.nonzero().flatten().tolist(), first_bad_time, full, result)
         return result
+
+    def divergence(
+        self, indices: list[int], time: float, params: dict[str, Tensor], result: Tensor
+    ) -> DivergenceError:
+        """The :class:`DivergenceError` for trajectories ``indices`` of a batch, first seen at ``time``."""
+        shown = ", ".join(f"{k}={v[indices[0]].item():g}" for k, v in params.items())
+        return DivergenceError(
+            f"{type(self).__name__}: {len(indices)} of {result.shape[0]} trajectories blew up (non-finite or "
+            f"|u| > {self.blowup:g}) by t={time:g}, e.g. trajectory {indices[0]} ({shown}); "
+            f"dt={self.dt:g} is likely too large for this configuration",
+            indices,
+            result,
+            time,
+        )
 
 
 def _expand(mask: Tensor, like: Tensor) -> Tensor:
@@ -283,6 +323,28 @@ def random_sines(
     mode = torch.randint(1, max_mode + 1, shape, generator=generator).to(torch.float64)
     phase = 2 * math.pi * torch.rand(shape, generator=generator, dtype=torch.float64)
     return (amplitude * torch.sin(2 * math.pi * mode * x / length + phase)).sum(dim=1, keepdim=True)
+
+
+def spectral_resample(u: Tensor, n: int, ndim: int) -> Tensor:
+    """Band-limited interpolation of a periodic field ``[..., *S]`` (``ndim`` axes) onto ``n`` points per axis.
+
+    Fourier coefficients (``rfftn``, amplitude-normalised) with ``|k| < min(n, n_old) / 2`` are kept and
+    the rest dropped (downsampling) or zero (upsampling); the Nyquist mode of the smaller grid is dropped,
+    so a trigonometric polynomial of degree ``< min(n, n_old) / 2`` is reproduced exactly.
+    """
+    old = u.shape[-1]
+    if n == old:
+        return u
+    dims = tuple(range(-ndim, 0))
+    coeffs = torch.fft.rfftn(u, dim=dims, norm="forward")
+    half = min(n, old) // 2
+    out = coeffs.new_zeros((*coeffs.shape[:-ndim], *([n] * (ndim - 1)), n // 2 + 1))
+    if ndim == 1:
+        out[..., :half] = coeffs[..., :half]
+    else:
+        out[..., :half, :half] = coeffs[..., :half, :half]
+        out[..., n - half + 1 :, :half] = coeffs[..., old - half + 1 :, :half]
+    return torch.fft.irfftn(out, s=[n] * ndim, dim=dims, norm="forward")
 
 
 def wavenumbers(n: int, length: float, real: bool = False) -> Tensor:

@@ -62,6 +62,7 @@ class Burgers(Solver):
         blowup: ``max|u|`` above which a trajectory counts as diverged.
         waves: number ``J`` of sine waves in the initial condition.
         max_mode: largest wavenumber ``l_j`` (periods per domain) of those waves.
+        n_solve: cells of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
     """
 
     def __init__(
@@ -75,8 +76,9 @@ class Burgers(Solver):
         blowup: float = 100.0,
         waves: int = 5,
         max_mode: int = 3,
+        n_solve: int | None = None,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup)
+        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
         require(0 < cfl <= 1, f"cfl={cfl!r}: must be in (0, 1]")
         require(isinstance(waves, int) and waves >= 1, f"waves={waves!r}: must be an int >= 1")
         require(
@@ -95,18 +97,18 @@ class Burgers(Solver):
         Raises:
             ConfigError: more than :data:`MAX_SUBSTEPS` would be needed.
         """
-        rate = speed / (self.cfl * self.dx) + nu / (DIFFUSION_LIMIT * self.dx**2)
+        rate = speed / (self.cfl * self.dx_solve) + nu / (DIFFUSION_LIMIT * self.dx_solve**2)
         count = max(1, math.ceil(h * rate - 1e-9))
         if count > MAX_SUBSTEPS:
             raise ConfigError(
-                f"Burgers with n={self.n}, length={self.length:g}, dt={h:g}, nu={nu:g}, max|u|={speed:g}, "
+                f"Burgers with n_solve={self.n_solve}, length={self.length:g}, dt={h:g}, nu={nu:g}, max|u|={speed:g}, "
                 f"cfl={self.cfl:g} needs {count} sub-steps per step (at most {MAX_SUBSTEPS} allowed): "
-                "lower dt, n or nu"
+                "lower dt, n_solve or nu"
             )
         return count
 
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
-        u = random_sines(batch, self.grid[0], self.length, self.waves, self.max_mode, generator)
+        u = random_sines(batch, self.mesh(solve=True)[0], self.length, self.waves, self.max_mode, generator)
         return u / u.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:
@@ -128,8 +130,8 @@ class Burgers(Solver):
             return plans[h]
 
         def rhs(u: Tensor) -> Tensor:
-            flux = _flux(u, viscosity, self.dx)
-            return (flux.roll(1, dims=-1) - flux) / self.dx
+            flux = _flux(u, viscosity, self.dx_solve)
+            return (flux.roll(1, dims=-1) - flux) / self.dx_solve
 
         def step(u: Tensor, h: float) -> Tensor:
             if not speed:

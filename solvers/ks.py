@@ -19,14 +19,25 @@ the time scale ``nu``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
 
-from solvers.base import ParamValue, Solver, Stepper, dealias_mask, random_sines, require, wavenumbers
+from solvers.base import (
+    DivergenceError,
+    ParamValue,
+    Solver,
+    Stepper,
+    dealias_mask,
+    random_sines,
+    require,
+    wavenumbers,
+)
 
 STABLE_DT_PER_NU = 2.0
 """Largest allowed ``dt / nu``. Measured on the default grid (n = 256, L = 64, t = 400, 16
@@ -38,13 +49,17 @@ _CACHED_STEP_SIZES = 4
 share one entry)."""
 
 SERIAL_POINTS = 2**16
-"""On the CPU, a solve of fewer values than this (``batch * n``) runs on one thread.
+"""On the CPU, the least number of values (``batch * n``) a solve gives each of its threads.
 
-A step is eight batched FFTs of ``n`` points and ten element-wise products. MKL splits every FFT over all
-threads, whatever its size; below this size the work per FFT (~0.3 us per trajectory at ``n = 256``)
-is too small to pay for the fork and join, and when other processes share the cores (data workers,
-other jobs) a thread that waits for a descheduled partner stalls each FFT for milliseconds. Measured on
-2 shared cores, float32, n = 256, batch 64: 300 us per step on one thread against 0.8-14 ms on two.
+A step is eight batched FFTs of ``n`` points and ten element-wise products. MKL and OpenMP split every
+one of them over all threads, whatever its size: at ``n = 256`` the work per FFT (~0.3 us per
+trajectory) is too small to pay for the fork and join, and when other processes share the cores (data
+workers, other jobs) a thread that waits for a descheduled partner stalls each FFT for milliseconds.
+Measured on 2 shared cores, float32, n = 256, batch 64: 300 us per step on one thread against
+0.8-14 ms on two; at batch 1024, 6.5e7 point-steps/s on one thread against 1e6-8e6 on two while other
+jobs ran. So a CPU solve runs every operation on one thread, and larger solves split the *batch* into
+``torch.get_num_threads()`` parts of at least this many values, integrated side by side (one
+synchronisation per solve instead of one per operation; a descheduled part delays only itself).
 ATen's own element-wise kernels stay serial below 32768 elements for the same reason."""
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
@@ -94,6 +109,7 @@ class KuramotoSivashinsky(Solver):
         waves: number ``J`` of sine waves in the random initial condition.
         max_mode: the initial waves have integer wavenumbers ``l_j`` in ``1..max_mode``.
         contour_points: points on the half circle of the ETDRK4 contour integrals.
+        n_solve: grid points of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
     """
 
     ndim = 1
@@ -110,8 +126,9 @@ class KuramotoSivashinsky(Solver):
         waves: int = 10,
         max_mode: int = 2,
         contour_points: int = 32,
+        n_solve: int | None = None,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup)
+        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
         self.add_param("nu", nu, positive=True)
         nu_low = self.params["nu"].low
         require(
@@ -129,14 +146,16 @@ class KuramotoSivashinsky(Solver):
             f"contour_points={contour_points!r}: must be an int >= 8",
         )
         self.waves, self.max_mode, self.contour_points = waves, max_mode, contour_points
-        self.k = wavenumbers(n, length, real=True)
-        self.dealias = dealias_mask(n, real=True)
+        self.k = wavenumbers(self.n_solve, length, real=True)
+        self.dealias = dealias_mask(self.n_solve, real=True)
 
     # ----------------------------------------------------------------- initial condition
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """A random sum of ``waves`` sines (:func:`~solvers.base.random_sines`), ``l_j`` in ``1..max_mode``
         (LPSDA's generator draws ``randint(1, 3)``, i.e. 1 or 2)."""
-        return random_sines(batch, self.grid[0], self.length, self.waves, self.max_mode, generator)
+        return random_sines(
+            batch, self.mesh(solve=True)[0], self.length, self.waves, self.max_mode, generator
+        )
 
     # ----------------------------------------------------------------- state
     def _to_state(self, u: Tensor) -> Tensor:
@@ -144,24 +163,55 @@ class KuramotoSivashinsky(Solver):
         return torch.fft.rfft(u) * self.dealias.to(u.device)
 
     def _from_state(self, state: Tensor) -> Tensor:
-        return torch.fft.irfft(state, n=self.n)
+        return torch.fft.irfft(state, n=self.n_solve)
 
     # ----------------------------------------------------------------- time stepping
     def solve(
         self, u0: Tensor, t: Sequence[float] | Tensor, params: Mapping[str, Tensor | float] | None = None
     ) -> Tensor:
-        """:meth:`Solver.solve`, on one CPU thread when ``u0`` has fewer than :data:`SERIAL_POINTS` values.
+        """:meth:`Solver.solve`; on the CPU every operation runs on one thread, and a batch of at least
+        ``2 * SERIAL_POINTS`` values is split into up to ``torch.get_num_threads()`` parts solved side by
+        side (:data:`SERIAL_POINTS`). Trajectories are independent, so the parts give the batched result.
 
         The thread count of the calling thread is restored afterwards, also when the solve raises.
         """
         threads = torch.get_num_threads()
-        if u0.device.type != "cpu" or threads == 1 or u0.numel() >= SERIAL_POINTS:
+        if u0.device.type != "cpu":
             return super().solve(u0, t, params)
+        parts = max(1, min(threads, u0.shape[0], u0.numel() // SERIAL_POINTS))
         torch.set_num_threads(1)
         try:
-            return super().solve(u0, t, params)
+            if parts == 1:
+                return super().solve(u0, t, params)
+            return self._solve_parts(u0, t, params, parts)
         finally:
             torch.set_num_threads(threads)
+
+    def _solve_parts(
+        self, u0: Tensor, t: Sequence[float] | Tensor, params: Mapping[str, Tensor | float] | None, parts: int
+    ) -> Tensor:
+        """Solve ``parts`` slices of the batch in as many threads, each on one intra-op thread."""
+        full = self.complete_params(params, u0.shape[0], u0.device, u0.dtype)
+        bounds = torch.linspace(0, u0.shape[0], parts + 1).round().long().tolist()
+        slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+        def part(rows: slice) -> Tensor | DivergenceError:
+            torch.set_num_threads(1)
+            try:
+                return Solver.solve(self, u0[rows], t, {k: v[rows] for k, v in full.items()})
+            except DivergenceError as error:
+                return error
+
+        with ThreadPoolExecutor(parts) as pool:
+            results = list(pool.map(part, slices))
+        failed = [
+            (rows, r) for rows, r in zip(slices, results, strict=True) if isinstance(r, DivergenceError)
+        ]
+        out = torch.cat([r.result if isinstance(r, DivergenceError) else r for r in results])
+        if failed:
+            indices = [rows.start + i for rows, error in failed for i in error.indices]
+            raise self.divergence(indices, min(error.time for _, error in failed), full, out)
+        return out
 
     def _coefficients(self, nu: Tensor, h: float, dtype: torch.dtype) -> tuple[Tensor, ...]:
         """ETDRK4 weights for step ``h``: ``(E, E2, Q g, (E2 - 1) Q g, 2 Q g, f1 g, 2 f2 g, f3 g)``.
@@ -188,7 +238,7 @@ class KuramotoSivashinsky(Solver):
         require(dtype in _COMPLEX, f"dtype={dtype}: KuramotoSivashinsky runs in {sorted(map(str, _COMPLEX))}")
         nu = params["nu"]
         cache: OrderedDict[float, tuple[Tensor, ...]] = OrderedDict()
-        n = self.n
+        n = self.n_solve
 
         def nonlinear(v: Tensor) -> Tensor:
             """``rfft(u^2)``; the factor ``-ik/2`` and the 2/3 rule are folded into the weights."""

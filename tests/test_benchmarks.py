@@ -82,3 +82,21 @@ def test_train_benchmark(tmp_path: Path) -> None:
 def test_train_benchmark_refuses_bad_options(args: list[str], message: str) -> None:
     done = call("train", *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_ns_resolution_benchmark() -> None:
+    out = run_benchmark("ns_resolution", "--quick")
+    rows = {line.split()[0]: numbers(line.split(None, 1)[1]) for line in out.splitlines() if "²  " in line}
+    assert set(rows) == {"16²", "32²"}
+    for values in rows.values():
+        assert_rates(values)
+    assert rows["32²"][-1] < rows["16²"][-1]  # a finer solve grid is closer to the 64²-solved data
+
+
+def test_contention_benchmark() -> None:
+    out = run_benchmark("contention", "--quick", "--skip-training")
+    rates = [numbers(line)[-1] for line in out.splitlines() if "alone" in line or "busy process  " in line]
+    assert len(rates) == 4
+    assert_rates(rates)
+    cuts = [line for line in out.splitlines() if "cuts the throughput" in line]
+    assert len(cuts) == 2 and "(goal <= 2.5)" in cuts[0]

@@ -81,11 +81,32 @@ def test_fast_dev_run_every_pde_and_model(pde, model, tmp_path):
 
 # --------------------------------------------------------------------------- the default run
 def test_default_run_end_to_end(tmp_path):
-    """`python train.py` shortened: trains, validates, writes best/last checkpoints and the config."""
-    overrides = [o for o in tiny(tmp_path) if not o.startswith(("logger=", "validate_untrained"))]
-    result = run_cli(*overrides, "logger=csv", "trainer.max_steps=12", "trainer.val_check_interval=6")
+    """`python train.py` shortened: trains, validates, writes best/last checkpoints and the config; with
+    output to a file (not a terminal) it prints plain progress lines, which also reach train.log."""
+    overrides = [
+        o for o in tiny(tmp_path) if not o.startswith(("logger=", "validate_untrained", "callbacks."))
+    ]
+    result = run_cli(
+        *overrides,
+        "logger=csv",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=6",
+        "callbacks.progress.every_s=0",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
+    log = (run_dir / "train.log").read_text()
+    for line in (
+        "step 1/12 (8%) · loss ",
+        "step 12/12 (100%) · loss ",
+        "validation at step 6 ",
+        "validation at step 12 ",
+    ):
+        assert line in result.stdout and line in log, line
+    assert "samples/s" in log and "left" in log and "val/corr_time" in log
+    assert "generating val split" in log and "filling the replay buffer: done" in log
+    for noise in ("Tip", "Total FLOPs", "GPU available", "Logging error", "━"):
+        assert noise not in result.stdout + result.stderr, noise
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
@@ -115,6 +136,87 @@ def test_rollout_figure_reaches_an_image_logger(tmp_path):
     run.trainer._loggers = [logger]
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert [(key, step) for key, _, step in logger.images] == [("val/rollout", 2), ("val/rollout", 4)]
+
+
+@pytest.mark.parametrize("pde", PDES)
+def test_generated_files_hold_the_frames_training_uses(pde, tmp_path):
+    """The README's offline recipe: `python -m data.generate pde=…` writes frames at the interval and
+    length that `python train.py pde=… data=offline` trains and validates on."""
+    train = compose_train([f"pde={pde}", *tiny(tmp_path)])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        generate = compose("generate", overrides=[f"pde={pde}"], return_hydra_config=True)
+    HydraConfig().set_config(generate)
+    assert generate.dt_out == train.data.dt_out
+    assert generate.rollout == compose_train([f"pde={pde}"]).data.rollout_steps
+
+
+# --------------------------------------------------------------------------- short runs
+def test_run_shorter_than_its_validation_interval_ends_validated_with_checkpoints(tmp_path):
+    results = fit(compose_train([*tiny(tmp_path), "trainer.max_steps=3", "trainer.val_check_interval=500"]))
+    assert "val/corr_time" in results
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["global_step"] == 3
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_last_step_validates_once_when_it_is_a_validation_step(tmp_path):
+    cfg = compose_train([*tiny(tmp_path), "trainer.max_steps=4", "trainer.val_check_interval=2"])
+    run = build(cfg)
+    steps = []
+    run.module.on_validation_epoch_start = lambda: steps.append(run.trainer.global_step)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert steps == [2, 4]
+
+
+def test_twenty_step_run_with_the_default_warmup(tmp_path, caplog):
+    overrides = [o for o in tiny(tmp_path) if not o.startswith("scheduler.")]
+    with caplog.at_level("INFO", logger="pdestream"):
+        fit(compose_train([*overrides, "trainer.max_steps=20", "trainer.val_check_interval=20"]))
+    assert "warmup_steps=50 is more than half of total_steps=20; warming up over 2 steps" in caplog.text
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["global_step"] == 20
+
+
+def test_warmup_is_capped_at_a_tenth_of_a_short_run():
+    from models.module import warmup_cosine
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    capped = warmup_cosine(opt, warmup_steps=50, total_steps=20).lr_lambdas[0]
+    assert [capped(s) for s in (0, 1)] == [0.5, 1.0]  # two warm-up steps, then the cosine from 1
+    assert capped(20) == pytest.approx(0.01)
+    kept = warmup_cosine(opt, warmup_steps=50, total_steps=3000).lr_lambdas[0]
+    assert kept(0) == pytest.approx(1 / 50) and kept(49) == 1.0 and kept(50) == 1.0
+
+
+def test_fast_dev_run_skips_the_untrained_validation_and_shrinks_the_data(tmp_path):
+    overrides = [o for o in tiny(tmp_path) if not o.startswith(("validate_untrained", "data."))]
+    cfg = compose_train([*overrides, "trainer.fast_dev_run=true", f"data.cache_dir={tmp_path}"])
+    assert cfg.validate_untrained is True and cfg.data.num_val_trajectories == 32
+    results = fit(cfg)
+    assert "untrained/corr_time" not in results and "val/corr_time" in results
+    run = build(cfg)
+    assert run.datamodule.batch_size == 4 and run.datamodule.num_rollouts == {"val": 2, "test": 2}
+    assert run.datamodule.rollout_steps == 4 + 1 + 4
+
+
+def test_thread_budget_shares_the_cpus_with_registered_runs(tmp_path):
+    from models.callbacks import ThreadBudget
+    from solvers.threads import Registry, affinity, available_cpus, cgroup_quota
+
+    before = torch.get_num_threads()
+    registry = Registry(tmp_path / "runs")
+    registry.register(1, pid=os.getppid())  # another live run on this machine
+    try:
+        budget = ThreadBudget(registry=registry)
+        assert torch.get_num_threads() == max(1, available_cpus(affinity(), cgroup_quota()) // 2)
+        assert registry.processes() == 2
+        budget.teardown()
+        assert registry.processes() == 1
+        ThreadBudget(threads=3, registry=registry)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bf16_mixed_precision_trains(tmp_path):
@@ -216,11 +318,12 @@ def test_two_process_cpu_ddp(tmp_path):
     [
         (["model.modes=40"], "model"),
         (["pde.nu=-1.0"], "nu"),
-        (["pde=navier_stokes", "pde.dt=2.0"], "dt"),
+        (["pde=navier_stokes", "pde.cfl=2.0"], "cfl"),
+        (["pde=navier_stokes", "pde.n_solve=48"], "n_solve"),
         (["ckpt_path=/nonexistent/last.ckpt"], "no such checkpoint"),
         (["model=unet-small", "pde.n=34"], "model"),
         (["data.buffer.policy=lifo"], "policy"),
-        (["trainer.max_steps=1", "scheduler.warmup_steps=5"], "warmup_steps"),
+        (["scheduler.warmup_steps=-1"], "warmup_steps"),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides, message, tmp_path):

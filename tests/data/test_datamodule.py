@@ -125,7 +125,8 @@ def test_offline_datamodule_reads_windows_and_rollouts(tmp_path, heat1d):
 def test_generate_cli_config_writes_a_complete_file(tmp_path):
     conf = tmp_path / "conf"
     (conf / "pde").mkdir(parents=True)
-    shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
+    for name in ("generate.yaml", "output_intervals.yaml"):
+        shutil.copy(ROOT / "conf" / name, conf / name)
     (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         overrides = ["pde=heat", "num_trajectories=6", "rollout=5", "dt_out=0.2", "chunk=4", "workers=0"]

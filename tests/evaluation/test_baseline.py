@@ -1,39 +1,8 @@
-import math
-
 import hydra
-import pytest
-import torch
 
 from data.trajectories import generate, output_times
 from evaluation import metrics
-from evaluation.baseline import run_solver, spectral_resample
-
-L = 2 * math.pi
-
-
-def trig_1d(n):
-    x = torch.arange(n, dtype=torch.float64) * L / n
-    return 1 + torch.sin(3 * x) - 0.5 * torch.cos(7 * x)
-
-
-def trig_2d(n):
-    x = torch.arange(n, dtype=torch.float64) * L / n
-    x, y = torch.meshgrid(x, x, indexing="ij")
-    return torch.sin(3 * x - 5 * y) + torch.cos(2 * x + 6 * y) + 0.3 * torch.sin(7 * y)
-
-
-@pytest.mark.parametrize(("field", "ndim"), [(trig_1d, 1), (trig_2d, 2)])
-def test_spectral_resample_is_exact_for_band_limited_fields(field, ndim):
-    assert torch.allclose(spectral_resample(field(16), 48, ndim), field(48), atol=1e-12)
-    assert torch.allclose(spectral_resample(field(64), 16, ndim), field(16), atol=1e-12)
-    assert spectral_resample(field(16), 16, ndim) is not None
-
-
-def test_spectral_resample_drops_unresolved_modes():
-    x = torch.arange(32, dtype=torch.float64) * L / 32
-    coarse = spectral_resample(torch.sin(x) + torch.sin(12 * x), 16, 1)  # 12 > 16 / 2: not representable
-    assert torch.allclose(coarse, torch.sin(torch.arange(16, dtype=torch.float64) * L / 16), atol=1e-12)
-
+from evaluation.baseline import run_solver
 
 KS = {"_target_": "solvers.ks.KuramotoSivashinsky", "n": 64, "length": 32.0, "dt": 0.25, "burn_in": 20.0}
 
@@ -64,3 +33,15 @@ def test_solver_baseline_coarse_grid_and_larger_step():
     assert metrics.relative_l2(coarse.pred.double(), true).mean() > 10 * ref_error
     assert step.index == [1, 3, 5, 7] and step.pred.shape == (2, 4, 1, 64)
     assert metrics.relative_l2(step.pred.double(), true[:, step.index]).max() < 1e-2
+
+
+def test_coarser_settings_coarsen_the_solve_grid():
+    from evaluation.baseline import settings
+
+    fine = {**KS, "n": 16, "n_solve": 64}
+    assert [(label, n) for label, n, _ in settings(fine, [2, 4], [2])] == [
+        ("reference", 64),
+        ("n/2", 32),
+        ("n/4", 16),
+        ("2×dt", 64),
+    ]

@@ -165,3 +165,66 @@ def test_bootstrap_ci_width_and_seed():
     assert again[1] == low and again[2] == high
     with pytest.raises(ValueError, match="confidence"):
         metrics.bootstrap_ci(values, confidence=1.5)
+
+
+# --------------------------------------------------------------------------- published conventions
+def test_pdearena_correlation_time_averages_over_trajectories_first():
+    corr = torch.tensor([[0.9, 0.85, 0.7], [0.9, 0.7, 0.9]], dtype=torch.float64)
+    times = torch.tensor([0.8, 1.6, 2.4], dtype=torch.float64)
+    # mean correlation 0.9, 0.775, 0.8: one step strictly above 0.8 → 0.8 time units
+    assert metrics.pdearena_correlation_time(corr, times, 0.8).item() == pytest.approx(0.8)
+    # the per-trajectory convention: crossings after 1.6 and 0.8 → mean 1.2
+    assert metrics.correlation_time(corr, times, 0.8).mean().item() == pytest.approx(1.2)
+    # PDEArena counts every step above the threshold, also after a dip
+    assert metrics.pdearena_correlation_time(corr, times, 0.75).item() == pytest.approx(2.4)
+    with pytest.raises(ValueError, match="step"):
+        metrics.pdearena_correlation_time(corr, torch.tensor([0.8, 1.6, 3.0]), 0.8)
+
+
+def test_fno_relative_l2_per_frame_and_over_the_block():
+    true = traj([[[3.0, 4.0], [1.0, 0.0]]])
+    pred = traj([[[3.0, 0.0], [1.0, 1.0]]])
+    # per frame 4/5 and 1 → the papers' per-step figure 0.9; whole block ‖(0,4,0,1)‖ / ‖(3,4,1,0)‖
+    assert metrics.relative_l2(pred, true).mean(1).item() == pytest.approx(0.9)
+    assert metrics.relative_l2_block(pred, true).item() == pytest.approx(math.sqrt(17 / 26))
+
+
+def test_vrmse_by_hand():
+    true = traj([[[1.0, 3.0, 1.0, 3.0]]])  # mean 2, population variance 1
+    assert metrics.vrmse(true + 0.5, true).item() == pytest.approx(0.5, rel=1e-6)
+    assert metrics.vrmse(torch.full_like(true, 2.0), true).item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_pdebench_nrmse_is_per_channel_then_averaged():
+    true = torch.tensor([[[[1.0, 1.0], [100.0, 100.0]]]], dtype=torch.float64)  # [B, T, C=2, X=2]
+    pred = true + torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]]], dtype=torch.float64)
+    # channel errors 1/1 and 1/100; a norm over both channels would give ~0.014
+    assert metrics.pdebench_nrmse(pred, true).item() == pytest.approx((1 + 0.01) / 2)
+
+
+@pytest.mark.parametrize(("k", "band"), [(2, 0), (5, 1), (20, 2)])
+def test_pdebench_frmse_bands_in_1d(k, band):
+    n, length, a = 64, 3.0, 0.7
+    x = torch.arange(n, dtype=torch.float64) * length / n
+    error = a * torch.sin(2 * math.pi * k * x / length)
+    true = torch.zeros(2, 1, 1, n, dtype=torch.float64)
+    # |rfft|_k = a n / 2 → a L / 2 after the 1/n · L scaling, averaged over the band's wavenumbers
+    widths = [4, 8, n // 2 + 1 - 12]
+    expected = torch.zeros(3, dtype=torch.float64)
+    expected[band] = a * length / 2 / widths[band]
+    got = metrics.pdebench_frmse(true + error, true, (length,))
+    assert got.shape == (1, 3)
+    torch.testing.assert_close(got[0], expected)
+
+
+def test_pdebench_frmse_bins_the_first_quadrant_in_2d():
+    n, a = 32, 2.0
+    x = torch.arange(n, dtype=torch.float64) / n
+    X, Y = torch.meshgrid(x, x, indexing="ij")
+    error = a * torch.cos(
+        2 * math.pi * (3 * X + 4 * Y)
+    )  # |k| = 5: mid band; only (3, 4) lies in the quadrant
+    true = torch.zeros(1, 1, 1, n, n, dtype=torch.float64)
+    got = metrics.pdebench_frmse(true + error, true, (1.0, 1.0))[0]
+    # |fftn| at (3, 4) = a n² / 2; / n² · 1 → a / 2 in bin 5, mean over the 8 mid bins
+    torch.testing.assert_close(got, torch.tensor([0.0, a / 2 / 8, 0.0], dtype=torch.float64))

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from solvers.base import ConfigError, ParamSpec, dealias_mask, wavenumbers
+from solvers.base import ConfigError, ParamSpec, dealias_mask, spectral_resample, wavenumbers
+from solvers.burgers import Burgers
 from solvers.ks import KuramotoSivashinsky
 
 F64 = torch.float64
@@ -151,3 +152,56 @@ def test_wavenumbers_and_dealias_mask() -> None:
     assert wavenumbers(8, 4 * math.pi, real=True).tolist() == [0, 0.5, 1, 1.5, 2]
     assert dealias_mask(12, real=True).tolist() == [True] * 4 + [False] * 3  # |k| < 4
     assert int(dealias_mask(12).sum()) == 7  # 0, ±1, ±2, ±3
+
+
+@pytest.mark.parametrize("cls", [KuramotoSivashinsky, Burgers])
+def test_solve_fine_store_coarse_in_1d(cls: type) -> None:
+    """``n_solve = 4n``: the fine solve's every 4th point; initial states on the fine grid; both grids accepted."""
+    fine = cls(n=64, length=16.0, dt=0.05, burn_in=0.0)
+    stored = cls(n=16, n_solve=64, length=16.0, dt=0.05, burn_in=0.0)
+    u0 = stored.initial_condition(2, torch.Generator().manual_seed(0), dtype=F64)
+    assert u0.shape == (2, 1, 64)
+    torch.testing.assert_close(u0, fine.initial_condition(2, torch.Generator().manual_seed(0), dtype=F64))
+    t = [0.0, 0.5, 1.0]
+    out = stored.solve(u0, t)
+    assert out.shape == (2, 3, 1, 16)
+    torch.testing.assert_close(out, fine.solve(u0, t)[..., ::4], rtol=0, atol=1e-12)
+    assert stored.grid[0].shape == (16,) and stored.dx == 1.0 and stored.dx_solve == 0.25
+    band_limited = spectral_resample(u0, 16, 1)  # representable on the output grid: the same solve
+    torch.testing.assert_close(
+        stored.solve(band_limited, t), stored.solve(spectral_resample(band_limited, 64, 1), t)
+    )
+
+
+@pytest.mark.parametrize("n_solve", [24, 8, 32.0])
+def test_n_solve_must_be_a_multiple_of_n(n_solve: object) -> None:
+    with pytest.raises(ConfigError, match="n_solve"):
+        _solver(n_solve=n_solve)
+
+
+# ----------------------------------------------------------------------------- spectral resampling
+L = 2 * math.pi  # period of the resampling test fields
+
+
+def trig_1d(n):
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    return 1 + torch.sin(3 * x) - 0.5 * torch.cos(7 * x)
+
+
+def trig_2d(n):
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    x, y = torch.meshgrid(x, x, indexing="ij")
+    return torch.sin(3 * x - 5 * y) + torch.cos(2 * x + 6 * y) + 0.3 * torch.sin(7 * y)
+
+
+@pytest.mark.parametrize(("field", "ndim"), [(trig_1d, 1), (trig_2d, 2)])
+def test_spectral_resample_is_exact_for_band_limited_fields(field, ndim):
+    assert torch.allclose(spectral_resample(field(16), 48, ndim), field(48), atol=1e-12)
+    assert torch.allclose(spectral_resample(field(64), 16, ndim), field(16), atol=1e-12)
+    assert spectral_resample(field(16), 16, ndim) is not None
+
+
+def test_spectral_resample_drops_unresolved_modes():
+    x = torch.arange(32, dtype=torch.float64) * L / 32
+    coarse = spectral_resample(torch.sin(x) + torch.sin(12 * x), 16, 1)  # 12 > 16 / 2: not representable
+    assert torch.allclose(coarse, torch.sin(torch.arange(16, dtype=torch.float64) * L / 16), atol=1e-12)

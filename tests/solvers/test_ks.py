@@ -203,9 +203,10 @@ def test_chaotic_statistics(nu: float) -> None:
     assert abs(int(spectrum.argmax()) - expected) <= 1.5
 
 
-def test_small_cpu_solves_run_on_one_thread_and_restore_the_thread_count() -> None:
-    """Below SERIAL_POINTS values the steps see one thread; the caller's count is back afterwards, also
-    after a DivergenceError; at the threshold the caller's count is used."""
+def test_cpu_solves_run_on_one_thread_and_large_batches_in_parts() -> None:
+    """Every step sees one intra-op thread; a batch of 2 * SERIAL_POINTS values is solved as two parts
+    (one stepper each) equal to the one-part solve, below that as one; the caller's thread count is back
+    afterwards, also after a DivergenceError, which names the diverged trajectories of every part."""
     seen = []
 
     class Probe(KuramotoSivashinsky):
@@ -214,14 +215,24 @@ def test_small_cpu_solves_run_on_one_thread_and_restore_the_thread_count() -> No
             return super()._stepper(*args)
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    solver = Probe(n=32, length=16.0, dt=0.5, burn_in=0.0)
+    large = _initial(solver, 2 * SERIAL_POINTS // solver.n)
     try:
-        solver = Probe(n=32, length=16.0, dt=0.5, burn_in=0.0)
-        solver.solve(_initial(solver, 2), [0.5])
+        torch.set_num_threads(1)
+        serial = solver.solve(large, [0.5, 1.0])
+        torch.set_num_threads(2)
         solver.solve(_initial(solver, SERIAL_POINTS // solver.n), [0.5])
-        assert seen == [1, 2] and torch.get_num_threads() == 2
-        with pytest.raises(DivergenceError):
-            solver.solve(50 * _initial(solver, 1), [2.0])
-        assert seen[-1] == 1 and torch.get_num_threads() == 2
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        parts = solver.solve(large, [0.5, 1.0])
+        assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+        torch.testing.assert_close(parts, serial, rtol=1e-5, atol=1e-6)
+        bad = large.clone()
+        bad[[5, len(bad) - 3]] *= 50
+        with pytest.raises(DivergenceError) as caught:
+            solver.solve(bad, [2.0])
+        assert caught.value.indices == [5, len(bad) - 3] and torch.get_num_threads() == 2
+        assert f"2 of {len(bad)} trajectories blew up" in str(caught.value)
+        healthy = caught.value.result[[0, len(bad) - 1]]
+        assert torch.isfinite(healthy).all() and caught.value.result[5].isnan().all()
     finally:
         torch.set_num_threads(before)
