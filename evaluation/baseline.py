@@ -32,10 +32,10 @@ class SolverRun:
     """One solver setting: its prediction of the test truth and its cost.
 
     ``pred`` is ``[N, len(index), C, *S]`` on the reference grid at the rollout frames ``index``
-    (``None`` if the setting was unstable or impossible). ``job`` solves the first batch of
-    ``batch_size`` trajectories over the whole horizon (``None`` unless the setting ran), ``steps`` is
-    that horizon in rollout steps (one ``dt_out`` of time each), and ``seconds`` holds the wall time per
-    rollout step of each timed repeat of ``job``.
+    (``None`` if the setting was unstable or impossible). ``job(frames)`` gives the timed unit: a solve
+    of the first batch of ``batch_size`` trajectories over at least ``frames`` rollout frames (or the
+    whole horizon), and the number of frames it covers (``None`` unless the setting ran); ``seconds``
+    holds the wall time per rollout step of each timed repeat.
     """
 
     label: str
@@ -44,8 +44,7 @@ class SolverRun:
     index: list[int]
     pred: Tensor | None = None
     status: str = "ok"
-    steps: int = 0
-    job: Callable[[], Tensor] | None = field(default=None, repr=False)
+    job: Callable[[int], tuple[Callable[[], Tensor], int]] | None = field(default=None, repr=False)
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -116,9 +115,17 @@ def run_solver(
             step_unstable |= label.endswith("dt")
             continue
         first = {k: v[:batch_size] for k, v in params.items()}
-        run.job = partial(solver.solve, u0[:batch_size], times, first)
-        run.steps = steps
+        run.job = partial(_timed_solve, solver, u0[:batch_size], first, times, run.index)
     return runs
+
+
+def _timed_solve(
+    solver: Any, u0: Tensor, params: Mapping[str, Tensor], times: Tensor, index: list[int], frames: int
+) -> tuple[Callable[[], Tensor], int]:
+    """A solve over the outputs up to the first one at or after rollout frame ``frames`` (all if fewer),
+    and the number of rollout frames it covers."""
+    count = next((i + 1 for i, frame in enumerate(index) if frame + 1 >= frames), len(index))
+    return partial(solver.solve, u0, times[: count + 1], params), index[count - 1] + 1
 
 
 def _solve(solver: Any, u0: Tensor, params: Mapping[str, Tensor], times: Tensor, batch_size: int) -> Tensor:

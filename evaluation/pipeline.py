@@ -153,8 +153,10 @@ def check_config(cfg: DictConfig) -> list[str]:
         raise EvaluationError(
             f"logger={cfg.logger.get('_target_')} is not supported here; allowed: none, wandb"
         )
-    for key in ("batch_size", "num_noise_samples", "num_bands", "timing.repeats"):
+    for key in ("batch_size", "num_noise_samples", "num_bands", "timing.repeats", "timing.steps"):
         value = OmegaConf.select(cfg, key)
+        if key == "timing.steps" and value is None:
+            continue
         if not isinstance(value, int) or value < 1:
             raise EvaluationError(f"{key}={value!r} must be an int >= 1")
     if not isinstance(cfg.timing.warmup, int) or cfg.timing.warmup < 0:
@@ -286,11 +288,13 @@ def rollout_job(
     params: Mapping[str, Tensor],
     dt: float,
     batch_size: int,
+    frames: int,
     device: torch.device,
 ) -> tuple[Callable[[], Tensor], int]:
-    """A rollout of the first batch over the whole horizon (the timed unit) and its number of frames."""
+    """A rollout of the first batch over (at least) ``frames`` frames — the timed unit — and its frame count."""
     batch, cond, step_dt = _batch(u, params, slice(0, batch_size), dt, device)
-    steps = rollout_steps(u.shape[1], model.time_history, model.time_future)
+    total = rollout_steps(u.shape[1], model.time_history, model.time_future)
+    steps = min(total, -(-frames // model.time_future))
     job = partial(rollout, model.predictor(cond, step_dt), batch[:, : model.time_history], steps)
     return job, steps * model.time_future
 
@@ -305,16 +309,18 @@ def measure_costs(
     cfg: DictConfig,
     device: torch.device,
 ) -> None:
-    """Time every trained model's rollout and every solver setting's solve of the first batch, in turns
-    (:func:`~evaluation.timing.time_interleaved`); fills ``result.seconds`` and ``run.seconds`` with
-    seconds per rollout step."""
+    """Time every trained model's rollout and every solver setting's solve of the first batch over the
+    first ``timing.steps`` frames (all if null), in turns (:func:`~evaluation.timing.time_interleaved`);
+    fills ``result.seconds`` and ``run.seconds`` with seconds per rollout step."""
     jobs, frames = {}, {}
+    length = cfg.timing.steps or u.shape[1]
     for model in models:
         if model.kind == "trained":
-            jobs[model.label], frames[model.label] = rollout_job(model, u, params, dt, cfg.batch_size, device)
+            job = rollout_job(model, u, params, dt, cfg.batch_size, length, device)
+            jobs[model.label], frames[model.label] = job
     for run in runs:
         if run.job is not None:
-            jobs[f"solver {run.label}"], frames[f"solver {run.label}"] = run.job, run.steps
+            jobs[f"solver {run.label}"], frames[f"solver {run.label}"] = run.job(length)
     log.info("timing %d rollouts and solves, %d repeats each", len(jobs), cfg.timing.repeats)
     seconds = time_interleaved(jobs, device, cfg.timing.repeats, cfg.timing.warmup)
     per_step = {name: [s / frames[name] for s in values] for name, values in seconds.items()}
@@ -412,10 +418,8 @@ def build_dataset(
         "stat": list(STATS),
     }
     if runs:
-        data.update(_solver_variables(runs, truth, len(trajectory), length, dt, thresholds))
-        data["solver_step_seconds"] = (
-            ("solver_setting", "repeat"),
-            _repeats([r.seconds for r in runs], cfg.timing.repeats),
+        data.update(
+            _solver_variables(runs, truth, len(trajectory), length, dt, thresholds, cfg.timing.repeats)
         )
         coords["solver_setting"] = [r.label for r in runs]
     attrs = {
@@ -438,11 +442,17 @@ def _repeats(seconds: Sequence[Sequence[float]], repeats: int) -> np.ndarray:
 
 
 def _solver_variables(
-    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: float, thresholds: Sequence[float]
+    runs: Sequence[SolverRun],
+    truth: Tensor,
+    num: int,
+    length: int,
+    dt: float,
+    thresholds: Sequence[float],
+    repeats: int,
 ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """Per solver setting: nRMSE and correlation over time (NaN where it has no output or for trajectories
-    it did not solve), correlation times, cost, grid, step and the largest relative difference from the
-    reference setting's prediction."""
+    it did not solve), correlation times, cost (median and each of the ``repeats`` timings), grid, step and
+    the largest relative difference from the reference setting's prediction."""
     rel = np.full((len(runs), num, length), np.nan)
     corr = np.full((len(runs), num, length), np.nan)
     corr_time = np.full((len(runs), num, len(thresholds)), np.nan)
@@ -465,6 +475,7 @@ def _solver_variables(
         "solver_corr": (("solver_setting", "trajectory", "time"), corr),
         "solver_corr_time": (("solver_setting", "trajectory", "threshold"), corr_time),
         "solver_seconds_per_step": (("solver_setting",), np.array([r.seconds_per_step for r in runs])),
+        "solver_step_seconds": (("solver_setting", "repeat"), _repeats([r.seconds for r in runs], repeats)),
         "solver_difference": (("solver_setting",), np.array(difference_from_reference(runs))),
         "solver_n": (("solver_setting",), np.array([r.n for r in runs])),
         "solver_dt": (("solver_setting",), np.array([r.dt for r in runs])),
