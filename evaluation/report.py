@@ -315,10 +315,11 @@ def figure_samples(
         images = [_field_images(axes[:, j], true[0, i].T, pred[0, i].T, (*space, *space), channel) for j, i in
                   enumerate(cols)]  # fmt: skip
         for j, i in enumerate(cols):
-            for row, name in enumerate(("truth", "prediction", "error")):
-                axes[row, j].set_title(f"{name}, t = {times[i]:g}", fontsize=9)
+            names = ("truth", "prediction", "error (own scale)")
+            for row, name in enumerate(names):
+                note = images[j] if row == 1 else ""
+                axes[row, j].set_title(f"{name}, t = {times[i]:g}{note}", fontsize=8 if note else 9)
                 axes[row, j].set_xlabel(f"x ({LENGTH_UNITS})", fontsize=8)
-            axes[0, j].set_title(axes[0, j].get_title() + images[j], fontsize=9)
         for row in range(3):
             axes[row, 0].set_ylabel(f"y ({LENGTH_UNITS})", fontsize=8)
     fig.suptitle(f"{label}: sample rollouts ({channel})")
@@ -351,7 +352,7 @@ def _field_images(
         axes[1].set_title(
             f"prediction: {100 * outside:.2g}% outside the truth's range (yellow/green)", fontsize=8
         )
-    return f"\nprediction {100 * outside:.2g}% outside (yellow/green)" if outside else ""
+    return f"\n{100 * outside:.2g}% outside the truth's range (yellow/green)" if outside else ""
 
 
 def _log_ticks(ax: plt.Axes) -> None:
@@ -511,14 +512,24 @@ STYLE = (
 
 
 def _intro(ds: xr.Dataset) -> list[str]:
+    repeats = ds.sizes["repeat"]
     return [
-        f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt={ds.attrs['dt']:g} "
-        f"(lead time up to {float(ds.time[-1]):g}).",
+        f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt = "
+        f"{ds.attrs['dt']:g} {TIME_UNITS} (lead time up to {float(ds.time[-1]):g} {TIME_UNITS}), on a periodic "
+        f"domain of length {ds.attrs['length']:g} {LENGTH_UNITS}. Times are in the PDE's {TIME_UNITS}, lengths in "
+        f"its {LENGTH_UNITS}.",
         "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets. The correlation "
         "time is the lead time before the Pearson correlation first drops below the threshold (the horizon if it "
         "never does). Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "
-        "Speed-up at equal accuracy: against the cheapest solver setting whose mean correlation time is at least "
-        "the model's. Timings are wall-clock per rollout step for one batch.",
+        "Anchors: each network untrained (freshly initialised weights behind its trained normalisation, the "
+        "score training started from) and persistence (the last input frame repeated); a model that does not "
+        "beat them has learnt nothing useful.",
+        f"Timings: wall clock per rollout step for a batch of {ds.attrs['batch_size']} trajectories on "
+        f"{ds.attrs['timing_device']}; median of {repeats} timed runs after {ds.attrs['timing_warmup']} untimed "
+        "warm-up run(s), the models and solver settings timed in turns so that a change of machine load hits "
+        "all alike; in brackets the fastest and slowest run. Speed-up vs solver: the ratio of medians (range "
+        "from the extreme runs). Speed-up at equal accuracy: against the cheapest solver setting whose mean "
+        "correlation time is at least the model's.",
     ]
 
 
@@ -532,8 +543,9 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     )
     intro = _intro(ds)
     md = ["# Surrogate evaluation report", "", *intro, "", "## Summary", "", _md_table(summary), ""]
+    note = reference_note(ds) if solvers else ""
     if solvers:
-        md += ["## Classical solver settings", "", _md_table(solvers), ""]
+        md += ["## Classical solver settings", "", _md_table(solvers), "", note, ""]
     md += ["## Figures", ""]
     md += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures.items()]
     md += [f"## {title}\n\n```yaml\n{text}```\n" for title, text in configs]
@@ -542,7 +554,7 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     parts = [f"<h1>Surrogate evaluation report</h1>{''.join(f'<p>{html.escape(p)}</p>' for p in intro)}"]
     parts.append(f"<h2>Summary</h2>{_html_table(summary)}")
     if solvers:
-        parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}")
+        parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}<p>{html.escape(note)}</p>")
     parts.append("<h2>Figures</h2>")
     for caption, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()
