@@ -102,15 +102,15 @@ def trained(model: Model, num_noise_samples: int) -> Forecaster:
     )
 
 
-def untrained(model: Model, seed: int, num_noise_samples: int) -> Forecaster:
+def untrained(model: Model, seed: int) -> Forecaster:
     """``model``'s network freshly initialised (seeded by ``seed``) behind its trained normaliser: the score
-    the training started from."""
+    the training started from (one rollout, also for PDE-Refiner: an anchor needs no ensemble spread)."""
     module = copy.deepcopy(model.module)
     torch.manual_seed(seed)
     module.net = hydra.utils.instantiate(model.config["model"]).to(next(model.module.parameters()).device)
     module.eval()
     twin = Model(f"{model.label} (untrained)", model.path, module, model.config)
-    return Forecaster(**{**vars(trained(twin, num_noise_samples)), "kind": "untrained"})
+    return Forecaster(**{**vars(trained(twin, 1)), "kind": "untrained"})
 
 
 def persistence(time_history: int) -> Forecaster:
@@ -509,7 +509,7 @@ def evaluate(cfg: DictConfig) -> Path:
         model.module.to(device)
     forecasters = [trained(m, cfg.num_noise_samples) for m in models]
     if cfg.anchors.untrained:
-        forecasters += [untrained(m, cfg.seed, cfg.num_noise_samples) for m in models]
+        forecasters += [untrained(m, cfg.seed) for m in models]
     t_in = first.module.net.time_history
     if cfg.anchors.persistence:
         forecasters.append(persistence(t_in))

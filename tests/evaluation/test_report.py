@@ -42,7 +42,7 @@ def test_report_has_every_file_and_is_fast(report):
     expected = [*FIGURES, "samples_fno-small.png", "samples_pde_refiner-small.png"]
     for name in ["metrics.nc", "report.html", "report.md", *expected]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert seconds < 30
+    assert seconds < 120  # two models, their untrained twins, persistence, the solver and timings
 
 
 def test_metrics_dataset(report):
