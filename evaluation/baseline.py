@@ -4,16 +4,18 @@ From the state at which the surrogate's rollout starts, the solver is run at its
 (grid ``n``, internal step ``dt``), on coarser grids ``n / r`` (the start state truncated spectrally,
 the result interpolated spectrally back to ``n``) and with larger internal steps ``f · dt`` (outputs
 every ``max(1, ceil(f·dt / dt_out))`` frames). Each setting's error against the test truth and its wall
-time per rollout step give one point of the curve that the surrogate is placed on.
+time per rollout step give one point of the curve that the surrogate is placed on. The solves that give
+the error are not timed; each setting carries a ``job`` that solves the first batch again, timed with the
+surrogates by :func:`evaluation.timing.time_interleaved`.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import hydra
@@ -21,13 +23,8 @@ import torch
 from hydra.errors import InstantiationException
 from torch import Tensor
 
+from evaluation.metrics import relative_l2
 from solvers.base import ConfigError, DivergenceError, spectral_resample
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock timings measure the computation."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -35,8 +32,10 @@ class SolverRun:
     """One solver setting: its prediction of the test truth and its cost.
 
     ``pred`` is ``[N, len(index), C, *S]`` on the reference grid at the rollout frames ``index``
-    (``None`` if the setting was unstable or impossible); ``seconds_per_step`` is the wall time per
-    rollout step (one ``dt_out`` of PDE time) for a batch of ``batch_size`` trajectories.
+    (``None`` if the setting was unstable or impossible). ``job(frames)`` gives the timed unit: a solve
+    of the first batch of ``batch_size`` trajectories over at least ``frames`` rollout frames (or the
+    whole horizon), and the number of frames it covers (``None`` unless the setting ran); ``seconds``
+    holds the wall time per rollout step of each timed repeat.
     """
 
     label: str
@@ -44,8 +43,14 @@ class SolverRun:
     dt: float
     index: list[int]
     pred: Tensor | None = None
-    seconds_per_step: float = math.nan
     status: str = "ok"
+    job: Callable[[int], tuple[Callable[[], Tensor], int]] | None = field(default=None, repr=False)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Median wall time per rollout step over the timed repeats (NaN before timing)."""
+        return statistics.median(self.seconds) if self.seconds else math.nan
 
 
 def settings(
@@ -75,7 +80,8 @@ def run_solver(
     ``pde`` is the resolved solver config (``_target_`` + constructor keys); the burn-in is dropped
     (the start state is already past it). Settings whose constructor refuses them (``ConfigError``,
     e.g. a step above the stability limit) or whose trajectories blow up (``DivergenceError``) are
-    marked unstable; a larger step is not tried once a smaller one was unstable.
+    marked unstable; a larger step is not tried once a smaller one was unstable. The runs are not
+    timed here: time their ``job`` (see :class:`SolverRun`).
     """
     ndim, n_ref = start.ndim - 2, start.shape[-1]
     runs: list[SolverRun] = []
@@ -101,37 +107,45 @@ def run_solver(
             step_unstable |= label.endswith("dt")
             continue
         times = torch.tensor([0.0, *[(i + 1) * dt_out for i in run.index]], dtype=torch.float64)
+        u0 = spectral_resample(start, n, ndim)
         try:
-            run.pred, run.seconds_per_step = _solve_timed(solver, start, params, times, batch_size, n, ndim)
+            run.pred = spectral_resample(_solve(solver, u0, params, times, batch_size), n_ref, ndim)
         except (DivergenceError, ConfigError) as error:
             run.status = f"unstable: {str(error).split(';')[0]}"
             step_unstable |= label.endswith("dt")
             continue
-        run.pred = spectral_resample(run.pred, n_ref, ndim)
-        run.seconds_per_step /= steps
+        first = {k: v[:batch_size] for k, v in params.items()}
+        run.job = partial(_timed_solve, solver, u0[:batch_size], first, times, run.index)
     return runs
 
 
-def _solve_timed(
-    solver: Any,
-    start: Tensor,
-    params: Mapping[str, Tensor],
-    times: Tensor,
-    batch_size: int,
-    n: int,
-    ndim: int,
-) -> tuple[Tensor, float]:
-    """The solution at ``times[1:]`` ``[N, T, C, *S_n]`` and the median wall time of one batch's solve."""
-    u0 = spectral_resample(start, n, ndim)
-    batches = range(0, len(u0), batch_size)
-    solver.solve(u0[:batch_size], times[:2], {k: v[:batch_size] for k, v in params.items()})  # warm-up
-    outputs, elapsed = [], []
-    for first in batches:
+def _timed_solve(
+    solver: Any, u0: Tensor, params: Mapping[str, Tensor], times: Tensor, index: list[int], frames: int
+) -> tuple[Callable[[], Tensor], int]:
+    """A solve over the outputs up to the first one at or after rollout frame ``frames`` (all if fewer),
+    and the number of rollout frames it covers."""
+    count = next((i + 1 for i, frame in enumerate(index) if frame + 1 >= frames), len(index))
+    return partial(solver.solve, u0, times[: count + 1], params), index[count - 1] + 1
+
+
+def _solve(solver: Any, u0: Tensor, params: Mapping[str, Tensor], times: Tensor, batch_size: int) -> Tensor:
+    """The solution at ``times[1:]`` ``[N, T, C, *S_n]``, solved ``batch_size`` trajectories at a time."""
+    outputs = []
+    for first in range(0, len(u0), batch_size):
         part = slice(first, first + batch_size)
-        synchronize(u0.device)
-        tic = time.perf_counter()
-        result = solver.solve(u0[part], times, {k: v[part] for k, v in params.items()})
-        synchronize(u0.device)
-        elapsed.append(time.perf_counter() - tic)
-        outputs.append(result[:, 1:])
-    return torch.cat(outputs), statistics.median(elapsed)
+        outputs.append(solver.solve(u0[part], times, {k: v[part] for k, v in params.items()})[:, 1:])
+    return torch.cat(outputs)
+
+
+def difference_from_reference(runs: Sequence[SolverRun]) -> list[float]:
+    """Per run, the largest relative L2 difference between its prediction and the reference run's at the
+    same frames (0 for the reference, NaN where either has no prediction)."""
+    reference = next((r for r in runs if r.label == "reference" and r.pred is not None), None)
+    out = []
+    for run in runs:
+        if reference is None or run.pred is None:
+            out.append(math.nan)
+            continue
+        base = reference.pred[:, run.index].double()
+        out.append(float(relative_l2(run.pred.double(), base).max()))
+    return out

@@ -5,18 +5,22 @@ over the whole horizon (batched, EMA weights, no gradients). Per trajectory and 
 nRMSE, Pearson correlation, the energy spectrum and its error per wavenumber band; per trajectory the
 correlation time at each threshold and the blow-up time; means with bootstrap confidence intervals over
 trajectories; and its wall time per rollout step, set against the classical solver's cost-accuracy
-curve (:mod:`evaluation.baseline`). Everything lands in one ``xarray.Dataset`` (``metrics.nc``) that the
-report (:mod:`evaluation.report`) is drawn from.
+curve (:mod:`evaluation.baseline`). Two anchors are scored the same way: each network with freshly
+initialised weights (``untrained``) and persistence (the last input frame repeated). Timings are medians
+over repeats after a warm-up, the surrogates and the solver settings in turns (:mod:`evaluation.timing`).
+Everything lands in one ``xarray.Dataset`` (``metrics.nc``) that the report (:mod:`evaluation.report`)
+is drawn from.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
-import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from tqdm import tqdm
 
 from data.hdf5 import read_trajectories
 from evaluation import metrics
-from evaluation.baseline import SolverRun, run_solver, synchronize
+from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.checkpoint import (
     CheckpointError,
     EvaluationError,
@@ -40,7 +44,8 @@ from evaluation.checkpoint import (
     load_checkpoint,
     model_dt,
 )
-from evaluation.rollout import rollout, rollout_steps
+from evaluation.rollout import Predictor, rollout, rollout_steps
+from evaluation.timing import device_description, time_interleaved
 from models.module import SurrogateModule
 from solvers.base import ConfigError
 
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "auto")
 STATS = ("mean", "low", "high")
+KINDS = ("trained", "untrained", "persistence")
+TIME_UNITS = "time units"
 
 
 @dataclass
@@ -65,12 +72,63 @@ class Model:
 
 
 @dataclass
+class Forecaster:
+    """One row of the report: a trained model, its untrained twin, or persistence.
+
+    ``predictor(params, dt)`` gives the one-step :data:`~evaluation.rollout.Predictor` for a batch;
+    ``samples`` is the number of noisy rollouts (PDE-Refiner ensembles).
+    """
+
+    label: str
+    kind: str
+    time_history: int
+    time_future: int
+    predictor: Callable[[Mapping[str, Tensor], Tensor], Predictor]
+    num_parameters: int = 0
+    samples: int = 1
+
+
+def trained(model: Model, num_noise_samples: int) -> Forecaster:
+    net = model.module.net
+    samples = num_noise_samples if model.is_refiner else 1
+    return Forecaster(
+        model.label,
+        "trained",
+        net.time_history,
+        net.time_future,
+        model.module.predictor,
+        net.num_parameters(),
+        samples,
+    )
+
+
+def untrained(model: Model, seed: int) -> Forecaster:
+    """``model``'s network freshly initialised (seeded by ``seed``) behind its trained normaliser: the score
+    the training started from (one rollout, also for PDE-Refiner: an anchor needs no ensemble spread)."""
+    module = copy.deepcopy(model.module)
+    torch.manual_seed(seed)
+    module.net = hydra.utils.instantiate(model.config["model"]).to(next(model.module.parameters()).device)
+    module.eval()
+    twin = Model(f"{model.label} (untrained)", model.path, module, model.config)
+    return Forecaster(**{**vars(trained(twin, 1)), "kind": "untrained"})
+
+
+def persistence(time_history: int) -> Forecaster:
+    """The last input frame, repeated: the forecast that needs no model at all."""
+
+    def predictor(params: Mapping[str, Tensor], dt: Tensor) -> Predictor:
+        return lambda window: window[:, -1:]
+
+    return Forecaster("persistence", "persistence", time_history, 1, predictor)
+
+
+@dataclass
 class ModelRollouts:
     """One model's metrics over the test set (tensors ``[N, T]`` unless noted) and a few sample rollouts."""
 
     values: dict[str, list[Tensor]] = field(default_factory=dict)
     samples: Tensor | None = None  # predictions of the first trajectories [P, T, C, *S]
-    seconds: list[float] = field(default_factory=list)  # wall time per batch rollout
+    seconds: list[float] = field(default_factory=list)  # wall time per rollout step, one per timed repeat
 
     def add(self, **batch: Tensor) -> None:
         for key, value in batch.items():
@@ -95,9 +153,14 @@ def check_config(cfg: DictConfig) -> list[str]:
         raise EvaluationError(
             f"logger={cfg.logger.get('_target_')} is not supported here; allowed: none, wandb"
         )
-    for key in ("batch_size", "num_noise_samples", "num_bands"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise EvaluationError(f"{key}={cfg[key]!r} must be an int >= 1")
+    for key in ("batch_size", "num_noise_samples", "num_bands", "timing.repeats", "timing.steps"):
+        value = OmegaConf.select(cfg, key)
+        if key == "timing.steps" and value is None:
+            continue
+        if not isinstance(value, int) or value < 1:
+            raise EvaluationError(f"{key}={value!r} must be an int >= 1")
+    if not isinstance(cfg.timing.warmup, int) or cfg.timing.warmup < 0:
+        raise EvaluationError(f"timing.warmup={cfg.timing.warmup!r} must be an int >= 0")
     if not cfg.thresholds or not all(0 < float(t) < 1 for t in cfg.thresholds):
         raise EvaluationError(
             f"thresholds={list(cfg.thresholds)} must be a non-empty list of numbers in (0, 1)"
@@ -160,44 +223,39 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
 
 
 # ----------------------------------------------------------------------------- rollouts
+def _batch(
+    u: Tensor, params: Mapping[str, Tensor], part: slice, dt: float, device: torch.device
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    batch = u[part].to(device)
+    cond = {k: v[part].to(device=device, dtype=torch.float32) for k, v in params.items()}
+    return batch, cond, torch.full((len(batch),), dt, device=device)
+
+
 def evaluate_model(
-    model: Model,
+    model: Forecaster,
     u: Tensor,
     params: Mapping[str, Tensor],
     dt: float,
+    blowup: float,
     cfg: DictConfig,
     device: torch.device,
 ) -> ModelRollouts:
     """Roll ``model`` out over every test trajectory ``u`` ``[N, T, C, *S]`` and collect its metrics."""
-    module = model.module.to(device)
-    net = module.net
-    t_in, t_out = net.time_history, net.time_future
+    t_in, t_out = model.time_history, model.time_future
     steps = rollout_steps(u.shape[1], t_in, t_out)
     horizon = steps * t_out
     times = dt * torch.arange(1, horizon + 1, dtype=torch.float64)
-    samples = cfg.num_noise_samples if model.is_refiner else 1
-    ndim, blowup = u.ndim - 3, float(model.config["pde"].get("blowup", 1e6))
+    ndim = u.ndim - 3
     out = ModelRollouts()
     bar = tqdm(total=len(u), desc=model.label, unit="traj", disable=not cfg.progress)
     for first in range(0, len(u), cfg.batch_size):
-        part = slice(first, first + cfg.batch_size)
-        batch = u[part].to(device)
-        cond = {k: v[part].to(device=device, dtype=torch.float32) for k, v in params.items()}
-        step_dt = torch.full((len(batch),), dt, device=device)
-        predict = module.predictor(cond, step_dt)
+        batch, cond, step_dt = _batch(u, params, slice(first, first + cfg.batch_size), dt, device)
+        predict = model.predictor(cond, step_dt)
         history = batch[:, :t_in]
-        if first == 0:
-            with torch.no_grad():
-                predict(history)  # warm-up: allocations, kernels, FFT plans
         runs = []
-        for sample in range(samples):
+        for sample in range(model.samples):
             torch.manual_seed(cfg.seed + sample)
-            synchronize(device)
-            tic = time.perf_counter()
             runs.append(rollout(predict, history, steps))
-            synchronize(device)
-            if sample == 0:
-                out.seconds.append(time.perf_counter() - tic)
         pred, true = runs[0].double(), batch[:, t_in : t_in + horizon].double()
         corr = metrics.pearson(pred, true)
         spec_pred, spec_true = metrics.energy_spectrum(pred, ndim), metrics.energy_spectrum(true, ndim)
@@ -213,7 +271,7 @@ def evaluate_model(
             spectrum_true=spec_true.float(),
             band_error=metrics.spectrum_band_error(spec_pred, spec_true, cfg.num_bands),
         )
-        if samples > 1:
+        if model.samples > 1:
             spread = torch.stack(runs).double().std(0)
             out.add(spread=spread.flatten(2).norm(dim=-1) / true.flatten(2).norm(dim=-1).clamp_min(1e-12))
         if first < cfg.num_sample_plots:
@@ -221,8 +279,55 @@ def evaluate_model(
             out.samples = keep if out.samples is None else torch.cat([out.samples, keep])
         bar.update(len(batch))
     bar.close()
-    module.cpu()
     return out
+
+
+def rollout_job(
+    model: Forecaster,
+    u: Tensor,
+    params: Mapping[str, Tensor],
+    dt: float,
+    batch_size: int,
+    frames: int,
+    device: torch.device,
+) -> tuple[Callable[[], Tensor], int]:
+    """A rollout of the first batch over (at least) ``frames`` frames — the timed unit — and its frame count."""
+    batch, cond, step_dt = _batch(u, params, slice(0, batch_size), dt, device)
+    total = rollout_steps(u.shape[1], model.time_history, model.time_future)
+    steps = min(total, -(-frames // model.time_future))
+    job = partial(rollout, model.predictor(cond, step_dt), batch[:, : model.time_history], steps)
+    return job, steps * model.time_future
+
+
+def measure_costs(
+    models: Sequence[Forecaster],
+    results: Sequence[ModelRollouts],
+    runs: Sequence[SolverRun],
+    u: Tensor,
+    params: Mapping[str, Tensor],
+    dt: float,
+    cfg: DictConfig,
+    device: torch.device,
+) -> None:
+    """Time every trained model's rollout and every solver setting's solve of the first batch over the
+    first ``timing.steps`` frames (all if null), in turns (:func:`~evaluation.timing.time_interleaved`);
+    fills ``result.seconds`` and ``run.seconds`` with seconds per rollout step."""
+    jobs, frames = {}, {}
+    length = cfg.timing.steps or u.shape[1]
+    for model in models:
+        if model.kind == "trained":
+            job = rollout_job(model, u, params, dt, cfg.batch_size, length, device)
+            jobs[model.label], frames[model.label] = job
+    for run in runs:
+        if run.job is not None:
+            jobs[f"solver {run.label}"], frames[f"solver {run.label}"] = run.job(length)
+    log.info("timing %d rollouts and solves, %d repeats each", len(jobs), cfg.timing.repeats)
+    seconds = time_interleaved(jobs, device, cfg.timing.repeats, cfg.timing.warmup)
+    per_step = {name: [s / frames[name] for s in values] for name, values in seconds.items()}
+    for model, result in zip(models, results, strict=True):
+        result.seconds = per_step.get(model.label, [])
+    for run in runs:
+        run.seconds = per_step.get(f"solver {run.label}", [])
 
 
 # ----------------------------------------------------------------------------- assembling
@@ -244,17 +349,21 @@ def _ci(values: Tensor, cfg: DictConfig) -> Tensor:
 
 def build_dataset(
     models: Sequence[Model],
+    forecasters: Sequence[Forecaster],
     results: Sequence[ModelRollouts],
     runs: Sequence[SolverRun],
     truth: Tensor,
     trajectory: Tensor,
     dt: float,
     cfg: DictConfig,
+    attrs: Mapping[str, Any],
 ) -> xr.Dataset:
     """All metrics as one labelled dataset (dims model, trajectory, time, wavenumber, threshold, band, …).
 
-    ``truth`` is the rollout part of the test trajectories the solver runs are compared with
-    (``[N, T_s, C, *S]``, starting after the first model's history).
+    ``models`` are the loaded checkpoints; ``forecasters`` the rows (trained models and the anchors, coordinate
+    ``kind`` along ``model``) with their ``results``. ``truth`` is the rollout part of the test trajectories
+    the solver runs are compared with (``[N, T_s, C, *S]``, starting after the first model's history).
+    ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the timing device).
     """
     length = max(r.cat("rel_l2").shape[1] for r in results)
     times = dt * np.arange(1, length + 1)
@@ -293,11 +402,14 @@ def build_dataset(
     )
     data["seconds_per_step"] = (
         ("model",),
-        np.array([statistics.median(r.seconds) / r.cat("rel_l2").shape[1] for r in results]),
+        np.array([statistics.median(r.seconds) if r.seconds else np.nan for r in results]),
     )
-    data["num_parameters"] = (("model",), np.array([m.module.net.num_parameters() for m in models]))
+    data["step_seconds"] = (("model", "repeat"), _repeats([r.seconds for r in results], cfg.timing.repeats))
+    data["num_parameters"] = (("model",), np.array([m.num_parameters for m in forecasters]))
     coords: dict[str, Any] = {
-        "model": [m.label for m in models],
+        "model": [m.label for m in forecasters],
+        "kind": ("model", [m.kind for m in forecasters]),
+        "repeat": np.arange(cfg.timing.repeats),
         "trajectory": trajectory.numpy(),
         "time": times,
         "wavenumber": np.arange(num_wavenumbers),
@@ -306,24 +418,41 @@ def build_dataset(
         "stat": list(STATS),
     }
     if runs:
-        data.update(_solver_variables(runs, truth, len(trajectory), length, dt, thresholds))
+        data.update(
+            _solver_variables(runs, truth, len(trajectory), length, dt, thresholds, cfg.timing.repeats)
+        )
         coords["solver_setting"] = [r.label for r in runs]
     attrs = {
         "checkpoints": "\n".join(m.path for m in models),
         "dt": dt,
-        "time_history": str([m.module.net.time_history for m in models]),
+        "time_history": str([m.time_history for m in forecasters]),
         "evaluation_config": OmegaConf.to_yaml(cfg, resolve=True),
         "model_configs": OmegaConf.to_yaml(OmegaConf.create({m.label: m.config for m in models})),
-        "time_note": "lead time since the last history frame (PDE time units)",
+        "time_note": f"lead time since the last history frame ({TIME_UNITS})",
+        "batch_size": cfg.batch_size,
+        "timing_warmup": cfg.timing.warmup,
+        **attrs,
     }
     return xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords, attrs=attrs)
 
 
+def _repeats(seconds: Sequence[Sequence[float]], repeats: int) -> np.ndarray:
+    """Timed repeats per row ``[rows, repeats]``, NaN for rows that were not timed."""
+    return np.array([list(s) if s else [np.nan] * repeats for s in seconds], dtype=float)
+
+
 def _solver_variables(
-    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: float, thresholds: Sequence[float]
+    runs: Sequence[SolverRun],
+    truth: Tensor,
+    num: int,
+    length: int,
+    dt: float,
+    thresholds: Sequence[float],
+    repeats: int,
 ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """Per solver setting: nRMSE and correlation over time (NaN where it has no output or for trajectories
-    it did not solve), correlation times, cost, grid and step."""
+    it did not solve), correlation times, cost (median and each of the ``repeats`` timings), grid, step and
+    the largest relative difference from the reference setting's prediction."""
     rel = np.full((len(runs), num, length), np.nan)
     corr = np.full((len(runs), num, length), np.nan)
     corr_time = np.full((len(runs), num, len(thresholds)), np.nan)
@@ -346,6 +475,8 @@ def _solver_variables(
         "solver_corr": (("solver_setting", "trajectory", "time"), corr),
         "solver_corr_time": (("solver_setting", "trajectory", "threshold"), corr_time),
         "solver_seconds_per_step": (("solver_setting",), np.array([r.seconds_per_step for r in runs])),
+        "solver_step_seconds": (("solver_setting", "repeat"), _repeats([r.seconds for r in runs], repeats)),
+        "solver_difference": (("solver_setting",), np.array(difference_from_reference(runs))),
         "solver_n": (("solver_setting",), np.array([r.n for r in runs])),
         "solver_dt": (("solver_setting",), np.array([r.dt for r in runs])),
         "solver_status": (("solver_setting",), np.array([r.status for r in runs], dtype=object)),
@@ -374,8 +505,16 @@ def evaluate(cfg: DictConfig) -> Path:
                 f"the test trajectories have {u.shape[1]} frames of dt={dt:g}, too few for {model.path} "
                 f"with time_history={model.module.net.time_history}"
             )
-    results = [evaluate_model(model, u, params, dt, cfg, device) for model in models]
+    for model in models:
+        model.module.to(device)
+    forecasters = [trained(m, cfg.num_noise_samples) for m in models]
+    if cfg.anchors.untrained:
+        forecasters += [untrained(m, cfg.seed) for m in models]
     t_in = first.module.net.time_history
+    if cfg.anchors.persistence:
+        forecasters.append(persistence(t_in))
+    blowup = float(first.config["pde"].get("blowup", 1e6))
+    results = [evaluate_model(f, u, params, dt, blowup, cfg, device) for f in forecasters]
     truth = u[:, t_in:]
     runs: list[SolverRun] = []
     baseline = cfg.solver_baseline
@@ -395,13 +534,23 @@ def evaluate(cfg: DictConfig) -> Path:
         for run in runs:
             run.pred = None if run.pred is None else run.pred.cpu()
         truth = truth[:count]
+    measure_costs(forecasters, results, runs, u, params, dt, cfg, device)
+    for model in models:
+        model.module.cpu()
     index = data.get("index", torch.arange(len(u)))
-    dataset = build_dataset(models, results, runs, truth, index[: len(u)], dt, cfg)
+    solver = hydra.utils.instantiate({**first.config["pde"], "burn_in": 0.0})
+    attrs = {
+        "timing_device": device_description(device),
+        "length": float(first.config["pde"]["length"]),
+        "channels": ", ".join(solver.channels),
+    }
+    dataset = build_dataset(models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = {
-        m.label: (r.samples, u[: len(r.samples), m.module.net.time_history :])
-        for m, r in zip(models, results, strict=True)
+        f.label: (r.samples, u[: len(r.samples), f.time_history :])
+        for f, r in zip(forecasters, results, strict=True)
+        if f.kind == "trained"
     }
     write_report(dataset, samples, out, cfg)
     return out

@@ -20,11 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from omegaconf import DictConfig
 from torch import Tensor
 
 Table = tuple[list[str], list[list[str]]]
+TIME_UNITS = "time units"
+LENGTH_UNITS = "length units"
 
 
 def safe_name(label: str) -> str:
@@ -41,12 +43,50 @@ def _with_ci(ci: xr.DataArray) -> str:
 
 
 # ----------------------------------------------------------------------------- tables
+SAME_AS_REFERENCE = 1e-3
+"""A larger-step setting whose predictions differ from the reference's by at most this (relative L2, the
+largest over trajectories and frames) gives the reference's result again."""
+SAME_COST = 0.75
+"""…and if it also takes at least this fraction of the reference's time, it is the same computation."""
+
+
 def _ok_solvers(ds: xr.Dataset) -> list[str]:
     if "solver_setting" not in ds.coords:
         return []
     return [
         str(s) for s in ds.solver_setting.values if str(ds.solver_status.sel(solver_setting=s).item()) == "ok"
     ]
+
+
+def trained_models(ds: xr.Dataset) -> list[str]:
+    """The trained surrogates (not the untrained and persistence anchors)."""
+    return [str(m) for m, kind in zip(ds.model.values, ds.kind.values, strict=True) if kind == "trained"]
+
+
+def same_as_reference(ds: xr.Dataset) -> dict[str, str]:
+    """Larger-step settings whose result is the reference's again, each with a note saying so: a solver
+    that splits every step into stability-limited sub-steps (Burgers' CFL-safe sub-steps) computes the
+    same thing whatever ``dt`` says — then the cost is the same too."""
+    solvers = _ok_solvers(ds)
+    if "reference" not in solvers:
+        return {}
+    reference = ds.sel(solver_setting="reference")
+    same = {}
+    for setting in solvers:
+        s = ds.sel(solver_setting=setting)
+        difference = float(s.solver_difference)
+        if float(s.solver_dt) <= float(reference.solver_dt) or not difference <= SAME_AS_REFERENCE:
+            continue
+        cost = float(s.solver_seconds_per_step / reference.solver_seconds_per_step)
+        same[setting] = (
+            f"same result as the reference (differs by {_fmt(difference, 2)}) at {_fmt(cost, 2)}× its cost"
+            + (
+                ": the solver splits every step into stability-limited sub-steps, so the larger dt changes nothing"
+                if cost >= SAME_COST
+                else ""
+            )
+        )
+    return same
 
 
 def _equal_accuracy(ds: xr.Dataset, model: str) -> tuple[float, str]:
@@ -65,24 +105,44 @@ def _equal_accuracy(ds: xr.Dataset, model: str) -> tuple[float, str]:
     return best / float(ds.seconds_per_step.sel(model=model)), label
 
 
+def _ms(repeats: xr.DataArray) -> str:
+    """Median time per step in ms with the fastest and slowest repeat: ``5.21 (5.05–5.60)``."""
+    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
+    if not values.size:
+        return "—"
+    return f"{_fmt(float(np.median(values)))} ({_fmt(values.min())}–{_fmt(values.max())})"
+
+
+def _speedup(solver: xr.DataArray, model: xr.DataArray) -> str:
+    """Ratio of median times, with the range from the extreme repeats: ``0.13× (0.11–0.15)``."""
+    s, m = solver.values[np.isfinite(solver.values)], model.values[np.isfinite(model.values)]
+    if not s.size or not m.size:
+        return "—"
+    ratio = float(np.median(s) / np.median(m))
+    return f"{_fmt(ratio)}× ({_fmt(s.min() / m.max())}–{_fmt(s.max() / m.min())})"
+
+
+ANCHOR_NOTE = {"untrained": "— (anchor: untrained)", "persistence": "— (anchor: no model)"}
+
+
 def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
-    """One row per model: size, correlation times, error at fixed horizons, spectrum, blow-ups, speed."""
+    """One row per model and anchor: size, correlation times, error at fixed horizons, spectrum, blow-ups,
+    cost (median and range over the timed repeats) and speed."""
     steps = [h for h in horizons if 1 <= h <= ds.sizes["time"]]
+    units = TIME_UNITS
     header = ["model", "params"]
-    header += [f"corr. time @{t:g}" for t in ds.threshold.values]
+    header += [f"corr. time @{t:g} ({units})" for t in ds.threshold.values]
     header += [f"nRMSE @t={float(ds.time[h - 1]):g}" for h in steps]
     header += [f"spectrum err. {b}" for b in ds.band.values]
-    header += ["blow-ups", "ms/step", "speed-up vs solver", "speed-up at equal accuracy"]
-    solvers = _ok_solvers(ds)
+    header += ["blow-ups", "ms/step (min–max)", "speed-up vs solver", "speed-up at equal accuracy"]
     reference = (
-        float(ds.solver_seconds_per_step.sel(solver_setting="reference"))
-        if "reference" in solvers
-        else math.nan
+        ds.solver_step_seconds.sel(solver_setting="reference") if "reference" in _ok_solvers(ds) else None
     )
     rows = []
-    for model in ds.model.values:
+    for model, kind in zip(ds.model.values, ds.kind.values, strict=True):
         m = ds.sel(model=model)
-        row = [str(model), f"{int(m.num_parameters):,}"]
+        params = int(m.num_parameters)
+        row = [str(model), f"{params:,}" if params else "—"]
         row += [_with_ci(m.corr_time_ci.sel(threshold=t)) for t in ds.threshold.values]
         row += [_with_ci(m.rel_l2_ci.isel(time=h - 1)) for h in steps]
         row += [f"{float(m.spectrum_band_error.sel(band=b).mean()):+.2f}" for b in ds.band.values]
@@ -91,9 +151,11 @@ def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
             f"{int(blown.sum())}/{blown.size}"
             + (f" (first t={m.blowup_time.values[blown].min():g})" if blown.any() else "")
         )
-        seconds = float(m.seconds_per_step)
+        if kind != "trained":
+            rows.append([*row, "—", "—", ANCHOR_NOTE[str(kind)]])
+            continue
         speedup, setting = _equal_accuracy(ds, model)
-        row += [_fmt(1e3 * seconds), f"{_fmt(reference / seconds)}×" if math.isfinite(reference) else "—"]
+        row += [_ms(m.step_seconds), _speedup(reference, m.step_seconds) if reference is not None else "—"]
         row.append(f"{_fmt(speedup)}× (vs {setting})" if setting else "— (no solver setting is as accurate)")
         rows.append(row)
     return header, rows
@@ -102,178 +164,306 @@ def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
 def solver_table(ds: xr.Dataset) -> Table:
     """One row per solver setting: grid, step, cost, correlation time, mean error, status."""
     threshold = ds.threshold.values[0]
-    header = ["solver setting", "n", "dt", "ms/step", f"corr. time @{threshold:g}", "mean nRMSE", "status"]
+    header = [
+        "solver setting", "n", "dt", "ms/step (min–max)", f"corr. time @{threshold:g} ({TIME_UNITS})",
+        "mean nRMSE", "status",
+    ]  # fmt: skip
+    same = same_as_reference(ds)
     rows = []
     for setting in ds.solver_setting.values:
         s = ds.sel(solver_setting=setting)
+        status = str(s.solver_status.item())
+        if setting in same:
+            status += f"; {same[str(setting)]}"
         rows.append(
             [
                 str(setting),
                 str(int(s.solver_n)),
                 f"{float(s.solver_dt):g}",
-                _fmt(1e3 * float(s.solver_seconds_per_step)),
+                _ms(s.solver_step_seconds),
                 _fmt(float(s.solver_corr_time.sel(threshold=threshold).mean())),
                 _fmt(float(s.solver_rel_l2.mean())),
-                str(s.solver_status.item()),
+                status,
             ]
         )
     return header, rows
 
 
+def reference_note(ds: xr.Dataset) -> str:
+    """What the reference setting's own error against the stored test data means."""
+    if "reference" not in _ok_solvers(ds):
+        return ""
+    error = ds.solver_rel_l2.sel(solver_setting="reference").mean("trajectory").values
+    valid = error[np.isfinite(error)]
+    first, last = _fmt(float(valid[0]), 2), _fmt(float(valid[-1]), 2)
+    text = (
+        "The reference setting repeats the solve that made the test data (same grid n and step dt), "
+        "restarted from the stored last input frame; its nRMSE against the test data "
+        f"({first} after one step, {last} at the horizon) is therefore not a discretisation error. "
+    )
+    if float(valid[0]) < 1e-4:
+        return text + (
+            "It is float32 round-off (the stored frame, a different batch and thread count change the order "
+            "of operations) grown by the dynamics over the horizon: the floor below which no error is "
+            "meaningful."
+        )
+    return text + (
+        "It is larger than round-off: the test data were not made with this checkpoint's solver settings "
+        "(another test_path, precision or time step), so the solver rows measure against that difference too."
+    )
+
+
 # ----------------------------------------------------------------------------- figures
+TIME_LABEL = f"lead time ({TIME_UNITS})"
+ANCHOR_STYLE = {"untrained": {"color": "0.45", "ls": ":"}, "persistence": {"color": "k", "ls": "-."}}
+FIELD_CMAP = plt.get_cmap("RdBu_r").with_extremes(over="yellow", under="lime")
+ERROR_CMAP = plt.get_cmap("PuOr_r")
+
+
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _curve(ax: plt.Axes, ds: xr.Dataset, key: str, ylabel: str) -> None:
     time = ds.time.values
-    for model in ds.model.values:
+    for model, kind in zip(ds.model.values, ds.kind.values, strict=True):
         ci = ds[f"{key}_ci"].sel(model=model)
-        line = ax.plot(time, ci.sel(stat="mean"), label=str(model))[0]
+        if kind != "trained":
+            ax.plot(time, ci.sel(stat="mean"), lw=1.2, label=str(model), **ANCHOR_STYLE[str(kind)])
+            continue
+        line = ax.plot(time, ci.sel(stat="mean"), lw=1.8, label=str(model))[0]
         ax.fill_between(time, ci.sel(stat="low"), ci.sel(stat="high"), color=line.get_color(), alpha=0.25)
     for setting in _ok_solvers(ds):
         curve = ds[f"solver_{key}"].sel(solver_setting=setting).mean("trajectory")
         valid = np.isfinite(curve.values)
         ax.plot(time[valid], curve.values[valid], "--", lw=1, label=f"solver {setting}")
-    ax.set_xlabel("lead time (PDE time units)")
+    ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2)
 
 
-def figure_error(ds: xr.Dataset, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def figure_error(ds: xr.Dataset) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
     _curve(ax, ds, "rel_l2", "nRMSE (mean over trajectories)")
     ax.set_yscale("log")
     ax.set_title("Relative L2 error vs lead time (band: 95% bootstrap CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def figure_correlation(ds: xr.Dataset, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    _curve(ax, ds, "corr", "Pearson correlation")
+def figure_correlation(ds: xr.Dataset) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), layout="constrained")
+    _curve(ax, ds, "corr", "Pearson correlation with the truth")
     for t in ds.threshold.values:
         ax.axhline(t, color="grey", ls=":", lw=0.8)
     ax.set_ylim(min(0.0, float(np.nanmin(ds.corr_ci.values))), 1.02)
     ax.set_title("Correlation with the truth vs lead time (band: 95% bootstrap CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def figure_spectra(ds: xr.Dataset, path: Path) -> None:
-    """Energy spectra averaged over trajectories at the first, middle and last lead time."""
+def figure_spectra(ds: xr.Dataset) -> plt.Figure:
+    """Energy spectra of the trained models, averaged over trajectories at the first, middle and last
+    lead time."""
     length = ds.sizes["time"]
     picks = sorted({0, length // 2, length - 1})
-    fig, axes = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(picks), figsize=(4.2 * len(picks), 3.8), squeeze=False, layout="constrained"
+    )
     k = ds.wavenumber.values[1:]
     for ax, i in zip(axes[0], picks, strict=True):
         true = ds.spectrum_true.isel(model=0, time=i).mean("trajectory").values[1:]
         ax.semilogy(k, true, "k", lw=2, label="truth")
-        for model in ds.model.values:
+        for model in trained_models(ds):
             pred = ds.spectrum_pred.sel(model=model).isel(time=i).mean("trajectory").values[1:]
-            ax.semilogy(k, pred, lw=1, label=str(model))
-        ax.set_title(f"lead time {float(ds.time[i]):g}")
-        ax.set_xlabel("wavenumber k (2π / length)")
+            ax.semilogy(k, pred, lw=1, label=model)
+        ax.set_title(f"lead time {float(ds.time[i]):g} {TIME_UNITS}", fontsize=10)
+        ax.set_xlabel(f"wavenumber k (periods per domain length {ds.attrs['length']:g})")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("energy E(k)")
+    axes[0, 0].set_ylabel("energy E(k), mean over trajectories")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def figure_samples(pred: Tensor, true: Tensor, times: np.ndarray, label: str, path: Path) -> None:
-    """1D: space-time plots truth / prediction / error per sample; 2D: snapshot rows of the first sample."""
+def figure_samples(
+    pred: Tensor, true: Tensor, times: np.ndarray, label: str, length: float, channel: str
+) -> plt.Figure:
+    """Truth, prediction and error of sample rollouts. 1D: space-time plots per sample; 2D: snapshots of
+    the first sample. Truth and prediction share the truth's colour range (prediction values outside it
+    are drawn yellow above, green below, with arrows on the colour bar); the error has its own symmetric
+    scale."""
     pred = pred.float().numpy()[:, :, 0]
     true = true[:, : pred.shape[1]].float().numpy()[:, :, 0]
+    dx = length / pred.shape[-1]
+    space = (-0.5 * dx, length - 0.5 * dx)  # grid points x_i = i L / n, at the pixel centres
     if pred.ndim == 3:  # [P, T, X]
         fig, axes = plt.subplots(
-            len(pred), 3, figsize=(11, 3 * len(pred)), squeeze=False, layout="constrained"
+            len(pred), 3, figsize=(12, 3.4 * len(pred)), squeeze=False, layout="constrained"
         )
-        extent = (0, pred.shape[2], times[-1], times[0])
+        half = 0.5 * (times[1] - times[0]) if len(times) > 1 else 0.5
+        extent = (*space, times[0] - half, times[-1] + half)
         for row, (p, t) in enumerate(zip(pred, true, strict=True)):
-            _triplet(axes[row], [t, p, p - t], extent, ("x (grid index)", "lead time"))
-            axes[row, 0].set_ylabel(f"trajectory {row}\nlead time")
-    else:  # [P, T, X, Y]
+            _field_images(axes[row], t, p, extent, channel, aspect="auto")
+            for ax in axes[row]:
+                ax.set_xlabel(f"x ({LENGTH_UNITS})")
+            axes[row, 0].set_ylabel(f"trajectory {row}\n{TIME_LABEL}")
+    else:  # [P, T, X, Y]: columns are lead times; rows truth, prediction, error
         cols = sorted({0, len(times) // 4, len(times) // 2, len(times) - 1})
         fig, axes = plt.subplots(
-            3, len(cols), figsize=(3.2 * len(cols), 8.4), squeeze=False, layout="constrained"
+            3, len(cols), figsize=(3.3 * len(cols) + 1.5, 9.5), squeeze=False, layout="constrained"
         )
-        vmax = np.nanmax(np.abs(true[0]))
+        images = [_field_images(axes[:, j], true[0, i].T, pred[0, i].T, (*space, *space), channel) for j, i in
+                  enumerate(cols)]  # fmt: skip
         for j, i in enumerate(cols):
-            for row, (name, field) in enumerate(
-                (("truth", true[0, i]), ("prediction", pred[0, i]), ("error", pred[0, i] - true[0, i]))
-            ):
-                ax = axes[row, j]
-                im = ax.imshow(field.T, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.set_title(f"{name}, t={times[i]:g}", fontsize=9)
-        fig.colorbar(im, ax=axes, shrink=0.6)
-    fig.suptitle(f"{label}: sample rollouts (channel 0)")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+            names = ("truth", "prediction", "error (own scale)")
+            for row, name in enumerate(names):
+                note = images[j] if row == 1 else ""
+                axes[row, j].set_title(f"{name}, t = {times[i]:g}{note}", fontsize=8 if note else 9)
+                axes[row, j].set_xlabel(f"x ({LENGTH_UNITS})", fontsize=8)
+        for row in range(3):
+            axes[row, 0].set_ylabel(f"y ({LENGTH_UNITS})", fontsize=8)
+    fig.suptitle(f"{label}: sample rollouts ({channel})")
+    return fig
 
 
-def _triplet(axes: np.ndarray, fields: list[np.ndarray], extent: tuple, labels: tuple[str, str]) -> None:
-    vmax = float(np.nanmax(np.abs(fields[0]))) or 1.0
-    for ax, field, name in zip(axes, fields, ("truth", "prediction", "error"), strict=True):
-        im = ax.imshow(field, aspect="auto", extent=extent, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+def _field_images(
+    axes: np.ndarray, truth: np.ndarray, pred: np.ndarray, extent: tuple, channel: str, aspect: str = "equal"
+) -> str:
+    """Truth and prediction on the truth's symmetric range, the error on its own, each with a labelled
+    colour bar (arrows where the prediction leaves the truth's range); returns a note on how much of the
+    prediction lies outside that range (empty if none)."""
+    vmax = float(np.nanmax(np.abs(truth))) or 1.0
+    error = pred - truth
+    emax = float(np.nanmax(np.abs(error))) or 1.0
+    above, below = bool((pred > vmax).any()), bool((pred < -vmax).any())
+    extend = {(True, True): "both", (True, False): "max", (False, True): "min"}.get((above, below), "neither")
+    style = {"aspect": aspect, "extent": extent, "origin": "lower"}
+    for ax, field, name in zip(axes[:2], (truth, pred), ("truth", "prediction"), strict=True):
+        im = ax.imshow(field, cmap=FIELD_CMAP, vmin=-vmax, vmax=vmax, **style)
+        plt.colorbar(im, ax=ax, extend=extend if name == "prediction" else "neither", label=channel)
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel(labels[0])
-        plt.colorbar(im, ax=ax)
+        ax.tick_params(labelsize=7)
+    im = axes[2].imshow(error, cmap=ERROR_CMAP, vmin=-emax, vmax=emax, **style)
+    plt.colorbar(im, ax=axes[2], label=f"prediction − truth ({channel})")
+    axes[2].set_title("error (own scale)", fontsize=9)
+    axes[2].tick_params(labelsize=7)
+    outside = float(np.mean(np.abs(pred) > vmax))
+    if outside:
+        axes[1].set_title(
+            f"prediction: {100 * outside:.2g}% outside the truth's range (yellow/green)", fontsize=8
+        )
+    return f"\n{100 * outside:.2g}% outside the truth's range (yellow/green)" if outside else ""
 
 
-def figure_cost_accuracy(ds: xr.Dataset, path: Path) -> None:
-    """Correlation time and mean nRMSE against wall time per step: solver settings and the surrogates."""
+def _log_ticks(ax: plt.Axes) -> None:
+    """Readable log-scale x ticks: 1, 2, 5 per decade as plain numbers, no minor labels."""
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
+    """Label points, moving a label down while its box would overlap one already placed (display pixels;
+    a 7-point character is taken as 6 pixels wide)."""
+    placed: list[tuple[float, float, float]] = []  # left, bottom, width of each label box
+    for x, y, text in points:
+        left, bottom = ax.transData.transform((x, y)) + np.array([5.0, 4.0])
+        width = 6.0 * len(text)
+
+        def overlaps(bottom: float, left: float = left, width: float = width) -> bool:
+            return any(
+                abs(bottom - b) < 11 and left < other + w and other < left + width for other, b, w in placed
+            )
+
+        offset = 4.0
+        while overlaps(bottom):
+            offset -= 11
+            bottom -= 11
+        placed.append((left, bottom, width))
+        ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points")
+
+
+def _cost(repeats: xr.DataArray) -> tuple[float, float, float]:
+    """Median, fastest and slowest time per step in ms."""
+    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
+    return float(np.median(values)), float(values.min()), float(values.max())
+
+
+def _xerr(costs: list[tuple[float, float, float]]) -> np.ndarray:
+    return np.array([[c[0] - c[1] for c in costs], [c[2] - c[0] for c in costs]])
+
+
+def _value(ds: xr.Dataset, dim: str, name: str, key: str, threshold: float) -> float:
+    """Mean correlation time (``key="corr_time"``) or mean nRMSE of a model or solver setting."""
+    prefix = "solver_" if dim == "solver_setting" else ""
+    values = ds[prefix + key].sel({dim: name})
+    return float((values.sel(threshold=threshold) if key == "corr_time" else values).mean())
+
+
+def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
+    """Correlation time and mean nRMSE against wall time per step: solver settings and the surrogates
+    (bars: fastest to slowest timed repeat), the anchors' accuracy as horizontal lines. Larger steps that
+    give the reference's result again are labelled so."""
     threshold = ds.threshold.values[0]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    series = (("reference", "n/"), ("reference", "×dt"))
-    solvers = _ok_solvers(ds)
-    for ax, (key, ylabel) in zip(
-        axes,
-        (("corr_time", f"correlation time @{threshold:g}"), ("rel_l2", "mean nRMSE over the horizon")),
-        strict=True,
-    ):
-        for first, tag in series:
-            chosen = [s for s in solvers if s == first or tag in s]
-            if not chosen:
-                continue
-            cost = [float(ds.solver_seconds_per_step.sel(solver_setting=s)) for s in chosen]
-            value = [_solver_value(ds, s, key, threshold) for s in chosen]
-            name = "solver: coarser grids" if tag == "n/" else "solver: larger steps"
-            ax.plot(cost, value, "o-", color="grey" if tag == "n/" else "tab:brown", label=name)
-            for c, v, s in zip(cost, value, chosen, strict=True):
-                if tag == "n/" or s != first:  # the reference starts both series: label it once
-                    ax.annotate(s, (c, v), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        for model in ds.model.values:
-            cost = float(ds.seconds_per_step.sel(model=model))
-            if key == "corr_time":
-                value = float(ds.corr_time.sel(model=model, threshold=threshold).mean())
-            else:
-                value = float(ds.rel_l2.sel(model=model).mean())
-            ax.plot([cost], [value], "*", ms=13, label=str(model))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    solvers, same = _ok_solvers(ds), same_as_reference(ds)
+    series = (("n/", "solver: coarser grids", "grey"), ("×dt", "solver: larger steps", "tab:brown"))
+    panels = (
+        ("corr_time", f"correlation time @{threshold:g} ({TIME_UNITS})"),
+        ("rel_l2", "mean nRMSE over the horizon"),
+    )
+    labels_of: dict[plt.Axes, list[tuple[float, float, str]]] = {}
+    for ax, (key, ylabel) in zip(axes, panels, strict=True):
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
         if key == "rel_l2":
             ax.set_yscale("log")
-        ax.set_xlabel("wall time per rollout step (s, batched)")
+        labels = labels_of[ax] = []
+        for tag, name, color in series:
+            chosen = [s for s in solvers if s == "reference" or tag in s]
+            if len(chosen) < 2:
+                continue
+            cost = [_cost(ds.solver_step_seconds.sel(solver_setting=s)) for s in chosen]
+            value = [_value(ds, "solver_setting", s, key, threshold) for s in chosen]
+            ax.errorbar(
+                [c[0] for c in cost], value, xerr=_xerr(cost), fmt="o-", color=color, capsize=2, label=name
+            )
+            labels += [
+                (c[0], v, s + (" (= reference)" if s in same else ""))
+                for c, v, s in zip(cost, value, chosen, strict=True)
+                if s != "reference"
+            ]
+        if "reference" in solvers:
+            cost = _cost(ds.solver_step_seconds.sel(solver_setting="reference"))
+            value = _value(ds, "solver_setting", "reference", key, threshold)
+            if len(solvers) == 1:
+                ax.errorbar(
+                    [cost[0]], [value], xerr=_xerr([cost]), fmt="o", color="grey", capsize=2, label="solver"
+                )
+            labels.insert(0, (cost[0], value, "reference"))
+        for model, kind in zip(ds.model.values, ds.kind.values, strict=True):
+            value = _value(ds, "model", str(model), key, threshold)
+            if kind == "trained":
+                cost = _cost(ds.step_seconds.sel(model=model))
+                ax.errorbar(
+                    [cost[0]], [value], xerr=_xerr([cost]), fmt="*", ms=13, capsize=2, label=str(model)
+                )
+            else:
+                ax.axhline(value, lw=1, label=str(model), **ANCHOR_STYLE[str(kind)])
+        _log_ticks(ax)
+        ax.set_xlabel(f"wall time per rollout step (ms, batch of {ds.attrs['batch_size']})")
         ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
+    fig.canvas.draw()  # the label placement needs the final axis limits
+    for ax, labels in labels_of.items():
+        _annotate(ax, labels)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Cost vs accuracy: classical solver settings and surrogates")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.suptitle(f"Cost vs accuracy on {ds.attrs['timing_device']}", fontsize=10)
+    return fig
 
 
-def _solver_value(ds: xr.Dataset, setting: str, key: str, threshold: float) -> float:
-    s = ds.sel(solver_setting=setting)
-    if key == "corr_time":
-        return float(s.solver_corr_time.sel(threshold=threshold).mean())
-    return float(s.solver_rel_l2.mean())
-
-
-def draw_figures(ds: xr.Dataset, samples: Mapping[str, tuple[Tensor, Tensor]], out: Path) -> dict[str, Path]:
+def draw_figures(
+    ds: xr.Dataset, samples: Mapping[str, tuple[Tensor | None, Tensor]], out: Path
+) -> dict[str, Path]:
     """Every figure of the report, written as PNG into ``out``; returns ``{caption: path}``."""
     figures = {
         "Error vs lead time": (figure_error, out / "error_vs_time.png"),
@@ -284,13 +474,15 @@ def draw_figures(ds: xr.Dataset, samples: Mapping[str, tuple[Tensor, Tensor]], o
         figures["Cost vs accuracy"] = (figure_cost_accuracy, out / "cost_accuracy.png")
     paths = {}
     for caption, (draw, path) in figures.items():
-        draw(ds, path)
+        save_figure(draw(ds), path)
         paths[caption] = path
+    channel = ds.attrs["channels"].split(", ")[0]
     for label, (pred, true) in samples.items():
         if pred is None:
             continue
         path = out / f"samples_{safe_name(label)}.png"
-        figure_samples(pred, true, ds.time.values[: pred.shape[1]], label, path)
+        times = ds.time.values[: pred.shape[1]]
+        save_figure(figure_samples(pred, true, times, label, ds.attrs["length"], channel), path)
         paths[f"Sample rollouts: {label}"] = path
     return paths
 
@@ -320,14 +512,24 @@ STYLE = (
 
 
 def _intro(ds: xr.Dataset) -> list[str]:
+    repeats = ds.sizes["repeat"]
     return [
-        f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt={ds.attrs['dt']:g} "
-        f"(lead time up to {float(ds.time[-1]):g}).",
+        f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt = "
+        f"{ds.attrs['dt']:g} {TIME_UNITS} (lead time up to {float(ds.time[-1]):g} {TIME_UNITS}), on a periodic "
+        f"domain of length {ds.attrs['length']:g} {LENGTH_UNITS}. Times are in the PDE's {TIME_UNITS}, lengths in "
+        f"its {LENGTH_UNITS}.",
         "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets. The correlation "
         "time is the lead time before the Pearson correlation first drops below the threshold (the horizon if it "
         "never does). Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "
-        "Speed-up at equal accuracy: against the cheapest solver setting whose mean correlation time is at least "
-        "the model's. Timings are wall-clock per rollout step for one batch.",
+        "Anchors: each network untrained (freshly initialised weights behind its trained normalisation, the "
+        "score training started from) and persistence (the last input frame repeated); a model that does not "
+        "beat them has learnt nothing useful.",
+        f"Timings: wall clock per rollout step for a batch of {ds.attrs['batch_size']} trajectories on "
+        f"{ds.attrs['timing_device']}; median of {repeats} timed runs after {ds.attrs['timing_warmup']} untimed "
+        "warm-up run(s), the models and solver settings timed in turns so that a change of machine load hits "
+        "all alike; in brackets the fastest and slowest run. Speed-up vs solver: the ratio of medians (range "
+        "from the extreme runs). Speed-up at equal accuracy: against the cheapest solver setting whose mean "
+        "correlation time is at least the model's.",
     ]
 
 
@@ -341,8 +543,9 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     )
     intro = _intro(ds)
     md = ["# Surrogate evaluation report", "", *intro, "", "## Summary", "", _md_table(summary), ""]
+    note = reference_note(ds) if solvers else ""
     if solvers:
-        md += ["## Classical solver settings", "", _md_table(solvers), ""]
+        md += ["## Classical solver settings", "", _md_table(solvers), "", note, ""]
     md += ["## Figures", ""]
     md += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures.items()]
     md += [f"## {title}\n\n```yaml\n{text}```\n" for title, text in configs]
@@ -351,7 +554,7 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     parts = [f"<h1>Surrogate evaluation report</h1>{''.join(f'<p>{html.escape(p)}</p>' for p in intro)}"]
     parts.append(f"<h2>Summary</h2>{_html_table(summary)}")
     if solvers:
-        parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}")
+        parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}<p>{html.escape(note)}</p>")
     parts.append("<h2>Figures</h2>")
     for caption, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()

@@ -80,7 +80,7 @@ class RolloutFigure(pl.Callback):
     """
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from evaluation.report import figure_samples  # matplotlib only when a figure is drawn
+        from evaluation.report import figure_samples, save_figure  # matplotlib only when a figure is drawn
 
         logger = trainer.logger
         sample = getattr(pl_module, "val_sample", None)
@@ -89,7 +89,11 @@ class RolloutFigure(pl.Callback):
         pred, true, times = sample
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "rollout.png"
-            figure_samples(pred, true, times.numpy(), f"step {trainer.global_step}", path)
+            solver = trainer.datamodule.solver
+            label = f"step {trainer.global_step}"
+            save_figure(
+                figure_samples(pred, true, times.numpy(), label, solver.length, solver.channels[0]), path
+            )
             logger.log_image(key="val/rollout", images=[str(path)], step=trainer.global_step)
 
 

@@ -1,3 +1,5 @@
+import math
+
 import hydra
 
 from data.trajectories import generate, output_times
@@ -15,7 +17,9 @@ def test_solver_baseline_marks_diverged_and_refused_settings():
     assert list(runs) == ["reference", "n/2", "2×dt", "4×dt"]
     reference = runs["reference"]
     assert reference.status == "ok" and reference.pred.shape == (2, 10, 1, 64)
-    assert reference.seconds_per_step > 0
+    job, frames = reference.job(4)  # the timed unit: the first batch over the first 4 frames
+    assert frames == 4 and job().shape == (2, 5, 1, 64) and math.isnan(reference.seconds_per_step)
+    assert runs["n/2"].job is None
     assert metrics.relative_l2(reference.pred.double(), u[:, 4:].double()).max() < 1e-4
     assert runs["n/2"].pred is None and "blew up" in runs["n/2"].status
     assert runs["2×dt"].pred is None and "dt must be <=" in runs["2×dt"].status
@@ -32,6 +36,9 @@ def test_solver_baseline_coarse_grid_and_larger_step():
     assert ref_error < 1e-5
     assert metrics.relative_l2(coarse.pred.double(), true).mean() > 10 * ref_error
     assert step.index == [1, 3, 5, 7] and step.pred.shape == (2, 4, 1, 64)
+    job, frames = step.job(3)  # every second frame: the solve covers frames 1 … 4
+    assert frames == 4 and job().shape == (2, 3, 1, 64)
+    assert step.job(100)[1] == 8
     assert metrics.relative_l2(step.pred.double(), true[:, step.index]).max() < 1e-2
 
 

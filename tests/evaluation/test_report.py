@@ -10,9 +10,11 @@ import xarray as xr
 
 from evaluation.checkpoint import EvaluationError
 from evaluation.pipeline import evaluate
+from evaluation.report import summary_table
 from tests.evaluation.conftest import eval_config
 
 ROOT = Path(__file__).resolve().parents[2]
+MODELS = ["fno-small", "pde_refiner-small"]
 FIGURES = ["error_vs_time.png", "correlation_vs_time.png", "spectra.png", "cost_accuracy.png"]
 
 
@@ -26,6 +28,8 @@ def report(fno_run, refiner_run, tmp_path_factory):
             "num_noise_samples=2",
             "batch_size=3",
             "logger=wandb",
+            "timing.repeats=3",
+            "timing.steps=4",
         ]
     )
     tic = time.perf_counter()
@@ -38,13 +42,14 @@ def test_report_has_every_file_and_is_fast(report):
     expected = [*FIGURES, "samples_fno-small.png", "samples_pde_refiner-small.png"]
     for name in ["metrics.nc", "report.html", "report.md", *expected]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert seconds < 30
+    assert seconds < 120  # two models, their untrained twins, persistence, the solver and timings
 
 
 def test_metrics_dataset(report):
     out, _ = report
     ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
-    assert list(ds.model.values) == ["fno-small", "pde_refiner-small"]
+    assert list(ds.model.values) == [*MODELS, *(f"{m} (untrained)" for m in MODELS), "persistence"]
+    assert list(ds.kind.values) == ["trained"] * 2 + ["untrained"] * 2 + ["persistence"]
     assert ds.sizes["trajectory"] == 4 and ds.sizes["time"] == 8  # 12 frames - 4 history
     assert ds.sizes["wavenumber"] == 17 and list(ds.threshold.values) == [0.8, 0.9, 0.95]
     assert ds.rel_l2.dims == ("model", "trajectory", "time")
@@ -54,7 +59,7 @@ def test_metrics_dataset(report):
     ci = ds.rel_l2_ci.sel(stat=["low", "mean", "high"]).values
     assert (ci[..., 0] <= ci[..., 1] + 1e-12).all() and (ci[..., 1] <= ci[..., 2] + 1e-12).all()
     # the ensemble spread exists for the refiner only (two noise samples)
-    assert np.isnan(ds.spread.sel(model="fno-small")).all()
+    assert np.isnan(ds.spread.sel(model=["fno-small", "persistence"])).all()
     assert (ds.spread.sel(model="pde_refiner-small") > 0).all()
     assert list(ds.solver_setting.values) == ["reference", "n/2", "n/4", "2×dt", "4×dt"]
     assert ds.solver_rel_l2.sel(solver_setting="reference").max() < 1e-4
@@ -77,11 +82,33 @@ def test_markdown_links_existing_figures(report):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == sorted(p.name for p in out.glob("*.png"))
     rows = [
-        line
-        for line in text.splitlines()
-        if line.startswith("| fno-small") or line.startswith("| pde_refiner")
+        line for line in text.splitlines() if line.startswith(("| fno-small", "| pde_refiner", "| persist"))
     ]
-    assert len(rows) == 2
+    assert [row.split(" | ")[0][2:] for row in rows] == [
+        "fno-small", "pde_refiner-small", "fno-small (untrained)", "pde_refiner-small (untrained)", "persistence"
+    ]  # fmt: skip
+    assert rows[-1].endswith("| — | — | — (anchor: no model) |")
+
+
+def test_timings_are_medians_over_interleaved_repeats(report):
+    out, _ = report
+    ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
+    assert ds.attrs["timing_device"].startswith("cpu: ") and "torch threads" in ds.attrs["timing_device"]
+    assert ds.step_seconds.dims == ("model", "repeat") and ds.sizes["repeat"] == 3
+    trained = ds.step_seconds.sel(model=MODELS).values
+    assert (trained > 0).all()
+    assert np.allclose(ds.seconds_per_step.sel(model=MODELS), np.median(trained, axis=1))
+    assert np.isnan(ds.seconds_per_step.sel(model="persistence"))
+    ok = ds.solver_step_seconds.sel(solver_setting=["reference", "n/2"]).values
+    assert np.allclose(
+        ds.solver_seconds_per_step.sel(solver_setting=["reference", "n/2"]), np.median(ok, axis=1)
+    )
+    summary = summary_table(ds, [1])
+    cell = summary[1][0][summary[0].index("ms/step (min–max)")]
+    ms = 1e3 * trained[0]
+    assert cell == f"{np.median(ms):.3g} ({ms.min():.3g}–{ms.max():.3g})"
+    page = (out / "report.html").read_text()
+    assert ds.attrs["timing_device"] in page and "median of 3 timed runs" in page
 
 
 @pytest.mark.parametrize(
