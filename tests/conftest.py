@@ -5,4 +5,5 @@ import os
 import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # training runs built in tests keep one thread (threads=auto)
 torch.set_num_threads(1)
