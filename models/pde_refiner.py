@@ -25,11 +25,13 @@ levels ``0.086, 7.4e-3, 6.3e-4`` to within 1 %.
 
 Signal-to-noise. Which amplitudes a step resolves is set by σ_k *relative to the refined quantity*.
 The reference refines the raw-unit increment ``(u(t + Δt) − u(t)) / 0.3`` (``difference_weight``), of
-standard deviation 0.80 on its KS data; pdestream's target is the increment of the normalised field,
-``Δu / std(u)``, about 4.1 times smaller on its KS data (Δt = 0.8 s). ``target_scale`` multiplies the
-target before refinement (and divides the refined estimate after it): the KS preset's 4.1 gives the
-refined quantity the reference's std, so every σ_k sits at the reference's ratio to the signal
-(``tests/models/test_pde_refiner.py`` measures it on solver output).
+standard deviation 0.80 on its KS data; pdestream's target (``module.predict_difference=True``, the
+default) is the increment of the normalised field, ``Δu / std(u)``, about 4.1 times smaller on its KS
+data (Δt = 0.8 s). ``target_scale`` multiplies the target before refinement (and divides the refined
+estimate after it): the KS preset's 4.1 gives the refined quantity the reference's std, so every σ_k sits
+at the reference's ratio to the signal (``tests/models/test_pde_refiner.py`` measures it on solver
+output). Other PDEs and time steps have other increments; set ``target_scale`` to 0.80 over the std of
+their normalised increment to keep the reference's signal-to-noise.
 
 Step 0. The reference feeds pure Gaussian noise as the estimate at the first step (``ᾱ = 0``); here it
 is zeros. Neither carries information about the target; zeros keep the first prediction deterministic,
