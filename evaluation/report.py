@@ -105,12 +105,18 @@ def _equal_accuracy(ds: xr.Dataset, model: str) -> tuple[float, str]:
     return best / float(ds.seconds_per_step.sel(model=model)), label
 
 
+def _cost(repeats: xr.DataArray) -> tuple[float, float, float]:
+    """Median, fastest and slowest time per step in ms."""
+    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
+    return float(np.median(values)), float(values.min()), float(values.max())
+
+
 def _ms(repeats: xr.DataArray) -> str:
     """Median time per step in ms with the fastest and slowest repeat: ``5.21 (5.05–5.60)``."""
-    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
-    if not values.size:
+    if not np.isfinite(repeats.values).any():
         return "—"
-    return f"{_fmt(float(np.median(values)))} ({_fmt(values.min())}–{_fmt(values.max())})"
+    median, low, high = _cost(repeats)
+    return f"{_fmt(median)} ({_fmt(low)}–{_fmt(high)})"
 
 
 def _speedup(solver: xr.DataArray, model: xr.DataArray) -> str:
@@ -129,9 +135,8 @@ def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
     """One row per model and anchor: size, correlation times, error at fixed horizons, spectrum, blow-ups,
     cost (median and range over the timed repeats) and speed."""
     steps = [h for h in horizons if 1 <= h <= ds.sizes["time"]]
-    units = TIME_UNITS
     header = ["model", "params"]
-    header += [f"corr. time @{t:g} ({units})" for t in ds.threshold.values]
+    header += [f"corr. time @{t:g} ({TIME_UNITS})" for t in ds.threshold.values]
     header += [f"nRMSE @t={float(ds.time[h - 1]):g}" for h in steps]
     header += [f"spectrum err. {b}" for b in ds.band.values]
     header += ["blow-ups", "ms/step (min–max)", "speed-up vs solver", "speed-up at equal accuracy"]
@@ -381,12 +386,6 @@ def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
             bottom -= 11
         placed.append((left, bottom, width))
         ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points")
-
-
-def _cost(repeats: xr.DataArray) -> tuple[float, float, float]:
-    """Median, fastest and slowest time per step in ms."""
-    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
-    return float(np.median(values)), float(values.min()), float(values.max())
 
 
 def _xerr(costs: list[tuple[float, float, float]]) -> np.ndarray:
