@@ -34,7 +34,10 @@ def safe_name(label: str) -> str:
 
 
 def _fmt(x: float, digits: int = 3) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
+    """``digits`` significant digits; numbers from 1000 up as plain integers (``4750``, not ``4.75e+03``)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
 
 
 def _with_ci(ci: xr.DataArray) -> str:
@@ -449,13 +452,15 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
             else:
                 ax.axhline(value, lw=1, label=str(model), **ANCHOR_STYLE[str(kind)])
         _log_ticks(ax)
+        ax.margins(x=0.08, y=0.1)  # room for the labels of points on the edges
         ax.set_xlabel(f"wall time per rollout step (ms, batch of {ds.attrs['batch_size']})")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     fig.canvas.draw()  # the label placement needs the final axis limits
     for ax, labels in labels_of.items():
         _annotate(ax, labels)
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=8)
     fig.suptitle(f"Cost vs accuracy on {ds.attrs['timing_device']}", fontsize=10)
     return fig
 

@@ -93,7 +93,7 @@ def test_markdown_links_existing_figures(report):
 def test_timings_are_medians_over_interleaved_repeats(report):
     out, _ = report
     ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
-    assert ds.attrs["timing_device"].startswith("cpu: ") and "torch threads" in ds.attrs["timing_device"]
+    assert ds.attrs["timing_device"].startswith("cpu: ") and "torch thread" in ds.attrs["timing_device"]
     assert ds.step_seconds.dims == ("model", "repeat") and ds.sizes["repeat"] == 3
     trained = ds.step_seconds.sel(model=MODELS).values
     assert (trained > 0).all()
@@ -106,7 +106,8 @@ def test_timings_are_medians_over_interleaved_repeats(report):
     summary = summary_table(ds, [1])
     cell = summary[1][0][summary[0].index("ms/step (min–max)")]
     ms = 1e3 * trained[0]
-    assert cell == f"{np.median(ms):.3g} ({ms.min():.3g}–{ms.max():.3g})"
+    shown = [float(v) for v in re.findall(r"[\d.]+(?:e[+-]\d+)?", cell)]
+    assert np.allclose(shown, [np.median(ms), ms.min(), ms.max()], rtol=5e-3)
     page = (out / "report.html").read_text()
     assert ds.attrs["timing_device"] in page and "median of 3 timed runs" in page
 
