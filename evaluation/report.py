@@ -371,12 +371,12 @@ def _log_ticks(ax: plt.Axes) -> None:
 
 
 def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
-    """Label points, moving a label down while its box would overlap one already placed (display pixels;
-    a 7-point character is taken as 6 pixels wide)."""
+    """Label points, moving a label down while its box (plus a small gap) would overlap one already placed
+    (display pixels; a 7-point character is taken as 7 pixels wide)."""
     placed: list[tuple[float, float, float]] = []  # left, bottom, width of each label box
     for x, y, text in points:
         left, bottom = ax.transData.transform((x, y)) + np.array([5.0, 4.0])
-        width = 6.0 * len(text)
+        width = 7.0 * len(text) + 6.0
 
         def overlaps(bottom: float, left: float = left, width: float = width) -> bool:
             return any(
@@ -430,7 +430,7 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
                 [c[0] for c in cost], value, xerr=_xerr(cost), fmt="o-", color=color, capsize=2, label=name
             )
             labels += [
-                (c[0], v, s + (" (= reference)" if s in same else ""))
+                (c[0], v, s + (" (= reference result)" if s in same else ""))
                 for c, v, s in zip(cost, value, chosen, strict=True)
                 if s != "reference"
             ]
