@@ -388,7 +388,8 @@ def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
             offset -= 11
             bottom -= 11
         placed.append((left, bottom, width))
-        ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points")
+        box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}  # readable over lines
+        ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points", bbox=box)
 
 
 def _xerr(costs: list[tuple[float, float, float]]) -> np.ndarray:
