@@ -511,18 +511,23 @@ STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}"
     "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}"
-    "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+    "td:first-child,th:first-child,td:last-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
     "pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:0.8em}"
 )
+
+
+def _units(value: float, units: str) -> str:
+    """``2 time units``, ``1 time unit``."""
+    return f"{value:g} {units[:-1] if value == 1 else units}"
 
 
 def _intro(ds: xr.Dataset) -> list[str]:
     repeats = ds.sizes["repeat"]
     return [
         f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt = "
-        f"{ds.attrs['dt']:g} {TIME_UNITS} (lead time up to {float(ds.time[-1]):g} {TIME_UNITS}), on a periodic "
-        f"domain of length {ds.attrs['length']:g} {LENGTH_UNITS}. Times are in the PDE's {TIME_UNITS}, lengths in "
-        f"its {LENGTH_UNITS}.",
+        f"{_units(ds.attrs['dt'], TIME_UNITS)} (lead time up to {_units(float(ds.time[-1]), TIME_UNITS)}), on a "
+        f"periodic domain of length {_units(ds.attrs['length'], LENGTH_UNITS)}. Times are in the PDE's "
+        f"{TIME_UNITS}, lengths in its {LENGTH_UNITS}.",
         "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets. The correlation "
         "time is the lead time before the Pearson correlation first drops below the threshold (the horizon if it "
         "never does). Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "
