@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda", "auto")
 STATS = ("mean", "low", "high")
-KINDS = ("trained", "untrained", "persistence")
 TIME_UNITS = "time units"
 
 
@@ -73,7 +72,7 @@ class Model:
 
 @dataclass
 class Forecaster:
-    """One row of the report: a trained model, its untrained twin, or persistence.
+    """One row of the report: a trained model, its untrained twin, or persistence (``kind``).
 
     ``predictor(params, dt)`` gives the one-step :data:`~evaluation.rollout.Predictor` for a batch;
     ``samples`` is the number of noisy rollouts (PDE-Refiner ensembles).

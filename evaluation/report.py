@@ -34,7 +34,10 @@ def safe_name(label: str) -> str:
 
 
 def _fmt(x: float, digits: int = 3) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
+    """``digits`` significant digits; numbers from 1000 up as plain integers (``4750``, not ``4.75e+03``)."""
+    if x is None or not math.isfinite(x):
+        return "—"
+    return f"{x:.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
 
 
 def _with_ci(ci: xr.DataArray) -> str:
@@ -105,12 +108,18 @@ def _equal_accuracy(ds: xr.Dataset, model: str) -> tuple[float, str]:
     return best / float(ds.seconds_per_step.sel(model=model)), label
 
 
+def _cost(repeats: xr.DataArray) -> tuple[float, float, float]:
+    """Median, fastest and slowest time per step in ms."""
+    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
+    return float(np.median(values)), float(values.min()), float(values.max())
+
+
 def _ms(repeats: xr.DataArray) -> str:
     """Median time per step in ms with the fastest and slowest repeat: ``5.21 (5.05–5.60)``."""
-    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
-    if not values.size:
+    if not np.isfinite(repeats.values).any():
         return "—"
-    return f"{_fmt(float(np.median(values)))} ({_fmt(values.min())}–{_fmt(values.max())})"
+    median, low, high = _cost(repeats)
+    return f"{_fmt(median)} ({_fmt(low)}–{_fmt(high)})"
 
 
 def _speedup(solver: xr.DataArray, model: xr.DataArray) -> str:
@@ -129,9 +138,8 @@ def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
     """One row per model and anchor: size, correlation times, error at fixed horizons, spectrum, blow-ups,
     cost (median and range over the timed repeats) and speed."""
     steps = [h for h in horizons if 1 <= h <= ds.sizes["time"]]
-    units = TIME_UNITS
     header = ["model", "params"]
-    header += [f"corr. time @{t:g} ({units})" for t in ds.threshold.values]
+    header += [f"corr. time @{t:g} ({TIME_UNITS})" for t in ds.threshold.values]
     header += [f"nRMSE @t={float(ds.time[h - 1]):g}" for h in steps]
     header += [f"spectrum err. {b}" for b in ds.band.values]
     header += ["blow-ups", "ms/step (min–max)", "speed-up vs solver", "speed-up at equal accuracy"]
@@ -363,12 +371,12 @@ def _log_ticks(ax: plt.Axes) -> None:
 
 
 def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
-    """Label points, moving a label down while its box would overlap one already placed (display pixels;
-    a 7-point character is taken as 6 pixels wide)."""
+    """Label points, moving a label down while its box (plus a small gap) would overlap one already placed
+    (display pixels; a 7-point character is taken as 7 pixels wide)."""
     placed: list[tuple[float, float, float]] = []  # left, bottom, width of each label box
     for x, y, text in points:
         left, bottom = ax.transData.transform((x, y)) + np.array([5.0, 4.0])
-        width = 6.0 * len(text)
+        width = 7.0 * len(text) + 6.0
 
         def overlaps(bottom: float, left: float = left, width: float = width) -> bool:
             return any(
@@ -380,13 +388,8 @@ def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
             offset -= 11
             bottom -= 11
         placed.append((left, bottom, width))
-        ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points")
-
-
-def _cost(repeats: xr.DataArray) -> tuple[float, float, float]:
-    """Median, fastest and slowest time per step in ms."""
-    values = 1e3 * repeats.values[np.isfinite(repeats.values)]
-    return float(np.median(values)), float(values.min()), float(values.max())
+        box = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}  # readable over lines
+        ax.annotate(text, (x, y), fontsize=7, xytext=(5, offset), textcoords="offset points", bbox=box)
 
 
 def _xerr(costs: list[tuple[float, float, float]]) -> np.ndarray:
@@ -428,7 +431,7 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
                 [c[0] for c in cost], value, xerr=_xerr(cost), fmt="o-", color=color, capsize=2, label=name
             )
             labels += [
-                (c[0], v, s + (" (= reference)" if s in same else ""))
+                (c[0], v, s + (" (= reference result)" if s in same else ""))
                 for c, v, s in zip(cost, value, chosen, strict=True)
                 if s != "reference"
             ]
@@ -450,13 +453,15 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
             else:
                 ax.axhline(value, lw=1, label=str(model), **ANCHOR_STYLE[str(kind)])
         _log_ticks(ax)
+        ax.margins(x=0.08, y=0.1)  # room for the labels of points on the edges
         ax.set_xlabel(f"wall time per rollout step (ms, batch of {ds.attrs['batch_size']})")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     fig.canvas.draw()  # the label placement needs the final axis limits
     for ax, labels in labels_of.items():
         _annotate(ax, labels)
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 5), fontsize=8)
     fig.suptitle(f"Cost vs accuracy on {ds.attrs['timing_device']}", fontsize=10)
     return fig
 
@@ -506,18 +511,23 @@ STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:0.85em;margin:1em 0}"
     "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}"
-    "td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
+    "td:first-child,th:first-child,td:last-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
     "pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:0.8em}"
 )
+
+
+def _units(value: float, units: str) -> str:
+    """``2 time units``, ``1 time unit``."""
+    return f"{value:g} {units[:-1] if value == 1 else units}"
 
 
 def _intro(ds: xr.Dataset) -> list[str]:
     repeats = ds.sizes["repeat"]
     return [
         f"{ds.sizes['trajectory']} test trajectories, rollouts of {ds.sizes['time']} steps of dt = "
-        f"{ds.attrs['dt']:g} {TIME_UNITS} (lead time up to {float(ds.time[-1]):g} {TIME_UNITS}), on a periodic "
-        f"domain of length {ds.attrs['length']:g} {LENGTH_UNITS}. Times are in the PDE's {TIME_UNITS}, lengths in "
-        f"its {LENGTH_UNITS}.",
+        f"{_units(ds.attrs['dt'], TIME_UNITS)} (lead time up to {_units(float(ds.time[-1]), TIME_UNITS)}), on a "
+        f"periodic domain of length {_units(ds.attrs['length'], LENGTH_UNITS)}. Times are in the PDE's "
+        f"{TIME_UNITS}, lengths in its {LENGTH_UNITS}.",
         "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets. The correlation "
         "time is the lead time before the Pearson correlation first drops below the threshold (the horizon if it "
         "never does). Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "

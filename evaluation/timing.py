@@ -47,7 +47,8 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index}: {torch.cuda.get_device_name(index)}"
-    return f"{device.type}: {cpu_name()}, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{device.type}: {cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}"
 
 
 def cpu_name() -> str:

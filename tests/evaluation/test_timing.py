@@ -25,5 +25,8 @@ def test_bad_repeat_counts_are_refused():
 
 def test_device_is_named_with_its_threads():
     text = device_description(torch.device("cpu"))
-    assert text.startswith("cpu: ") and text.endswith(f"{torch.get_num_threads()} torch threads")
+    threads = torch.get_num_threads()
+    assert text.startswith("cpu: ") and text.endswith(
+        f", {threads} torch thread" + ("s" if threads > 1 else "")
+    )
     assert len(text) > len("cpu: , 1 torch threads")  # a processor name in between
