@@ -53,7 +53,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def _read(path: Path, trust: bool) -> Any:
+def read_checkpoint(path: Path, trust: bool = False) -> Any:
+    """The checkpoint's contents, loaded as data (``weights_only=True``) unless ``trust``; a missing, truncated
+    or foreign file raises :class:`CheckpointError` with one sentence."""
     corrupt = (
         f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint (truncated or another file type?)"
     )
@@ -100,7 +102,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
     Raises :class:`CheckpointError` (one sentence) for a missing, corrupt or foreign file.
     """
     file = resolve_checkpoint(path)
-    checkpoint = _read(file, trust)
+    checkpoint = read_checkpoint(file, trust)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     config = hparams.get("config") if isinstance(hparams, Mapping) else None
     if not isinstance(config, Mapping) or "model" not in config or "state_dict" not in checkpoint:

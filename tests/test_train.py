@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -14,6 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from models.stopping import Stopped
 from models.training import RunConfigError, build, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,42 +143,73 @@ def test_local_multirun_sweep(tmp_path):
 
 
 # --------------------------------------------------------------------------- exact resume
-def _final_state(tmp: Path, steps: int, ckpt: Path | None = None) -> dict:
-    # fifo with capacity = one solver call: every batch is a pure function of the stream position
+def default_data(tmp: Path) -> list[str]:
+    """:func:`tiny` (a 32-point grid, 10-frame trajectories), but the default buffer and batches: a
+    16384-window reservoir buffer with watermark 4096, 32 trajectories per solver call, batches of 32."""
+    data_keys = ("data.solver_batch", "data.batch_size", "data.buffer")
+    return [o for o in tiny(tmp) if not o.startswith(data_keys)]
+
+
+def run_steps(tmp: Path, steps: int, *extra: str, callbacks: tuple = ()) -> dict:
+    """Train ``steps`` steps of the default-data run in ``tmp`` (validation every 10) and return last.ckpt."""
     overrides = [
-        *tiny(tmp),
-        "data.buffer.policy=fifo",
-        "data.buffer.capacity=15",
-        "data.rollout_steps=10",  # 2 trajectories × 6 windows = 12 = 3 batches per solver call
-        "data.time_history=4",
-        "module.input_noise=0.01",  # draws from the RNG that the checkpoint must restore
+        *default_data(tmp),
         f"trainer.max_steps={steps}",
-        "scheduler.total_steps=6",  # the same schedule whether the run stops at 3 or 6
-        "trainer.val_check_interval=3",
+        "scheduler.total_steps=30",  # the same schedule whether the run stops early or not
+        "trainer.val_check_interval=10",
+        *extra,
     ]
-    if ckpt is not None:
-        overrides.append(f"ckpt_path={ckpt}")
-    fit(compose_train(overrides))
+    run = build(compose_train(overrides))
+    run.trainer.callbacks.extend(callbacks)
+    run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
     return torch.load(tmp / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    straight = _final_state(tmp_path / "straight", 6)
-    _final_state(tmp_path / "first", 3)
-    resumed = _final_state(
-        tmp_path / "second", 6, ckpt=tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+def differences(a: dict, b: dict) -> tuple[int, int]:
+    """Weight tensors (raw and EMA) and optimizer entries that differ between two checkpoints."""
+    weights = sum(
+        not torch.equal(a[key][name], b[key][name])
+        for key in ("state_dict", "current_model_state")
+        for name in a[key]
+        if isinstance(a[key][name], torch.Tensor)
     )
-    assert resumed["global_step"] == straight["global_step"] == 6
-    for key in ("state_dict", "current_model_state"):  # EMA weights and the raw weights
-        for name, value in straight[key].items():
-            if isinstance(value, torch.Tensor):
-                torch.testing.assert_close(resumed[key][name], value, msg=f"{key}/{name}")
-            else:
-                assert resumed[key][name] == value, name
-    opt_a, opt_b = straight["optimizer_states"][0]["state"], resumed["optimizer_states"][0]["state"]
-    for i in opt_a:
-        torch.testing.assert_close(opt_b[i]["exp_avg"], opt_a[i]["exp_avg"])
-    assert straight["lr_schedulers"][0]["last_epoch"] == resumed["lr_schedulers"][0]["last_epoch"]
+    opt_a, opt_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    optimizer = sum(
+        not torch.equal(torch.as_tensor(opt_a[i][k]), torch.as_tensor(opt_b[i][k]))
+        for i in opt_a
+        for k in opt_a[i]
+    )
+    return weights, optimizer
+
+
+class SendSignal(pl.Callback):
+    """Sends ``signum`` to this process during training step ``step``."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        self.signum, self.step = signum, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_resume_is_bit_exact_with_the_default_buffer(tmp_path):
+    """Killed after a validation checkpoint, or stopped by SIGUSR1 between checkpoints, and resumed:
+    weights, EMA, optimizer and schedule equal the uninterrupted run's (default reservoir buffer)."""
+    straight = run_steps(tmp_path / "straight", 30)
+    killed = tmp_path / "killed"
+    run_steps(killed, 10)  # as if killed after the step-10 last.ckpt
+    resumed = run_steps(killed, 30, f"ckpt_path={killed / 'run' / 'checkpoints' / 'last.ckpt'}")
+    stopped = tmp_path / "stopped"
+    with pytest.raises(Stopped, match="stopped by SIGUSR1 after step 15"):
+        run_steps(stopped, 30, callbacks=(SendSignal(signal.SIGUSR1, 13),))
+    assert torch.load(stopped / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15
+    continued = run_steps(stopped, 30, "ckpt_path=auto")
+    for other in (resumed, continued):
+        assert other["global_step"] == straight["global_step"] == 30
+        assert differences(straight, other) == (0, 0)
+        assert straight["lr_schedulers"][0]["last_epoch"] == other["lr_schedulers"][0]["last_epoch"]
+    assert differences(straight, run_steps(tmp_path / "other_seed", 30, "data.seed=1"))[0] > 0  # it can fail
 
 
 def test_auto_resume_picks_the_run_directory_checkpoint(tmp_path):
