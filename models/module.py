@@ -29,6 +29,7 @@ from evaluation import metrics
 from evaluation.rollout import rollout, rollout_steps
 from models.base import SurrogateNet
 
+
 def mse_loss(pred: Tensor, true: Tensor) -> Tensor:
     """Mean squared error over the batch."""
     return metrics.mse(pred, true).mean()

@@ -11,12 +11,11 @@ traceback; a stop signal ends the run with :class:`~models.stopping.Stopped` aft
 from __future__ import annotations
 
 import logging
+import signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import signal
-from collections.abc import Mapping
 
 import hydra
 import lightning.pytorch as pl
@@ -123,7 +122,9 @@ def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
     steps = isinstance(value, int) and not isinstance(value, bool) and value >= 1
     fraction = isinstance(value, float) and 0 < value <= 1 and not online
     if not (steps or fraction):
-        allowed = "an int >= 1 (optimizer steps)" if online else "an int >= 1 or a fraction of an epoch in (0, 1]"
+        allowed = (
+            "an int >= 1 (optimizer steps)" if online else "an int >= 1 or a fraction of an epoch in (0, 1]"
+        )
         raise RunConfigError(f"trainer.val_check_interval={value!r} is not allowed: give {allowed}")
     if online and trainer.get("check_val_every_n_epoch") is not None:
         raise RunConfigError(
@@ -143,7 +144,9 @@ def _check_resume(path: str, module: SurrogateModule) -> None:
         raise RunConfigError(f"ckpt_path={path}: {error}") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "loops" not in checkpoint:
-        raise RunConfigError(f"ckpt_path={path} is not a training checkpoint of train.py (no weights or loop state)")
+        raise RunConfigError(
+            f"ckpt_path={path} is not a training checkpoint of train.py (no weights or loop state)"
+        )
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if found != expected:

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from models.stopping import Stopped
-from models.training import RunConfigError, build, fit
+from models.training import RunConfigError, build
 
 ROOT = Path(__file__).resolve().parents[1]
 PDES = ["ks", "burgers", "navier_stokes", "kolmogorov"]
