@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 from torch import Tensor
 
+from data.config import SOLVER_TARGETS, build_from_config
 from solvers.base import ConfigError, DivergenceError
 
 
@@ -112,10 +111,9 @@ def run_solver(
         if progress is not None:
             progress(label)
         try:
-            solver = hydra.utils.instantiate({**pde, "n": n, "dt": dt, "burn_in": 0.0})
-        except (InstantiationException, ConfigError, ValueError) as error:
-            cause = error.__cause__ or error
-            run.status = f"unstable or impossible: {cause}"
+            solver = build_from_config({**pde, "n": n, "dt": dt, "burn_in": 0.0}, SOLVER_TARGETS, "pde")
+        except ValueError as error:  # ConfigError included
+            run.status = f"unstable or impossible: {error}"
             step_unstable |= label.endswith("dt")
             continue
         times = torch.tensor([0.0, *[(i + 1) * dt_out for i in run.index]], dtype=torch.float64)

@@ -4,11 +4,12 @@ import shutil
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from data.hdf5 import write_split
 from data.trajectories import output_times
 from evaluation.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from evaluation.pipeline import evaluate, load_models
+from evaluation.pipeline import evaluate, load_models, load_test_set
 from models.module import RefinerModule, SurrogateModule
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
@@ -99,3 +100,23 @@ def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
     )
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "edit"),
+    [
+        ("model", lambda c, target: c["model"].update(_target_="os.makedirs", name=target)),
+        ("pde", lambda c, target: c["pde"].update(_target_="os.makedirs", n=target)),
+        ("data", lambda c, target: c["data"].update(_target_="os.makedirs", pde=target)),
+        ("data.pde", lambda c, target: c["data"]["pde"].update(_target_="os.makedirs", n=target)),
+        ("model", lambda c, target: c["model"].update(_target_="models.registry.build", _args_=[target])),
+    ],
+)
+def test_a_checkpoint_cannot_run_code(fno_run, tmp_path, key, edit):
+    """A stored config naming anything but pdestream's classes is refused before anything is called."""
+    target = str(tmp_path / "created")
+    path = _modified(fno_run, tmp_path, "evil.ckpt", lambda c: edit(c, target))
+    with pytest.raises(CheckpointError, match=r"not a pdestream class|not allowed in a stored config"):
+        _, config = load_checkpoint(path)
+        load_test_set(OmegaConf.create({"test_path": None, "num_trajectories": None}), config, str(path))
+    assert not pathlib.Path(target).exists()
