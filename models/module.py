@@ -98,6 +98,24 @@ class SurrogateModule(pl.LightningModule):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.check_options(loss, unroll_steps, input_noise, correlation_threshold)
+        self.save_hyperparameters(ignore=["net", "normalizer", "optimizer", "scheduler"])
+        self.net, self.normalizer = net, normalizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.loss_fn = LOSSES[loss]
+        self._val: dict[str, list[Tensor]] = {}
+        self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
+
+    @staticmethod
+    def check_options(
+        loss: str = "mse",
+        unroll_steps: int = 0,
+        input_noise: float = 0.0,
+        correlation_threshold: float = 0.8,
+        **_: Any,
+    ) -> None:
+        """Refuse bad ``module.*`` settings with one sentence (``ValueError``); also called before the data
+        is built, since ``data.time_future`` derives from ``unroll_steps``."""
         if loss not in LOSSES:
             raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {', '.join(LOSSES)}")
         if not isinstance(unroll_steps, int) or isinstance(unroll_steps, bool) or unroll_steps < 0:
@@ -108,12 +126,6 @@ class SurrogateModule(pl.LightningModule):
             raise ValueError(
                 f"module.correlation_threshold={correlation_threshold!r} is not allowed: give a number in (0, 1)"
             )
-        self.save_hyperparameters(ignore=["net", "normalizer", "optimizer", "scheduler"])
-        self.net, self.normalizer = net, normalizer
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.loss_fn = LOSSES[loss]
-        self._val: dict[str, list[Tensor]] = {}
-        self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
 
     # ------------------------------------------------------------------ prediction
     def _advance(self, x: Tensor, cond: Tensor | None) -> Tensor:

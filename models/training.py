@@ -163,6 +163,10 @@ def build(cfg: DictConfig) -> Run:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     _check_trainer(cfg.trainer, online=str(cfg.data.get("_target_", "")).endswith("OnlineDataModule"))
+    try:
+        SurrogateModule.check_options(**cfg.module)
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
     ckpt_path = resume_path(cfg)
     try:
         require_writable(cfg.paths.output_dir, "paths.output_dir")
@@ -244,9 +248,10 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     results.update({k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1})
     checkpoint = run.trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
+        score = checkpoint.best_model_score  # None in the launching process of ddp_spawn
         log.info(
-            "best checkpoint: %s (val/corr_time %.3f)",
+            "best checkpoint: %s (val/corr_time %s)",
             checkpoint.best_model_path,
-            checkpoint.best_model_score,
+            "not reported" if score is None else f"{float(score):.3f}",
         )
     return results
