@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> SplitInfo:
     before any trajectory is solved."""
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype={cfg.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
-    require_writable(Path(str(cfg.path)).parent, "path (its directory)")
+    require_writable(Path(str(cfg.path)).parent, "the directory of path")
     try:
         solver = instantiate(cfg.pde)
     except InstantiationException as error:
@@ -41,26 +41,21 @@ def run(cfg: DictConfig) -> SplitInfo:
     if workers is None:
         workers = (os.cpu_count() or 1) if device == "cpu" else 0
     times = output_times(resolve_dt_out(solver, cfg.dt_out), cfg.rollout)
-    try:
-        return write_split(
-            cfg.path,
-            cfg.split,
-            solver,
-            times,
-            cfg.num_trajectories,
-            cfg.seed,
-            config_yaml=OmegaConf.to_yaml(cfg),
-            chunk=cfg.chunk,
-            device=device,
-            workers=workers,
-            max_divergence_fraction=cfg.max_divergence_fraction,
-            dtype=DTYPES[cfg.dtype],
-            progress=cfg.progress,
-        )
-    except OSError as error:  # an unreadable or half-created file
-        raise ConfigError(
-            f"path={cfg.path}: the file cannot be opened as HDF5 ({error}); delete it or choose another path"
-        ) from None
+    return write_split(
+        cfg.path,
+        cfg.split,
+        solver,
+        times,
+        cfg.num_trajectories,
+        cfg.seed,
+        config_yaml=OmegaConf.to_yaml(cfg),
+        chunk=cfg.chunk,
+        device=device,
+        workers=workers,
+        max_divergence_fraction=cfg.max_divergence_fraction,
+        dtype=DTYPES[cfg.dtype],
+        progress=cfg.progress,
+    )
 
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
