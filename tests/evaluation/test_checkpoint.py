@@ -1,6 +1,9 @@
+import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -120,3 +123,35 @@ def test_a_checkpoint_cannot_run_code(fno_run, tmp_path, key, edit):
         _, config = load_checkpoint(path)
         load_test_set(OmegaConf.create({"test_path": None, "num_trajectories": None}), config, str(path))
     assert not pathlib.Path(target).exists()
+
+
+def run_evaluate(*args):
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    root = pathlib.Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_evaluate_cli_refuses_an_evil_checkpoint_and_an_unwritable_output_dir(fno_run, tmp_path):
+    target = tmp_path / "created"
+    evil = _modified(
+        fno_run, tmp_path, "evil.ckpt", lambda c: c["model"].update(_target_="os.makedirs", name=str(target))
+    )
+    (tmp_path / "file").write_text("")
+    for checkpoint, output, pattern in (
+        (
+            evil,
+            tmp_path / "out",
+            r"model config cannot be built \(model._target_='os.makedirs' is not a pdestream class",
+        ),
+        (fno_run, tmp_path / "file" / "out", r"output_dir=.* is not a writable directory"),
+    ):
+        result = run_evaluate(
+            f"checkpoints=[{checkpoint}]", f"output_dir={output}", f"hydra.run.dir={tmp_path / 'run'}"
+        )
+        output_text = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in output_text, output_text[-3000:]
+        errors = [line for line in output_text.splitlines() if "evaluation error" in line]
+        assert len(errors) == 1 and re.search(pattern, errors[0]), errors
+    assert not target.exists()
