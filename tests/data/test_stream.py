@@ -138,12 +138,13 @@ def test_resume_with_other_shard_count_repeats_no_trajectory(heat1d, monkeypatch
     }  # 4·3 ≥ 5·2 + 1
 
 
-def default_online(tmp_path, solver, policy):
+def default_online(tmp_path, solver, policy, **overrides):
     """An OnlineDataModule with conf/data/online.yaml's settings (buffer sizes, batch, trajectory sizes)."""
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "online.yaml"))
     for key in ("_target_", "pde", "dt_out", "cache_dir"):
         config.pop(key)
     config["buffer"]["policy"] = policy
+    config.update(overrides)
     return OnlineDataModule(solver, cache_dir=str(tmp_path), **config)
 
 
@@ -155,17 +156,20 @@ def consume(datamodule, count):
 
 
 @pytest.mark.parametrize(
-    ("policy", "stop", "total"), [("reservoir", 400, 800), ("firo", 400, 600), ("fifo", 150, 300)]
+    ("policy", "stop", "total", "workers"),
+    [("reservoir", 400, 800, 0), ("firo", 400, 600, 0), ("fifo", 150, 300, 0), ("fifo", 201, 401, 2)],
 )
-def test_resume_continues_bit_for_bit_with_default_buffers(tmp_path, heat1d, policy, stop, total):
+def test_resume_continues_bit_for_bit_with_default_buffers(tmp_path, heat1d, policy, stop, total, workers):
     """Default sizes (a 16384-window buffer, 32 trajectories of 100 frames per call): the resumed stream
-    serves exactly the uninterrupted stream's batches, including the data solved after the resume."""
-    straight = consume(default_online(tmp_path, heat1d, policy), total)
-    first = default_online(tmp_path, heat1d, policy)
+    serves exactly the uninterrupted stream's batches, including the data solved after the resume; with
+    two generation workers, stopped after an odd batch, the workers also take their turns as before."""
+    generation = {"generation": "cpu", "num_workers": workers} if workers else {}
+    straight = consume(default_online(tmp_path, heat1d, policy, **generation), total)
+    first = default_online(tmp_path, heat1d, policy, **generation)
     consume(first, stop)
     saved = tmp_path / "state.pt"
     torch.save(first.state_dict(), saved)  # the round trip of a checkpoint, loaded as data only
-    second = default_online(tmp_path, heat1d, policy)
+    second = default_online(tmp_path, heat1d, policy, **generation)
     second.load_state_dict(torch.load(saved, weights_only=True))
     resumed = consume(second, total - stop)
     assert second.stream_stats()["inserted"] > first.stream_stats()["inserted"]  # new data after resuming
