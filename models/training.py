@@ -136,8 +136,9 @@ def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
         raise RunConfigError(f"trainer.gradient_clip_val={clip!r} is not allowed: give a number >= 0 or null")
 
 
-def _check_resume(path: str, module: SurrogateModule) -> None:
-    """A checkpoint to resume from must be a readable training checkpoint whose weights fit this run."""
+def _resume_weights(path: str) -> dict[str, Any]:
+    """The weights of the checkpoint to resume from, read at start-up: it must be a readable training
+    checkpoint (``weights_only=True``), not truncated, garbage or an evaluation-only file."""
     try:
         checkpoint = read_checkpoint(Path(path))
     except EvaluationError as error:
@@ -147,6 +148,11 @@ def _check_resume(path: str, module: SurrogateModule) -> None:
         raise RunConfigError(
             f"ckpt_path={path} is not a training checkpoint of train.py (no weights or loop state)"
         )
+    return state
+
+
+def _check_resume_fits(path: str, state: Mapping[str, Any], module: SurrogateModule) -> None:
+    """The checkpoint's weights must have this run's tensor names and shapes."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
     found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if found != expected:
@@ -168,6 +174,7 @@ def build(cfg: DictConfig) -> Run:
     except ValueError as error:
         raise RunConfigError(str(error)) from None
     ckpt_path = resume_path(cfg)
+    resume_weights = _resume_weights(ckpt_path) if ckpt_path is not None else None
     try:
         require_writable(cfg.paths.output_dir, "paths.output_dir")
         if cfg.data.get("cache_dir") is not None:
@@ -197,7 +204,7 @@ def build(cfg: DictConfig) -> Run:
         raise RunConfigError(str(error)) from None
     _check_network_fits(module, datamodule)
     if ckpt_path is not None:
-        _check_resume(ckpt_path, module)
+        _check_resume_fits(ckpt_path, resume_weights, module)
     try:
         module.configure_optimizers()  # builds (and discards) them, so bad settings fail now
     except (ValueError, TypeError) as error:
