@@ -6,10 +6,12 @@ Writes ``metrics.nc``, figures, ``report.md`` and ``report.html`` into the run d
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from data.cli import EXIT_BAD_INPUT, guard_command_line
 from evaluation.checkpoint import EvaluationError
 from evaluation.pipeline import evaluate
 from models.training import register_resolvers
@@ -24,9 +26,10 @@ def main(cfg: DictConfig) -> None:
         out = evaluate(cfg)
     except EvaluationError as error:
         log.error("evaluation error: %s", error)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     log.info("report: %s", out / "report.html")
 
 
 if __name__ == "__main__":
+    guard_command_line(Path(__file__).parent / "conf", "evaluate", "evaluation error")
     main()

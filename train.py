@@ -1,19 +1,25 @@
 """Train a neural PDE surrogate: ``python train.py [pde=…] [model=…] [data=…] [trainer=…] …``.
 
-The whole run is decided by the composed Hydra config (``conf/train.yaml``); see the README.
+The whole run is decided by the composed Hydra config (``conf/train.yaml``); see the README. Bad input
+exits with status 2 and one sentence; a stop signal (SIGTERM, SIGUSR1) writes ``last.ckpt`` and exits
+with ``128 + signal``.
 """
 
 import logging
 import os
 import sys
+from pathlib import Path
 
 # OpenMP threads waiting at a barrier sleep instead of spinning: under CPU contention (other jobs on the
 # node) a spinning thread takes the core its partner needs (solvers/threads.py). Read when torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from data.cli import EXIT_BAD_INPUT, guard_command_line
+from models.stopping import Stopped
 from models.training import RunConfigError, fit, register_resolvers
 
 register_resolvers()
@@ -21,13 +27,19 @@ register_resolvers()
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    log = logging.getLogger("train")
     try:
         results = fit(cfg)
     except RunConfigError as error:
-        logging.getLogger("train").error("configuration error: %s", error)
-        sys.exit(2)
+        if rank_zero_only.rank == 0:  # every DDP rank stops with the same sentence; one prints it
+            log.error("configuration error: %s", error)
+        sys.exit(EXIT_BAD_INPUT)
+    except Stopped as stop:
+        log.warning("%s", stop)
+        sys.exit(128 + stop.signum)
     return results.get("val/corr_time")  # the value a Hydra sweeper optimises
 
 
 if __name__ == "__main__":
+    guard_command_line(Path(__file__).parent / "conf", "train", "configuration error")
     main()

@@ -13,9 +13,13 @@ compare buffers that decouple data production from consumption:
   served reach ``max_reuse`` times the samples inserted (``max_reuse`` is the mean reuse).
 
 Every slot counts how often its sample was served; :meth:`ReplayBuffer.stats` reports the totals.
+:meth:`ReplayBuffer.state_dict` holds everything but the samples themselves (slot counters, arrival
+order, sampling generator), so a resumed run can refill the samples and continue bit for bit.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,6 +66,16 @@ class ReplayBuffer:
         self.inserted = self.served = self.evicted_unseen = self.max_seen = 0
         self.warm = watermark == 0
 
+    def state_config(self) -> dict[str, Any]:
+        """The settings that define the buffer (after defaults): ``policy``, ``capacity``, ``max_reuse``,
+        ``watermark``."""
+        return {
+            "policy": self.policy,
+            "capacity": self.capacity,
+            "max_reuse": self.max_reuse,
+            "watermark": self.watermark,
+        }
+
     def __len__(self) -> int:
         return int((self.count >= 0).sum())
 
@@ -106,7 +120,7 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> dict[str, Tensor]:
         """A batch drawn by the policy (distinct samples within a batch); updates the reuse counters."""
-        occupied = (self.count >= 0).nonzero().flatten()
+        occupied = self.occupied()
         if len(occupied) < batch_size or not self.warm:
             raise RuntimeError(f"{self.policy} buffer holds {len(occupied)} samples, needs data first")
         if self.policy == "fifo":
@@ -137,6 +151,31 @@ class ReplayBuffer:
         counts = counts[counts >= 0]
         self.evicted_unseen += int((counts == 0).sum())
         self.histogram += torch.bincount(counts.clamp(max=HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The buffer's state without its samples: counters per slot, totals and the sampling generator."""
+        return {
+            "count": self.count.clone(),
+            "arrival": self.arrival.clone(),
+            "histogram": self.histogram.clone(),
+            "totals": [self.inserted, self.served, self.evicted_unseen, self.max_seen],
+            "warm": self.warm,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], fields: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` with the samples ``fields`` (``[capacity, ...]`` each, any value in
+        empty slots)."""
+        self.count, self.arrival = state["count"].clone(), state["arrival"].clone()
+        self.histogram = state["histogram"].clone()
+        self.inserted, self.served, self.evicted_unseen, self.max_seen = (int(v) for v in state["totals"])
+        self.warm = bool(state["warm"])
+        self.generator.set_state(state["generator"])
+        self.fields = fields
+
+    def occupied(self) -> Tensor:
+        """Slots that hold a sample."""
+        return (self.count >= 0).nonzero().flatten()
 
     def stats(self) -> dict[str, float]:
         """Counters for logging: samples inserted/served/held, mean and max uses per sample, unseen evictions.

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
-from data.stream import STREAM_KEY, TrajectoryStream
+from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.trajectories import describe_solver, generate, output_times, resolve_dt_out
 from solvers.base import ConfigError, Solver
 
@@ -206,7 +206,7 @@ class OnlineDataModule(PDEDataModule):
             buffer=dict(buffer or {}),
             max_divergence_fraction=max_divergence_fraction,
         )
-        self.stream_state: dict[str, Any] = {"num_shards": 1, "next": {}}
+        self.stream_state: dict[str, Any] = {"num_shards": 1, "shards": {}}
         self.shard_stats: dict[int, dict[str, float]] = {}
         self.stream.resume_state = self.stream_state
 
@@ -275,18 +275,31 @@ class OnlineDataModule(PDEDataModule):
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Take the stream's bookkeeping out of a training batch and keep it as resumable state."""
+        """Take the stream's bookkeeping out of a training batch and keep it as resumable state.
+
+        A stream failure (its last item) raises :class:`ConfigError` with its sentence; under DDP it is
+        handed on as ``{STREAM_ERROR: sentence}`` in place of a batch, for the training loop to stop every
+        rank with it at the same step (:class:`models.stopping.StopGuard`).
+        """
         if isinstance(batch, dict) and STREAM_KEY in batch:
             batch = dict(batch)
-            self.record(batch.pop(STREAM_KEY))
+            info = batch.pop(STREAM_KEY)
+            if "error" in info:
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    return {STREAM_ERROR: info["error"]}
+                raise ConfigError(info["error"])
+            self.record(info)
         return batch
 
     def record(self, info: Mapping[str, Any]) -> None:
-        """Note a consumed batch's shard position (resume point) and buffer statistics."""
+        """Note a consumed batch's shard position, buffer snapshot (resume point) and statistics."""
         shard, num_shards = int(info["shard"]), int(info["num_shards"])
         if num_shards != self.stream_state["num_shards"]:
-            self.stream_state["num_shards"], self.stream_state["next"] = num_shards, {}
-        self.stream_state["next"][shard] = int(info["next"])
+            self.stream_state["num_shards"], self.stream_state["shards"] = num_shards, {}
+        entry = self.stream_state["shards"].setdefault(shard, {"snapshot": None})
+        entry.update(next=int(info["next"]), samples=int(info["samples"]), batches=int(info["batches"]))
+        if info["snapshot"] is not None:
+            entry["snapshot"] = info["snapshot"]
         self.shard_stats[shard] = {k: float(v) for k, v in info["stats"].items()}
 
     def stream_stats(self) -> dict[str, float]:
@@ -303,14 +316,19 @@ class OnlineDataModule(PDEDataModule):
         return totals
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "stream": {"num_shards": self.stream_state["num_shards"], "next": dict(self.stream_state["next"])}
-        }
+        """Every shard's resume point — this rank's and, under DDP, every other rank's (gathered, so the
+        checkpoint rank 0 writes resumes all of them): position, buffer snapshot, batches since it."""
+        shards = dict(self.stream_state["shards"])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, shards)
+            shards = {k: v for part in gathered for k, v in part.items()}
+        return {"stream": {"num_shards": self.stream_state["num_shards"], "shards": shards}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict["stream"]
         self.stream_state["num_shards"] = int(saved["num_shards"])
-        self.stream_state["next"] = {int(k): int(v) for k, v in saved["next"].items()}
+        self.stream_state["shards"] = {int(k): dict(v) for k, v in saved["shards"].items()}
 
 
 class OfflineDataModule(PDEDataModule):

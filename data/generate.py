@@ -7,24 +7,33 @@ in ``conf/generate.yaml``; ``pde`` is any ``conf/pde`` group.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.hdf5 import SplitInfo, write_split
 from data.trajectories import output_times, resolve_dt_out
 from solvers.base import ConfigError
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def run(cfg: DictConfig) -> SplitInfo:
-    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``)."""
-    solver = instantiate(cfg.pde)
+    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``); bad input raises :class:`ConfigError`
+    before any trajectory is solved."""
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype={cfg.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    require_writable(Path(str(cfg.path)).parent, "the directory of path")
+    try:
+        solver = instantiate(cfg.pde)
+    except InstantiationException as error:
+        raise ConfigError(f"pde: {error.__cause__ or error}") from None
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,9 +60,13 @@ def run(cfg: DictConfig) -> SplitInfo:
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    info = run(cfg)
+    try:
+        info = run(cfg)
+    except ConfigError as error:
+        exit_bad_input("generation error", error)
     print(f"{info.path}: split {info.split!r}, {info.num_trajectories} trajectories, complete")
 
 
 if __name__ == "__main__":
+    guard_command_line(CONF, "generate", "generation error")
     main()

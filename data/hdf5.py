@@ -56,9 +56,13 @@ def _open(path: str | Path, mode: str = "r") -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        raise ConfigError(
-            f"{str(path)!r} is not a readable HDF5 file (corrupt or truncated?): {error}; "
+        remedy = (
             "regenerate it with python -m data.generate"
+            if mode == "r"
+            else "delete it or choose another path"
+        )
+        raise ConfigError(
+            f"{str(path)!r} is not a readable HDF5 file (corrupt or truncated?): {error}; {remedy}"
         ) from None
 
 
@@ -291,6 +295,11 @@ def _run_chunks(chunks: _Chunks, workers: int) -> Iterator[Trajectories]:
 
 
 def _check_resumable(path: str | Path, split: str, group: h5py.Group, identity: dict, times: Tensor) -> None:
+    if "num_written" not in group.attrs:  # killed between creating the group and writing its metadata
+        raise ConfigError(
+            f"{str(path)!r} holds a split {split!r} without metadata, left by a write interrupted while "
+            "creating it: delete the file (or that split) and generate again"
+        )
     for key, want in identity.items():
         have = group.attrs.get(key)
         have = have.item() if isinstance(have, np.generic) else have

@@ -21,11 +21,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from data.buffer import ReplayBuffer
 from data.progress import Progress
-from data.trajectories import DivergenceCounter, generate, output_times, resolve_dt_out
+from data.trajectories import DivergenceCounter, Trajectories, generate, output_times, resolve_dt_out
 from solvers.base import ConfigError, Solver
 
 STREAM_KEY = "stream"
 """Batch key of the stream's bookkeeping (shard position and statistics); not a model input."""
+STREAM_ERROR = "stream_error"
+"""Key of the batch the DataModule hands on in place of a failed stream's last item: the sentence to stop with."""
 
 
 def cut_windows(u: Tensor, length: int) -> Tensor:
@@ -37,13 +39,14 @@ def cut_windows(u: Tensor, length: int) -> Tensor:
 def start_rounds(state: Mapping[str, Any] | None, num_shards: int) -> dict[int, int]:
     """Per-shard start counters that continue a saved stream without repeating a trajectory.
 
-    ``state`` holds ``num_shards`` and ``next`` (``{shard: next counter}``). With the same shard
-    count each shard resumes where it stopped; with a different one every shard starts past the
+    ``state`` holds ``num_shards`` and ``shards`` (``{shard: {"next": counter, ...}}``). With the same
+    shard count each shard resumes where it stopped; with a different one every shard starts past the
     largest trajectory index generated so far.
     """
-    if not state or not state.get("next"):
+    shards = (state or {}).get("shards") or {}
+    if not shards:
         return {}
-    saved = {int(k): int(v) for k, v in state["next"].items()}
+    saved = {int(k): int(v["next"]) for k, v in shards.items()}
     old = int(state["num_shards"])
     if old == num_shards:
         return saved
@@ -131,12 +134,26 @@ class TrajectoryStream(IterableDataset):
         self.resume_state: dict[str, Any] = {}
 
     def _make_buffer(self, seed: int) -> ReplayBuffer:
-        config = {"policy": "reservoir", "capacity": 4096, "max_reuse": 4, "watermark": None}
+        config = {"policy": "reservoir", "capacity": 16384, "max_reuse": 4, "watermark": 4096}
         config.update(self.buffer_config)
         return ReplayBuffer(seed=seed, **config)
 
+    @property
+    def layout(self) -> dict[str, Any]:
+        """What a saved buffer must share with this stream to be refilled from its trajectories."""
+        return {
+            **self._make_buffer(0).state_config(),
+            "solver_batch": self.solver_batch,
+            "frames": len(self.times),
+            "window": self.time_history + self.time_future,
+        }
+
     def shard(self) -> tuple[int, int]:
-        """``(shard, num_shards)`` of the calling process: ``rank · workers + worker`` of ``world · workers``."""
+        """``(shard, num_shards)`` of the calling process: ``rank · workers + worker`` of ``world · workers``.
+
+        Workers take their rank's shards in turn; a resumed stream starts with the shard whose turn was
+        next when the checkpoint was written, so batches arrive in the uninterrupted order.
+        """
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and self.device.type != "cpu":
@@ -144,14 +161,79 @@ class TrajectoryStream(IterableDataset):
                 f"generation on {self.device} runs in the training process: set num_workers=0 "
                 "(or generation=cpu to generate in DataLoader workers)"
             )
-        return self.rank * workers + worker, self.world_size * workers
+        num_shards = self.world_size * workers
+        saved = self.resume_state.get("shards") or {}
+        turn = 0
+        if self.resume_state.get("num_shards") == num_shards:
+            mine = range(self.rank * workers, (self.rank + 1) * workers)
+            turn = sum(int(saved[s]["batches"]) for s in mine if s in saved) % workers
+        return self.rank * workers + (worker + turn) % workers, num_shards
+
+    def _solve(self, counter: int, shard: int, num_shards: int) -> tuple[Trajectories, dict[str, Tensor]]:
+        """Solve the ``solver_batch`` trajectories of one call from round ``counter`` and cut them into
+        buffer fields; ``origin`` records ``(counter, row)`` so that a saved buffer can be refilled."""
+        indices = [(counter + j) * num_shards + shard for j in range(self.solver_batch)]
+        made = generate(self.solver, self.seed, "train", indices, self.times, self.device)
+        windows = cut_windows(made.u, self.time_history + self.time_future)
+        repeat = self.windows_per_trajectory
+        fields = {
+            "window": windows,
+            "index": made.index.repeat_interleave(repeat).to(self.device),
+            "origin": torch.stack(
+                [torch.full((len(windows),), counter), torch.arange(len(windows))], dim=1
+            ).to(self.device),
+        }
+        names = list(self.solver.params)
+        if names:
+            params = torch.stack([made.params[k] for k in names], dim=-1)
+            fields["params"] = params.to(self.device, torch.float32).repeat_interleave(repeat, dim=0)
+        return made, fields
+
+    def _restore(
+        self, buffer: ReplayBuffer, snapshot: Mapping[str, Any], shard: int, num_shards: int
+    ) -> None:
+        """Refill ``buffer`` as it was at ``snapshot``: its samples are re-solved, one call per round still
+        present (a trajectory is a pure function of its index, and each call is solved as it was)."""
+        occupied = snapshot["buffer"]["count"] >= 0
+        origin = snapshot["origin"]
+        fields: dict[str, Tensor] = {}
+        for counter in origin[occupied, 0].unique().tolist():
+            slots = (occupied & (origin[:, 0] == counter)).nonzero().flatten()
+            _, made = self._solve(int(counter), shard, num_shards)
+            for key, value in made.items():
+                if key not in fields:
+                    fields[key] = value.new_zeros((buffer.capacity, *value.shape[1:]))
+                fields[key][slots.to(value.device)] = value[origin[slots, 1].to(value.device)]
+        buffer.load_state_dict(snapshot["buffer"], fields)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Batches until the stream fails; a failure (e.g. too many diverged trajectories) is yielded as a
+        last item ``{STREAM_KEY: {"error": sentence}}``, so that it reaches the training process (and
+        every DDP rank) as one sentence, also from a DataLoader worker."""
+        try:
+            yield from self._batches()
+        except ConfigError as error:
+            yield {STREAM_KEY: {"error": str(error)}}
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         shard, num_shards = self.shard()
         counter_k = start_rounds(self.resume_state, num_shards).get(shard, 0)
         buffer = self._make_buffer(seed=self.seed * 1_000_003 + shard * 7919 + counter_k)
         divergence = DivergenceCounter(self.max_divergence_fraction)
-        window = self.time_history + self.time_future
+        saved: Mapping[str, Any] = {}
+        if self.resume_state.get("num_shards") == num_shards:
+            saved = (self.resume_state.get("shards") or {}).get(shard, {})
+        snapshot, samples, batches = (
+            saved.get("snapshot"),
+            int(saved.get("samples", 0)),
+            int(saved.get("batches", 0)),
+        )
+        if snapshot is not None and snapshot["layout"] == self.layout:
+            self._restore(buffer, snapshot, shard, num_shards)
+            counter_k = int(snapshot["next"])
+            divergence.attempted, divergence.diverged = int(snapshot["attempted"]), int(snapshot["diverged"])
+            for _ in range(samples):  # the batches served since the snapshot
+                buffer.sample(self.batch_size)
         dt = torch.full((self.batch_size,), self.dt_out, dtype=torch.float32, device=self.device)
         names = list(self.solver.params)
         target = max(buffer.watermark, self.batch_size)  # samples before the first batch
@@ -159,26 +241,32 @@ class TrajectoryStream(IterableDataset):
             target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size
         )
         while True:
+            fresh = False
             while buffer.needs_data(self.batch_size):
-                indices = [(counter_k + j) * num_shards + shard for j in range(self.solver_batch)]
+                made, fields = self._solve(counter_k, shard, num_shards)
                 counter_k += self.solver_batch
-                made = generate(self.solver, self.seed, "train", indices, self.times, self.device)
                 divergence.update(made, self.solver)
-                if len(made.index) == 0:
-                    continue
-                params = torch.stack([made.params[k] for k in names], dim=-1) if names else None
-                fields = {"window": cut_windows(made.u, window)}
-                repeat = self.windows_per_trajectory
-                fields["index"] = made.index.repeat_interleave(repeat).to(self.device)
-                if params is not None:
-                    fields["params"] = params.to(self.device, torch.float32).repeat_interleave(repeat, dim=0)
-                buffer.put(fields)
+                if len(made.index):
+                    buffer.put(fields)
+                fresh = True
                 if fill is not None:
                     fill.update_to(min(len(buffer), target))
             if fill is not None:
                 fill.close()
                 fill = None
+            if fresh:  # the state to refill the buffer from, sent once with the next batch
+                snapshot = {
+                    "layout": self.layout,
+                    "next": counter_k,
+                    "buffer": buffer.state_dict(),
+                    "origin": buffer.fields["origin"].to("cpu", copy=True),
+                    "attempted": divergence.attempted,
+                    "diverged": divergence.diverged,
+                }
+                samples = 0
             sample = buffer.sample(self.batch_size)
+            samples += 1
+            batches += 1
             stats = buffer.stats()
             stats.update(attempted=float(divergence.attempted), diverged=float(divergence.diverged))
             yield {
@@ -190,6 +278,9 @@ class TrajectoryStream(IterableDataset):
                     "shard": shard,
                     "num_shards": num_shards,
                     "next": counter_k,
+                    "snapshot": snapshot if fresh else None,
+                    "samples": samples,
+                    "batches": batches,
                     "index": sample["index"],
                     "stats": stats,
                 },

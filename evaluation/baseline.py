@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 from torch import Tensor
 
+from data.config import SOLVER_TARGETS, build_from_config
 from evaluation.metrics import relative_l2
 from solvers.base import ConfigError, DivergenceError, spectral_resample
 
@@ -100,10 +99,9 @@ def run_solver(
             grid = (
                 {"n": n} | ({"n_solve": None} if "n_solve" in pde else {}) if label.startswith("n/") else {}
             )
-            solver = hydra.utils.instantiate({**pde, **grid, "dt": dt, "burn_in": 0.0})
-        except (InstantiationException, ConfigError, ValueError) as error:
-            cause = error.__cause__ or error
-            run.status = f"unstable or impossible: {cause}"
+            solver = build_from_config({**pde, **grid, "dt": dt, "burn_in": 0.0}, SOLVER_TARGETS, "pde")
+        except ValueError as error:  # ConfigError included
+            run.status = f"unstable or impossible: {error}"
             step_unstable |= label.endswith("dt")
             continue
         times = torch.tensor([0.0, *[(i + 1) * dt_out for i in run.index]], dtype=torch.float64)

@@ -4,7 +4,8 @@ A checkpoint written by ``train.py`` holds the composed, resolved run configurat
 ``hyper_parameters.config`` and — through Lightning's ``EMAWeightAveraging`` callback — the averaged
 (EMA) weights under ``state_dict``. The network is rebuilt from ``config["model"]``, the
 :class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module from the stored
-hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file.
+hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file,
+and nothing the stored config names is called unless it is pdestream's own (:mod:`data.config`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
-from hydra.errors import InstantiationException
 
+from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
+from models import registry
 from models.module import RefinerModule, SurrogateModule
 
 log = logging.getLogger(__name__)
 
 RUN_DIR_CANDIDATES = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.ckpt", "last.ckpt")
 GRID_KEYS = ("_target_", "n", "length")
+NETWORK_TARGETS = targets(registry.build)
+"""The only ``model._target_`` a checkpoint may name: the preset registry's builder."""
 
 
 class EvaluationError(Exception):
@@ -53,7 +56,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def _read(path: Path, trust: bool) -> Any:
+def read_checkpoint(path: Path, trust: bool = False) -> Any:
+    """The checkpoint's contents, loaded as data (``weights_only=True``) unless ``trust``; a missing, truncated
+    or foreign file raises :class:`CheckpointError` with one sentence."""
     corrupt = (
         f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint (truncated or another file type?)"
     )
@@ -100,7 +105,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
     Raises :class:`CheckpointError` (one sentence) for a missing, corrupt or foreign file.
     """
     file = resolve_checkpoint(path)
-    checkpoint = _read(file, trust)
+    checkpoint = read_checkpoint(file, trust)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     config = hparams.get("config") if isinstance(hparams, Mapping) else None
     if not isinstance(config, Mapping) or "model" not in config or "state_dict" not in checkpoint:
@@ -108,14 +113,22 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
             f"{str(file)!r} is not a pdestream checkpoint: it lacks hyper_parameters.config or state_dict"
         )
     config = dict(config)
-    try:
-        net = hydra.utils.instantiate(config["model"])
-    except (InstantiationException, ValueError, TypeError, KeyError) as error:
-        raise CheckpointError(f"{str(file)!r}: its model config cannot be built ({error})") from None
+    for key, allowed in (("pde", SOLVER_TARGETS), ("data", DATA_TARGETS)):
+        target = config[key].get("_target_") if isinstance(config.get(key), Mapping) else None
+        if target not in allowed:
+            raise CheckpointError(
+                f"{str(file)!r}: its {key}._target_={target!r} is not a pdestream class, so it is not built"
+            )
     state = checkpoint["state_dict"]
-    module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
-    kwargs = {k: v for k, v in hparams.items() if k != "config"}
-    module = module_cls(net=net, normalizer=_normalizer(state, file), optimizer=None, config=config, **kwargs)
+    try:
+        net = build_from_config(config["model"], NETWORK_TARGETS, "model")
+        module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
+        kwargs = {k: v for k, v in hparams.items() if k != "config"}
+        module = module_cls(
+            net=net, normalizer=_normalizer(state, file), optimizer=None, config=config, **kwargs
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{str(file)!r}: its model config cannot be built ({error})") from None
     try:
         module.load_state_dict(state)
     except RuntimeError as error:

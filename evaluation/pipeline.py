@@ -24,15 +24,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 import xarray as xr
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm import tqdm
 
+from data.cli import require_writable
+from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
 from data.hdf5 import read_trajectories
 from evaluation import metrics
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
@@ -200,20 +200,18 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
     """The test trajectories: ``test_path`` (an HDF5 file) or the set the checkpoint's data config defines."""
     try:
         if cfg.test_path:
-            solver = hydra.utils.instantiate(config["pde"])
+            solver = build_from_config(config["pde"], SOLVER_TARGETS, "pde")
             data = read_trajectories(cfg.test_path, cfg.test_split, solver)
             what = f"test_path={cfg.test_path}"
         else:
-            datamodule = hydra.utils.instantiate(config["data"])
+            datamodule = build_from_config(config["data"], DATA_TARGETS, "data")
             datamodule.prepare_data()
             data = datamodule.trajectories("test")
             what = f"the test set of {label}'s data config"
     except ConfigError as error:
         raise CheckpointError(f"test set does not fit checkpoint {label}: {error}") from None
-    except InstantiationException as error:
-        raise CheckpointError(
-            f"checkpoint {label}: its data config cannot be built ({error.__cause__})"
-        ) from None
+    except TypeError as error:
+        raise CheckpointError(f"checkpoint {label}: its data config cannot be built ({error})") from None
     limit = cfg.get("num_trajectories")
     if limit:
         data = {**data, "u": data["u"][:limit], "params": {k: v[:limit] for k, v in data["params"].items()}}
@@ -488,6 +486,10 @@ def evaluate(cfg: DictConfig) -> Path:
     from evaluation.report import write_report
 
     paths = check_config(cfg)
+    try:  # before any rollout: the report must have somewhere to go
+        require_writable(cfg.output_dir, "output_dir")
+    except ConfigError as error:
+        raise EvaluationError(str(error)) from None
     device = device_of(cfg.device)
     models = load_models(paths, bool(cfg.trust_checkpoints))
     first = models[0]

@@ -33,10 +33,18 @@ from models.base import SurrogateNet
 
 log = logging.getLogger("pdestream")
 
-LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": lambda pred, true: metrics.mse(pred, true).mean(),
-    "rel_l2": lambda pred, true: metrics.relative_l2(pred, true).mean(),
-}
+def mse_loss(pred: Tensor, true: Tensor) -> Tensor:
+    """Mean squared error over the batch."""
+    return metrics.mse(pred, true).mean()
+
+
+def rel_l2_loss(pred: Tensor, true: Tensor) -> Tensor:
+    """Mean relative L2 error over the batch."""
+    return metrics.relative_l2(pred, true).mean()
+
+
+# module-level functions, not lambdas: the module must pickle (trainer.strategy=ddp_spawn)
+LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": mse_loss, "rel_l2": rel_l2_loss}
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -110,18 +118,34 @@ class SurrogateModule(pl.LightningModule):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {sorted(LOSSES)}")
-        if unroll_steps < 0 or input_noise < 0:
-            raise ValueError("module.unroll_steps and module.input_noise must be >= 0")
-        if not 0 < correlation_threshold < 1:
-            raise ValueError(f"module.correlation_threshold={correlation_threshold} must lie in (0, 1)")
+        self.check_options(loss, unroll_steps, input_noise, correlation_threshold)
         self.save_hyperparameters(ignore=["net", "normalizer", "optimizer", "scheduler"])
         self.net, self.normalizer = net, normalizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = LOSSES[loss]
         self._val: dict[str, list[Tensor]] = {}
         self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
+
+    @staticmethod
+    def check_options(
+        loss: str = "mse",
+        unroll_steps: int = 0,
+        input_noise: float = 0.0,
+        correlation_threshold: float = 0.8,
+        **_: Any,
+    ) -> None:
+        """Refuse bad ``module.*`` settings with one sentence (``ValueError``); also called before the data
+        is built, since ``data.time_future`` derives from ``unroll_steps``."""
+        if loss not in LOSSES:
+            raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {', '.join(LOSSES)}")
+        if not isinstance(unroll_steps, int) or isinstance(unroll_steps, bool) or unroll_steps < 0:
+            raise ValueError(f"module.unroll_steps={unroll_steps!r} is not allowed: give an int >= 0")
+        if not isinstance(input_noise, int | float) or isinstance(input_noise, bool) or input_noise < 0:
+            raise ValueError(f"module.input_noise={input_noise!r} is not allowed: give a number >= 0")
+        if not isinstance(correlation_threshold, int | float) or not 0 < correlation_threshold < 1:
+            raise ValueError(
+                f"module.correlation_threshold={correlation_threshold!r} is not allowed: give a number in (0, 1)"
+            )
 
     # ------------------------------------------------------------------ prediction
     def _advance(self, x: Tensor, cond: Tensor | None) -> Tensor:

@@ -2,8 +2,10 @@
 
 ``build(cfg)`` instantiates solver → DataModule → network → LightningModule → Trainer, validating the
 configuration before anything trains; ``fit(cfg)`` runs it. Every user mistake found while building
-(unknown option, unstable solver, a network that cannot fit the grid, a missing checkpoint) becomes a
-:class:`RunConfigError` with one sentence, which ``train.py`` prints without a traceback.
+(unknown option, unstable solver, a network that cannot fit the grid, a missing, corrupt or foreign
+checkpoint, an unwritable run or cache directory) or while training (a stream that diverges, on any
+DDP rank) becomes a :class:`RunConfigError` with one sentence, which ``train.py`` prints without a
+traceback; a stop signal ends the run with :class:`~models.stopping.Stopped` after a checkpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,17 @@ import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from data.cli import require_writable
+from evaluation.checkpoint import EvaluationError, read_checkpoint
 from models.callbacks import ThreadBudget
 from models.module import RefinerModule, SurrogateModule
+from models.stopping import StopGuard, Stopped
+from solvers.base import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +87,17 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def last_checkpoint(cfg: DictConfig) -> Path:
+    """The run directory's ``checkpoints/last.ckpt``: rewritten at every validation and on a stop signal."""
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
 def resume_path(cfg: DictConfig) -> str | None:
     """The checkpoint to resume from: ``ckpt_path``, or with ``ckpt_path=auto`` the run directory's
     ``checkpoints/last.ckpt`` when it exists (a requeued SLURM job continues where it stopped)."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "auto":
-        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(cfg)
         return str(last) if last.is_file() else None
     if ckpt_path is not None and not Path(ckpt_path).is_file():
         raise RunConfigError(
@@ -156,6 +171,58 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
+    """The Trainer settings a run relies on, checked before anything is built (an online stream is
+    infinite: it needs ``val_check_interval`` in steps and no epochs)."""
+    for key in ("max_steps", "log_every_n_steps", "num_nodes"):
+        value = trainer.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunConfigError(f"trainer.{key}={value!r} is not allowed: give an int >= 1")
+    value = trainer.get("val_check_interval")
+    steps = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    fraction = isinstance(value, float) and 0 < value <= 1 and not online
+    if not (steps or fraction):
+        allowed = (
+            "an int >= 1 (optimizer steps)" if online else "an int >= 1 or a fraction of an epoch in (0, 1]"
+        )
+        raise RunConfigError(f"trainer.val_check_interval={value!r} is not allowed: give {allowed}")
+    if online and trainer.get("check_val_every_n_epoch") is not None:
+        raise RunConfigError(
+            f"trainer.check_val_every_n_epoch={trainer.get('check_val_every_n_epoch')!r} is not allowed with "
+            "data=online: the stream has no epochs, keep it null"
+        )
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or clip < 0):
+        raise RunConfigError(f"trainer.gradient_clip_val={clip!r} is not allowed: give a number >= 0 or null")
+
+
+def _resume_weights(path: str) -> dict[str, Any]:
+    """The weights of the checkpoint to resume from, read at start-up: it must be a readable training
+    checkpoint (``weights_only=True``), not truncated, garbage or an evaluation-only file."""
+    try:
+        checkpoint = read_checkpoint(Path(path))
+    except EvaluationError as error:
+        raise RunConfigError(f"ckpt_path={path}: {error}") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "loops" not in checkpoint:
+        raise RunConfigError(
+            f"ckpt_path={path} is not a training checkpoint of train.py (no weights or loop state)"
+        )
+    return state
+
+
+def _check_resume_fits(path: str, state: Mapping[str, Any], module: SurrogateModule) -> None:
+    """The checkpoint's weights must have this run's tensor names and shapes."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if found != expected:
+        differ = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise RunConfigError(
+            f"ckpt_path={path} holds weights of another model or grid ({len(differ)} tensors differ, e.g. "
+            f"{differ[0]}); resume with the configuration it was trained with"
+        )
+
+
 def build(cfg: DictConfig) -> Run:
     """Instantiate the whole run; raises :class:`RunConfigError` for bad configuration."""
     register_resolvers()
@@ -163,7 +230,19 @@ def build(cfg: DictConfig) -> Run:
     cfg = fast_dev_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    _check_trainer(cfg.trainer, online=str(cfg.data.get("_target_", "")).endswith("OnlineDataModule"))
+    try:
+        SurrogateModule.check_options(**cfg.module)
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
     ckpt_path = resume_path(cfg)
+    resume_weights = _resume_weights(ckpt_path) if ckpt_path is not None else None
+    try:
+        require_writable(cfg.paths.output_dir, "paths.output_dir")
+        if cfg.data.get("cache_dir") is not None:
+            require_writable(cfg.data.cache_dir, "data.cache_dir")
+    except ConfigError as error:
+        raise RunConfigError(str(error)) from None
     budget = thread_budget(cfg)  # before the solvers generate validation and statistics data
     datamodule = _instantiate(cfg.data, "data")
     try:
@@ -173,15 +252,22 @@ def build(cfg: DictConfig) -> Run:
         raise RunConfigError(f"data: {error}") from error
     net = _instantiate(cfg.model, "model")
     module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
-    module = module_cls(
-        net=net,
-        normalizer=datamodule.normalizer,
-        optimizer=_instantiate(cfg.optimizer, "optimizer"),
-        scheduler=_instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None,
-        config=resolved(cfg),
-        **cfg.module,
-    )
+    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    try:
+        module = module_cls(
+            net=net,
+            normalizer=datamodule.normalizer,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            config=resolved(cfg),
+            **cfg.module,
+        )
+    except (ValueError, TypeError) as error:
+        raise RunConfigError(str(error)) from None
     _check_network_fits(module, datamodule)
+    if ckpt_path is not None:
+        _check_resume_fits(ckpt_path, resume_weights, module)
     try:
         module.configure_optimizers()  # builds (and discards) them, so bad settings fail now
     except (ValueError, TypeError) as error:
@@ -190,8 +276,11 @@ def build(cfg: DictConfig) -> Run:
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
     callbacks.append(budget)
+    callbacks.append(StopGuard(str(last_checkpoint(cfg))))
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
-    trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger)
+    # one requeue mechanism on SLURM: submitit's (conf/hydra/launcher/slurm.yaml), not Lightning's as well
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
     return Run(trainer, module, datamodule, ckpt_path)
 
 
@@ -232,13 +321,17 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, float] = {}
     params = sum(p.numel() for p in run.module.net.parameters())
     log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
-    if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
-        log.info("validating the untrained model")
-        untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
-        results["untrained/corr_time"] = float(untrained[0]["val/corr_time"])
-        log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
     try:
-        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
+        if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
+            log.info("validating the untrained model")
+            untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+            results["untrained/corr_time"] = float(untrained[0]["val/corr_time"])
+            log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+    except ConfigError as error:  # the stream failed while training (e.g. too many diverged trajectories)
+        raise RunConfigError(str(error)) from None
+    except SIGTERMException:  # a signal outside the training steps (Lightning's own handler)
+        raise Stopped(signal.SIGTERM, run.trainer.global_step, None) from None
     finally:
         if any(isinstance(logger, WandbLogger) for logger in run.trainer.loggers):
             import wandb

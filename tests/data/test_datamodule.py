@@ -1,8 +1,11 @@
 """DataModules: cached rollout sets, normalisation, offline files, checkpoint resume under Lightning."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import h5py
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -138,6 +141,90 @@ def test_generate_cli_config_writes_a_complete_file(tmp_path):
     assert info.num_trajectories == 6 and info.dt_out == pytest.approx(0.2)
 
 
+def half_created(path):
+    """A file whose writer was killed between creating the split and writing its metadata."""
+    with h5py.File(path, "w") as file:
+        file.create_group("train")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "prepare", "pattern"),
+    [
+        (
+            ["num_trajectories=8"],
+            "complete",
+            r"already holds split 'train' made with num_trajectories=4, not 8",
+        ),
+        (
+            ["dt_out=0.15"],
+            None,
+            r"dt_out=0.15 is not allowed: it must be a positive multiple of the solver's dt",
+        ),
+        (["path={tmp}/file/x.h5"], None, r"the directory of path=.*file' is not a writable directory"),
+        ([], "half", r"without metadata, left by a write interrupted .* delete the file"),
+        ([], "garbage", r"is not a readable HDF5 file .*; delete it or choose another path"),
+        (["dtype=float16"], None, r"dtype='float16' is not allowed; allowed: float32, float64"),
+    ],
+)
+def test_generate_refuses_bad_input_before_solving(tmp_path, overrides, prepare, pattern, monkeypatch):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "heat.h5"
+    base = [
+        "pde=heat",
+        "num_trajectories=4",
+        "rollout=5",
+        "dt_out=0.2",
+        "chunk=4",
+        "workers=0",
+        f"path={path}",
+    ]
+    conf = tmp_path / "conf"
+    (conf / "pde").mkdir(parents=True)
+    shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
+    (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("generate", overrides=base, return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        if prepare == "complete":
+            generate_run(cfg)
+        cfg = compose("generate", overrides=[*base, *(o.format(tmp=tmp_path) for o in overrides)])
+    if prepare == "half":
+        half_created(path)
+    if prepare == "garbage":
+        path.write_bytes(b"not hdf5" * 100)
+    solved = []
+    monkeypatch.setattr(Heat, "solve", lambda self, *a, **k: solved.append(a))
+    with pytest.raises(ConfigError, match=pattern):
+        generate_run(cfg)
+    assert not solved
+
+
+def test_generate_cli_exits_2_with_one_sentence(tmp_path):
+    path = tmp_path / "ks.h5"
+    half_created(path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data.generate",
+            "pde.n=32",
+            "num_trajectories=2",
+            "workers=0",
+            f"path={path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output
+    assert [line for line in output.splitlines() if line.strip()] == [
+        f"generation error: {str(path)!r} holds a split 'train' without metadata, left by a write interrupted "
+        "while creating it: delete the file (or that split) and generate again"
+    ]
+
+
 class Linear(pl.LightningModule):
     """The smallest model that trains on stream batches; checks the batch contract on the way."""
 
@@ -162,11 +249,11 @@ class Spy(OnlineDataModule):
         self.consumed = []
 
     def record(self, info) -> None:
-        self.consumed.append(set(info["index"].tolist()))
+        self.consumed.append(info["index"].tolist())
         super().record(info)
 
 
-def test_checkpoint_resume_continues_the_stream(tmp_path, heat1d):
+def test_checkpoint_resume_serves_the_uninterrupted_batches(tmp_path, heat1d):
     def trainer(steps):
         return pl.Trainer(
             max_steps=steps,
@@ -181,33 +268,22 @@ def test_checkpoint_resume_continues_the_stream(tmp_path, heat1d):
             default_root_dir=tmp_path,
         )
 
-    first = Spy(
-        heat1d,
-        **online_kwargs(
-            tmp_path,
-            buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
-            num_val_trajectories=2,
-            num_test_trajectories=2,
-        ),
-    )
+    def datamodule():
+        buffer = {"policy": "reservoir", "capacity": 64, "max_reuse": 1, "watermark": 16}
+        return Spy(
+            heat1d, **online_kwargs(tmp_path, buffer=buffer, num_val_trajectories=2, num_test_trajectories=2)
+        )
+
+    straight = datamodule()
+    trainer(9).fit(Linear(), datamodule=straight)
+    first = datamodule()
     run = trainer(3)
     run.fit(Linear(), datamodule=first)
     ckpt = tmp_path / "stream.ckpt"
     run.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=True)["Spy"]["stream"]
-    generated = {k for k in range(state["next"][0])}
-    assert set().union(*first.consumed) <= generated and state["num_shards"] == 1
-
-    second = Spy(
-        heat1d,
-        **online_kwargs(
-            tmp_path,
-            buffer={"policy": "firo", "capacity": 64, "max_reuse": 1, "watermark": 16},
-            num_val_trajectories=2,
-            num_test_trajectories=2,
-        ),
-    )
-    trainer(6).fit(Linear(), datamodule=second, ckpt_path=ckpt)
-    resumed = set().union(*second.consumed)
-    assert len(second.consumed) == 3 and resumed and not resumed & generated
-    assert second.stream_stats()["inserted"] > 0
+    assert state["num_shards"] == 1 and state["shards"][0]["batches"] == 3
+    second = datamodule()
+    trainer(9).fit(Linear(), datamodule=second, ckpt_path=ckpt)
+    assert second.consumed == straight.consumed[3:]  # the same windows, drawn from the restored buffer
+    assert second.stream_stats()["inserted"] > first.stream_stats()["inserted"]

@@ -1,14 +1,18 @@
+import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from data.hdf5 import write_split
 from data.trajectories import output_times
 from evaluation.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from evaluation.pipeline import evaluate, load_models
+from evaluation.pipeline import evaluate, load_models, load_test_set
 from models.module import RefinerModule, SurrogateModule
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
@@ -99,3 +103,55 @@ def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
     )
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "edit"),
+    [
+        ("model", lambda c, target: c["model"].update(_target_="os.makedirs", name=target)),
+        ("pde", lambda c, target: c["pde"].update(_target_="os.makedirs", n=target)),
+        ("data", lambda c, target: c["data"].update(_target_="os.makedirs", pde=target)),
+        ("data.pde", lambda c, target: c["data"]["pde"].update(_target_="os.makedirs", n=target)),
+        ("model", lambda c, target: c["model"].update(_target_="models.registry.build", _args_=[target])),
+    ],
+)
+def test_a_checkpoint_cannot_run_code(fno_run, tmp_path, key, edit):
+    """A stored config naming anything but pdestream's classes is refused before anything is called."""
+    target = str(tmp_path / "created")
+    path = _modified(fno_run, tmp_path, "evil.ckpt", lambda c: edit(c, target))
+    with pytest.raises(CheckpointError, match=r"not a pdestream class|not allowed in a stored config"):
+        _, config = load_checkpoint(path)
+        load_test_set(OmegaConf.create({"test_path": None, "num_trajectories": None}), config, str(path))
+    assert not pathlib.Path(target).exists()
+
+
+def run_evaluate(*args):
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    root = pathlib.Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, "evaluate.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_evaluate_cli_refuses_an_evil_checkpoint_and_an_unwritable_output_dir(fno_run, tmp_path):
+    target = tmp_path / "created"
+    evil = _modified(
+        fno_run, tmp_path, "evil.ckpt", lambda c: c["model"].update(_target_="os.makedirs", name=str(target))
+    )
+    (tmp_path / "file").write_text("")
+    for checkpoint, output, pattern in (
+        (
+            evil,
+            tmp_path / "out",
+            r"model config cannot be built \(model._target_='os.makedirs' is not a pdestream class",
+        ),
+        (fno_run, tmp_path / "file" / "out", r"output_dir=.* is not a writable directory"),
+    ):
+        result = run_evaluate(
+            f"checkpoints=[{checkpoint}]", f"output_dir={output}", f"hydra.run.dir={tmp_path / 'run'}"
+        )
+        output_text = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in output_text, output_text[-3000:]
+        errors = [line for line in output_text.splitlines() if "evaluation error" in line]
+        assert len(errors) == 1 and re.search(pattern, errors[0]), errors
+    assert not target.exists()

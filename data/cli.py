@@ -1,0 +1,92 @@
+"""What the command-line entry points share: checks before Hydra starts, writable directories, exit code 2.
+
+``train.py``, ``evaluate.py`` and ``python -m data.generate`` refuse bad input with one sentence and exit
+status 2. Hydra itself reports an unknown group option, or a run directory it cannot create, with several
+lines and status 1, so :func:`check_command_line` looks at those overrides before Hydra starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from solvers.base import ConfigError
+
+EXIT_BAD_INPUT = 2
+RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def require_writable(path: str | Path, key: str) -> Path:
+    """Create directory ``path`` if needed and check that a file can be written there.
+
+    Raises :class:`ConfigError` naming ``key`` otherwise (checked at start-up, before expensive work).
+    """
+    path = Path(path)
+    probe = path / f".write-test-{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"{key}={str(path)!r} is not a writable directory ({error.strerror or error}); "
+            "give a directory this process can create and write"
+        ) from None
+    return path
+
+
+def _static_prefix(value: str) -> str:
+    """The part of a path before its first interpolation, cut at a path separator."""
+    if "${" not in value:
+        return value
+    head = value.split("${", 1)[0]
+    return head.rsplit("/", 1)[0] if "/" in head else ""
+
+
+def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) -> None:
+    """Refuse unknown options of config groups and unwritable run directories among the overrides.
+
+    Raises :class:`ConfigError` with one sentence; flags and overrides Hydra understands otherwise are
+    left to Hydra.
+    """
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    values = {}
+    for override in overrides:
+        key, value = override.split("=", 1)
+        key = key.lstrip("+~").split("@", 1)[0]
+        values[key] = value
+        group = conf_dir / key
+        if key.startswith("hydra/") or not group.is_dir() or "(" in value:
+            continue
+        allowed = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in value.split(","):
+            if option.strip() not in ("null", "") and option.strip() not in allowed:
+                raise ConfigError(
+                    f"{key}={option.strip()} is not an option of the {key} group; allowed: {', '.join(allowed)}"
+                )
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / f"{config_name}.yaml"), resolve=False)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = RUN_DIR_KEYS[1] if multirun else RUN_DIR_KEYS[0]
+    run_dir = values.get(key, defaults.get("hydra", {}).get(key.split(".")[1], {}).get("dir"))
+    if isinstance(run_dir, str) and _static_prefix(run_dir):
+        require_writable(_static_prefix(run_dir), key)
+
+
+def exit_bad_input(what: str, error: BaseException) -> None:
+    """Log ``what: error`` as one line and exit with status 2."""
+    logging.getLogger(what.split()[0]).error("%s: %s", what, error)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def guard_command_line(conf_dir: Path, config_name: str, what: str) -> None:
+    """:func:`check_command_line` on ``sys.argv``; a bad override ends the process with status 2."""
+    try:
+        check_command_line(sys.argv[1:], conf_dir, config_name)
+    except ConfigError as error:
+        logging.basicConfig(format="%(message)s")
+        exit_bad_input(what, error)

@@ -1,0 +1,56 @@
+"""Building pdestream objects from configs read out of files (checkpoints): allow-listed classes only.
+
+A checkpoint stores its run's resolved config; Hydra's ``instantiate`` would call whatever ``_target_``
+it names (``os.system`` as well as a solver). :func:`build_from_config` calls only the classes of an
+allow-list, with the node's keys as plain keyword arguments (no interpolation, no ``_partial_`` or
+``_args_``), building nested ``_target_`` nodes (a data config's ``pde``) the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from data.datamodule import OfflineDataModule, OnlineDataModule
+from solvers import Burgers, KuramotoSivashinsky, NavierStokes2D
+from solvers.base import ConfigError
+
+
+def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+    """``{_target_: object}`` under the package-level name (as ``conf/`` writes it) and the full module path."""
+    out: dict[str, Callable[..., Any]] = {}
+    for obj in objects:
+        package = obj.__module__.split(".")[0]
+        out[f"{package}.{obj.__qualname__}"] = obj
+        out[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return out
+
+
+SOLVER_TARGETS = targets(KuramotoSivashinsky, Burgers, NavierStokes2D)
+DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule), **SOLVER_TARGETS}
+IGNORED_KEYS = ("_convert_", "_recursive_")
+"""Hydra keys that change nothing for a plain call of an allow-listed class."""
+
+
+def build_from_config(node: Mapping[str, Any], allowed: Mapping[str, Callable[..., Any]], what: str) -> Any:
+    """Call ``allowed[node["_target_"]]`` with the node's other keys; refuse any other target.
+
+    Raises :class:`ConfigError` naming ``what`` and the allowed targets.
+    """
+    target = node.get("_target_") if isinstance(node, Mapping) else None
+    if target not in allowed:
+        names = sorted({f"{o.__module__.split('.')[0]}.{o.__qualname__}" for o in allowed.values()})
+        raise ConfigError(
+            f"{what}._target_={target!r} is not a pdestream class, so it is not built; allowed: {', '.join(names)}"
+        )
+    kwargs = {}
+    for key, value in node.items():
+        if key == "_target_" or key in IGNORED_KEYS:
+            continue
+        if key.startswith("_"):
+            raise ConfigError(
+                f"{what}.{key} is not allowed in a stored config; only _target_ and constructor keys"
+            )
+        is_node = isinstance(value, Mapping) and "_target_" in value
+        kwargs[key] = build_from_config(value, allowed, f"{what}.{key}") if is_node else value
+    return allowed[target](**kwargs)
