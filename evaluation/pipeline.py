@@ -37,6 +37,7 @@ from data.hdf5 import read_trajectories
 from evaluation import metrics
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.checkpoint import (
+    NETWORK_TARGETS,
     CheckpointError,
     EvaluationError,
     check_compatible,
@@ -106,7 +107,9 @@ def untrained(model: Model, seed: int) -> Forecaster:
     the training started from (one rollout, also for PDE-Refiner: an anchor needs no ensemble spread)."""
     module = copy.deepcopy(model.module)
     torch.manual_seed(seed)
-    module.net = hydra.utils.instantiate(model.config["model"]).to(next(model.module.parameters()).device)
+    module.net = build_from_config(model.config["model"], NETWORK_TARGETS, "model").to(
+        next(model.module.parameters()).device
+    )
     module.eval()
     twin = Model(f"{model.label} (untrained)", model.path, module, model.config)
     return Forecaster(**{**vars(trained(twin, 1)), "kind": "untrained"})
@@ -539,7 +542,7 @@ def evaluate(cfg: DictConfig) -> Path:
     for model in models:
         model.module.cpu()
     index = data.get("index", torch.arange(len(u)))
-    solver = hydra.utils.instantiate({**first.config["pde"], "burn_in": 0.0})
+    solver = build_from_config({**first.config["pde"], "burn_in": 0.0}, SOLVER_TARGETS, "pde")
     attrs = {
         "timing_device": device_description(device),
         "length": float(first.config["pde"]["length"]),

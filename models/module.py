@@ -33,6 +33,7 @@ from models.base import SurrogateNet
 
 log = logging.getLogger("pdestream")
 
+
 def mse_loss(pred: Tensor, true: Tensor) -> Tensor:
     """Mean squared error over the batch."""
     return metrics.mse(pred, true).mean()

@@ -319,8 +319,8 @@ def test_resume_is_bit_exact_with_the_default_buffer(tmp_path):
 def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplog):
     """Its best score is not restored (no validation runs): the summary line must not format None
     (pytest's log capture raises on a logging error)."""
-    _final_state(tmp_path / "done", 3)
-    overrides = [*tiny(tmp_path / "again"), "trainer.max_steps=3", "trainer.val_check_interval=3"]
+    run_steps(tmp_path / "done", 3)
+    overrides = [*default_data(tmp_path / "again"), "trainer.max_steps=3", "scheduler.total_steps=30"]
     with caplog.at_level("INFO"):
         results = fit(
             compose_train(
