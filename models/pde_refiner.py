@@ -33,9 +33,8 @@ at the reference's ratio to the signal (``tests/models/test_pde_refiner.py`` mea
 output). Other PDEs and time steps have other increments; set ``target_scale`` to 0.80 over the std of
 their normalised increment to keep the reference's signal-to-noise.
 
-Step 0. The reference feeds pure Gaussian noise as the estimate at the first step (``ᾱ = 0``); here it
-is zeros. Neither carries information about the target; zeros keep the first prediction deterministic,
-so that inference draws exactly ``K`` noise tensors.
+Step 0. As in the reference, the estimate input of the first step is pure Gaussian noise ``ε⁰ ~ N(0, 1)``
+(its DDPM step with ``ᾱ = 0``), in training and at inference, so inference draws ``K + 1`` noise tensors.
 
 The refinement step enters the inner network as one extra conditioning scalar ``k / K`` (so the inner
 network has ``cond_dim + 1`` conditioning inputs) and the estimate as ``time_future`` extra input frames.
@@ -117,18 +116,23 @@ class PDERefiner(SurrogateNet):
     def sample(self, x: Tensor, cond: Tensor | None = None, noise: Sequence[Tensor] | None = None) -> Tensor:
         """Refined prediction ``[B, T_out, C, *S]`` from history ``x`` ``[B, T_in, C, *S]``.
 
-        ``noise[k - 1]`` (shape of the output) is the ``ε`` of refinement step ``k``; by default it is
-        drawn from the global generator. Inference calls the inner network ``K + 1`` times.
+        ``noise[0]`` (shape of the output) is the estimate input of step 0 and ``noise[k]`` the ``ε`` of
+        refinement step ``k``; by default they are drawn from the global generator. Inference calls the
+        inner network ``K + 1`` times.
         """
-        if noise is not None and len(noise) != self.num_refinement_steps:
+        if noise is not None and len(noise) != self.num_refinement_steps + 1:
             raise ValueError(
-                f"PDERefiner.sample: need {self.num_refinement_steps} noise tensors, got {len(noise)}"
+                f"PDERefiner.sample: need {self.num_refinement_steps + 1} noise tensors, got {len(noise)}"
             )
         shape = (x.shape[0], self.time_future, *x.shape[2:])
+
+        def draw(k: int) -> Tensor:
+            return torch.randn(shape, dtype=x.dtype, device=x.device) if noise is None else noise[k]
+
         steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        estimate = self._call_inner(x, x.new_zeros(shape), cond, steps)
+        estimate = self._call_inner(x, draw(0), cond, steps)
         for k in range(1, self.num_refinement_steps + 1):
-            eps = torch.randn(shape, dtype=x.dtype, device=x.device) if noise is None else noise[k - 1]
+            eps = draw(k)
             sigma = self.sigmas[k].to(x.dtype)
             noised = estimate + sigma * eps
             estimate = noised - sigma * self._call_inner(x, noised, cond, steps + k)
@@ -141,8 +145,8 @@ class PDERefiner(SurrogateNet):
     def loss(self, x: Tensor, y: Tensor, cond: Tensor | None = None) -> Tensor:
         """Training loss for history ``x`` ``[B, T_in, C, *S]`` and next states ``y`` ``[B, T_out, C, *S]``.
 
-        Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``s · y`` (``s = target_scale``) from a zero
-        estimate, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Mean squared
+        Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``s · y`` (``s = target_scale``) from an
+        estimate of pure noise ``ε``, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Mean squared
         error over everything.
         """
         if self.cond_dim == 0:
@@ -156,7 +160,7 @@ class PDERefiner(SurrogateNet):
         first = (k == 0).view(-1, *([1] * (y.ndim - 1)))
         eps = torch.randn_like(y)
         sigma = self.sigmas.to(y.dtype)[k].view(-1, *([1] * (y.ndim - 1)))
-        estimate = torch.where(first, torch.zeros_like(y), y + sigma * eps)
+        estimate = torch.where(first, eps, y + sigma * eps)
         target = torch.where(first, y, eps)
         return F.mse_loss(self._call_inner(x, estimate, cond, k), target)
 

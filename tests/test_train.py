@@ -511,7 +511,10 @@ def assert_one_sentence(result: subprocess.CompletedProcess, prefix: str, patter
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        (["model=nope"], r"model=nope is not an option of the model group; allowed: fno, fno-2d-paper, fno-small, "),
+        (
+            ["model=nope"],
+            r"model=nope is not an option of the model group; allowed: fno, fno-2d-paper, fno-small, ",
+        ),
         (["hydra.run.dir={tmp}/garbage.ckpt/run"], r"hydra.run.dir=.* is not a writable directory"),
         # |u| > 2 counts as blown up: the stream diverges while training, after the validation set is made
         (

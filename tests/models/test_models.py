@@ -41,7 +41,9 @@ def predict(net: SurrogateNet, x: torch.Tensor, cond: torch.Tensor | None, shift
     if isinstance(net, PDERefiner):
         shape = (x.shape[0], net.time_future, *x.shape[2:])
         dims = tuple(range(3, x.ndim))
-        noise = [torch.randn(shape).roll((shift,) * len(dims), dims) for _ in range(net.num_refinement_steps)]
+        noise = [
+            torch.randn(shape).roll((shift,) * len(dims), dims) for _ in range(net.num_refinement_steps + 1)
+        ]
         return net.sample(x, cond if net.cond_dim else None, noise)
     return net(x, cond)
 

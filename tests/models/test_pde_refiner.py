@@ -64,26 +64,26 @@ def test_inference_calls_the_inner_network_k_plus_one_times(steps: int) -> None:
 
 
 def test_each_refinement_step_adds_known_noise_and_removes_the_predicted_noise() -> None:
-    """``û⁰ = f(x, 0)``; ``ũᵏ = ûᵏ⁻¹ + σ_k εᵏ``; ``ûᵏ = ũᵏ − σ_k f(x, ũᵏ)``; the output is ``ûᴷ / s``."""
+    """``û⁰ = f(x, ε⁰)``; ``ũᵏ = ûᵏ⁻¹ + σ_k εᵏ``; ``ûᵏ = ũᵏ − σ_k f(x, ũᵏ)``; the output is ``ûᴷ / s``."""
     net = refiner(steps=3, sigma_min=1e-2, target_scale=2.0)
     calls = record_calls(net)
     x, cond = torch.randn(2, T_IN, C, N), torch.rand(2, 1)
-    noise = [torch.randn(2, T_OUT, C, N) for _ in range(3)]
+    noise = [torch.randn(2, T_OUT, C, N) for _ in range(4)]
     with torch.no_grad():
         out = net.sample(x, cond, noise)
     for inp, _, _ in calls:
         torch.testing.assert_close(inp[:, :T_IN], x)
-    assert calls[0][0][:, T_IN:].abs().max() == 0
+    torch.testing.assert_close(calls[0][0][:, T_IN:], noise[0])  # step 0 sees pure noise, as the reference
     estimate = calls[0][2]
     for k in range(1, 4):
-        noised = estimate + net.sigmas[k] * noise[k - 1]
+        noised = estimate + net.sigmas[k] * noise[k]
         torch.testing.assert_close(calls[k][0][:, T_IN:], noised)
         estimate = noised - net.sigmas[k] * calls[k][2]
     torch.testing.assert_close(out, estimate / 2.0)
 
 
 def test_loss_regresses_the_state_at_step_zero_and_the_noise_afterwards() -> None:
-    """With ``target_scale = s``: ``k = 0`` regresses ``s · y``; ``k ≥ 1`` sees ``s · y + σ_k ε``."""
+    """With ``target_scale = s``: ``k = 0`` regresses ``s · y`` from noise; ``k ≥ 1`` sees ``s · y + σ_k ε``."""
     net = refiner(steps=3, sigma_min=1e-2, target_scale=2.0)
     calls = record_calls(net)
     x, y, cond = torch.randn(16, T_IN, C, N), torch.randn(16, T_OUT, C, N), torch.rand(16, 1)
@@ -96,7 +96,9 @@ def test_loss_regresses_the_state_at_step_zero_and_the_noise_afterwards() -> Non
     targets = []
     for i, ki in enumerate(k.tolist()):
         if ki == 0:
-            assert estimate[i].abs().max() == 0
+            assert (
+                0.5 < estimate[i].std() < 1.5 and (estimate[i] - 2.0 * y[i]).abs().max() > 0.1
+            )  # pure noise
             targets.append(2.0 * y[i])
         else:
             eps = (estimate[i] - 2.0 * y[i]) / net.sigmas[ki]
