@@ -125,12 +125,18 @@ def test_offline_datamodule_reads_windows_and_rollouts(tmp_path, heat1d):
         OfflineDataModule(heat1d, {"train": str(path)})
 
 
-def test_generate_cli_config_writes_a_complete_file(tmp_path):
-    conf = tmp_path / "conf"
+def generate_conf(tmp: Path) -> Path:
+    """A config directory with ``generate.yaml`` (and what it includes) and a ``pde=heat`` option."""
+    conf = tmp / "conf"
     (conf / "pde").mkdir(parents=True)
     for name in ("generate.yaml", "output_intervals.yaml"):
         shutil.copy(ROOT / "conf" / name, conf / name)
     (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
+    return conf
+
+
+def test_generate_cli_config_writes_a_complete_file(tmp_path):
+    conf = generate_conf(tmp_path)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         overrides = ["pde=heat", "num_trajectories=6", "rollout=5", "dt_out=0.2", "chunk=4", "workers=0"]
         cfg = compose("generate", overrides=overrides, return_hydra_config=True)
@@ -178,10 +184,7 @@ def test_generate_refuses_bad_input_before_solving(tmp_path, overrides, prepare,
         "workers=0",
         f"path={path}",
     ]
-    conf = tmp_path / "conf"
-    (conf / "pde").mkdir(parents=True)
-    shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
-    (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
+    conf = generate_conf(tmp_path)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("generate", overrides=base, return_hydra_config=True)
         HydraConfig().set_config(cfg)
