@@ -12,7 +12,6 @@ surrogates by :func:`evaluation.timing.time_interleaved`.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from data.config import SOLVER_TARGETS, build_from_config
 from evaluation.metrics import relative_l2
+from evaluation.timing import median_seconds
 from solvers.base import ConfigError, DivergenceError, spectral_resample
 
 
@@ -49,7 +49,7 @@ class SolverRun:
     @property
     def seconds_per_step(self) -> float:
         """Median wall time per rollout step over the timed repeats (NaN before timing)."""
-        return statistics.median(self.seconds) if self.seconds else math.nan
+        return median_seconds(self.seconds)
 
 
 def settings(

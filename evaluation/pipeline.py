@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from evaluation.checkpoint import (
     model_dt,
 )
 from evaluation.rollout import Predictor, rollout, rollout_steps
-from evaluation.timing import device_description, time_interleaved
+from evaluation.timing import device_description, median_seconds, time_interleaved
 from models.module import SurrogateModule
 from solvers.base import ConfigError
 
@@ -402,7 +401,7 @@ def build_dataset(
     )
     data["seconds_per_step"] = (
         ("model",),
-        np.array([statistics.median(r.seconds) if r.seconds else np.nan for r in results]),
+        np.array([median_seconds(r.seconds) for r in results]),
     )
     data["step_seconds"] = (("model", "repeat"), _repeats([r.seconds for r in results], cfg.timing.repeats))
     data["num_parameters"] = (("model",), np.array([m.num_parameters for m in forecasters]))

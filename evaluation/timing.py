@@ -9,9 +9,11 @@ slowest repeat, and name the device.
 
 from __future__ import annotations
 
+import math
 import platform
+import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,11 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings measure the computation."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_seconds(seconds: Sequence[float]) -> float:
+    """The median of timed repeats; NaN when nothing was timed."""
+    return statistics.median(seconds) if seconds else math.nan
 
 
 def time_interleaved(
