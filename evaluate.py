@@ -12,9 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from data.cli import EXIT_BAD_INPUT, guard_command_line
-from evaluation.checkpoint import EvaluationError
-from evaluation.pipeline import evaluate
-from models.training import register_resolvers
+from training.checkpoint import EvaluationError
+from training.pipeline import evaluate
+from training.run import register_resolvers
 
 register_resolvers()
 

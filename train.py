@@ -19,8 +19,8 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from data.cli import EXIT_BAD_INPUT, guard_command_line
-from models.stopping import Stopped
-from models.training import RunConfigError, fit, register_resolvers
+from training.run import RunConfigError, fit, register_resolvers
+from training.stopping import Stopped
 
 register_resolvers()
 

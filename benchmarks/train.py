@@ -1,6 +1,6 @@
 """Training throughput fed online vs fed from memory: is the online stream ever the bottleneck?
 
-For each configuration, builds the real training run (``models.training.build``, as ``train.py`` does)
+For each configuration, builds the real training run (``training.run.build``, as ``train.py`` does)
 and measures samples per second of ``Trainer.fit`` after a warm-up, for two data sources:
 
 * **online** — the configured DataModule: solvers generate while the model trains;
@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
-from models.training import build
+from training.run import build
 
 ROOT = Path(__file__).resolve().parents[1]
 NAVIER_STOKES = [

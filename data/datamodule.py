@@ -279,7 +279,7 @@ class OnlineDataModule(PDEDataModule):
 
         A stream failure (its last item) raises :class:`ConfigError` with its sentence; under DDP it is
         handed on as ``{STREAM_ERROR: sentence}`` in place of a batch, for the training loop to stop every
-        rank with it at the same step (:class:`models.stopping.StopGuard`).
+        rank with it at the same step (:class:`training.stopping.StopGuard`).
         """
         if isinstance(batch, dict) and STREAM_KEY in batch:
             batch = dict(batch)

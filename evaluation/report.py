@@ -1,6 +1,6 @@
 """The evaluation report: ``metrics.nc``, PNG figures, ``report.md`` and a self-contained ``report.html``.
 
-Everything shown is computed from the metrics dataset (:func:`evaluation.pipeline.build_dataset`), so a
+Everything shown is computed from the metrics dataset (:func:`training.pipeline.build_dataset`), so a
 reader can redraw any figure from ``metrics.nc``; only the sample rollouts are passed separately.
 """
 
@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import hydra
 import matplotlib
 
 matplotlib.use("Agg")
@@ -579,23 +578,11 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     (out / "report.html").write_text(page)
 
 
-def log_wandb(ds: xr.Dataset, figures: Mapping[str, Path], cfg: DictConfig) -> None:
-    """Log the summary table and figures through the configured ``WandbLogger`` (``conf/logger/wandb.yaml``)."""
-    import wandb
-
-    run = hydra.utils.instantiate(cfg.logger).experiment
-    header, rows = summary_table(ds, list(cfg.horizons))
-    run.log({"summary": wandb.Table(columns=header, data=rows)})
-    run.log({safe_name(caption): wandb.Image(str(path)) for caption, path in figures.items()})
-    wandb.finish()
-
-
 def write_report(
     ds: xr.Dataset, samples: Mapping[str, tuple[Tensor | None, Tensor]], out: Path, cfg: DictConfig
-) -> None:
-    """Write ``metrics.nc``, the figures, ``report.md`` and ``report.html`` into ``out`` (and log to wandb)."""
+) -> dict[str, Path]:
+    """Write ``metrics.nc``, the figures, ``report.md`` and ``report.html`` into ``out``; returns the figures."""
     ds.to_netcdf(out / "metrics.nc", engine="h5netcdf")
     figures = draw_figures(ds, samples, out)
     write_documents(ds, figures, out, list(cfg.horizons))
-    if cfg.get("logger"):
-        log_wandb(ds, figures, cfg)
+    return figures

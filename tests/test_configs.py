@@ -15,8 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from models.registry import available
-from models.training import build, register_resolvers
 from tests.test_train import compose_train, tiny
+from training.run import build, register_resolvers
 
 register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]

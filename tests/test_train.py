@@ -18,8 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from models.stopping import Stopped
-from models.training import RunConfigError, build, fit
+from training.run import RunConfigError, build, fit
+from training.stopping import Stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 PDES = ["ks", "burgers", "navier_stokes", "kolmogorov"]
@@ -184,7 +184,7 @@ def test_twenty_step_run_with_the_default_warmup(tmp_path, caplog):
 
 
 def test_warmup_is_capped_at_a_tenth_of_a_short_run():
-    from models.module import warmup_cosine
+    from training.module import warmup_cosine
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     capped = warmup_cosine(opt, warmup_steps=50, total_steps=20).lr_lambdas[0]
@@ -206,8 +206,8 @@ def test_fast_dev_run_skips_the_untrained_validation_and_shrinks_the_data(tmp_pa
 
 
 def test_thread_budget_shares_the_cpus_with_registered_runs(tmp_path):
-    from models.callbacks import ThreadBudget
     from solvers.threads import Registry, affinity, available_cpus, cgroup_quota
+    from training.callbacks import ThreadBudget
 
     before = torch.get_num_threads()
     registry = Registry(tmp_path / "runs")
@@ -332,7 +332,7 @@ def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplo
 
 
 def test_auto_resume_picks_the_run_directory_checkpoint(tmp_path):
-    from models.training import resume_path
+    from training.run import resume_path
 
     cfg = compose_train([*tiny(tmp_path), "ckpt_path=auto"])
     assert resume_path(cfg) is None  # a fresh run directory: start from scratch

@@ -9,7 +9,7 @@ from hydra import compose, initialize
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from models.training import build, register_resolvers
+from training.run import build, register_resolvers
 
 TINY = [
     "pde.n=32",

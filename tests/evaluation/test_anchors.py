@@ -10,10 +10,10 @@ import xarray as xr
 
 from data.trajectories import generate, output_times
 from evaluation.baseline import run_solver
-from evaluation.pipeline import _solver_variables, evaluate_model, persistence
 from evaluation.report import same_as_reference, solver_table
 from evaluation.timing import time_interleaved
 from tests.evaluation.conftest import eval_config
+from training.pipeline import _solver_variables, evaluate_model, persistence
 
 
 def test_persistence_repeats_the_last_input_frame(tmp_path):

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from data.hdf5 import write_split
 from data.trajectories import output_times
-from evaluation.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from evaluation.pipeline import evaluate, load_models, load_test_set
-from models.module import RefinerModule, SurrogateModule
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
+from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from training.module import RefinerModule, SurrogateModule
+from training.pipeline import evaluate, load_models, load_test_set
 
 
 def test_loads_ema_weights_config_and_module_kind(fno_run, refiner_run):

@@ -10,10 +10,10 @@ import pytest
 import xarray as xr
 from matplotlib.ticker import NullFormatter
 
-from evaluation.checkpoint import EvaluationError
-from evaluation.pipeline import evaluate
 from evaluation.report import figure_cost_accuracy, figure_error, summary_table
 from tests.evaluation.conftest import eval_config
+from training.checkpoint import EvaluationError
+from training.pipeline import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["fno-small", "pde_refiner-small"]

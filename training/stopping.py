@@ -6,7 +6,7 @@ writes ``last.ckpt`` at the end of the current optimizer step and stops the run 
 which ``train.py`` turns into exit status ``128 + signal`` (143 for SIGTERM), so a job runner can tell a
 stopped run from a finished one; ``ckpt_path=auto`` continues it exactly. Under submitit, whose handler
 of SIGUSR2 requeues the job, that handler runs after the checkpoint is written (one requeue mechanism:
-submitit's; Lightning's own SLURM requeue is switched off in :func:`models.training.build`).
+submitit's; Lightning's own SLURM requeue is switched off in :func:`training.run.build`).
 
 Under DDP every rank must stop at the same step: at the start of each step the ranks agree (one
 ``all_reduce``) on whether any of them received a signal or had its data stream fail; a stream failure

@@ -5,7 +5,7 @@ configuration before anything trains; ``fit(cfg)`` runs it. Every user mistake f
 (unknown option, unstable solver, a network that cannot fit the grid, a missing, corrupt or foreign
 checkpoint, an unwritable run or cache directory) or while training (a stream that diverges, on any
 DDP rank) becomes a :class:`RunConfigError` with one sentence, which ``train.py`` prints without a
-traceback; a stop signal ends the run with :class:`~models.stopping.Stopped` after a checkpoint.
+traceback; a stop signal ends the run with :class:`~training.stopping.Stopped` after a checkpoint.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
-from evaluation.checkpoint import EvaluationError, read_checkpoint
-from models.callbacks import ThreadBudget
-from models.module import RefinerModule, SurrogateModule
-from models.stopping import StopGuard, Stopped
 from solvers.base import ConfigError
+from training.callbacks import ThreadBudget
+from training.checkpoint import EvaluationError, read_checkpoint
+from training.module import RefinerModule, SurrogateModule
+from training.stopping import StopGuard, Stopped
 
 log = logging.getLogger(__name__)
 

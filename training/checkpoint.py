@@ -23,7 +23,7 @@ import torch
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
 from models import registry
-from models.module import RefinerModule, SurrogateModule
+from training.module import RefinerModule, SurrogateModule
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from tqdm import tqdm
@@ -35,7 +36,10 @@ from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
 from data.hdf5 import read_trajectories
 from evaluation import metrics
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
-from evaluation.checkpoint import (
+from evaluation.rollout import Predictor, rollout, rollout_steps
+from evaluation.timing import device_description, median_seconds, time_interleaved
+from solvers.base import ConfigError
+from training.checkpoint import (
     NETWORK_TARGETS,
     CheckpointError,
     EvaluationError,
@@ -44,10 +48,7 @@ from evaluation.checkpoint import (
     load_checkpoint,
     model_dt,
 )
-from evaluation.rollout import Predictor, rollout, rollout_steps
-from evaluation.timing import device_description, median_seconds, time_interleaved
-from models.module import SurrogateModule
-from solvers.base import ConfigError
+from training.module import SurrogateModule
 
 log = logging.getLogger(__name__)
 
@@ -483,9 +484,22 @@ def _solver_variables(
 
 
 # ----------------------------------------------------------------------------- the whole job
+def log_wandb(ds: xr.Dataset, figures: Mapping[str, Path], cfg: DictConfig) -> None:
+    """Log the summary table and figures through the configured ``WandbLogger`` (``conf/logger/wandb.yaml``)."""
+    import wandb
+
+    run = instantiate(cfg.logger).experiment
+    from evaluation.report import safe_name, summary_table
+
+    header, rows = summary_table(ds, list(cfg.horizons))
+    run.log({"summary": wandb.Table(columns=header, data=rows)})
+    run.log({safe_name(caption): wandb.Image(str(path)) for caption, path in figures.items()})
+    wandb.finish()
+
+
 def evaluate(cfg: DictConfig) -> Path:
     """Run the evaluation configured by ``cfg`` (``conf/evaluate.yaml``); returns the output directory."""
-    from evaluation.report import write_report
+    from evaluation.report import write_report  # matplotlib only when a report is written
 
     paths = check_config(cfg)
     try:  # before any rollout: the report must have somewhere to go
@@ -555,5 +569,7 @@ def evaluate(cfg: DictConfig) -> Path:
         for f, r in zip(forecasters, results, strict=True)
         if f.kind == "trained"
     }
-    write_report(dataset, samples, out, cfg)
+    figures = write_report(dataset, samples, out, cfg)
+    if cfg.get("logger"):
+        log_wandb(dataset, figures, cfg)
     return out

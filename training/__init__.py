@@ -1,0 +1,1 @@
+"""Training and run orchestration: LightningModules, callbacks, checkpoint loading, building and running jobs."""
