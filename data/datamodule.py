@@ -225,26 +225,31 @@ class OnlineDataModule(PDEDataModule):
         return self.cache_dir / f"{type(self.solver).__name__}-{digest}.h5"
 
     def prepare_data(self) -> None:
-        """Generate the validation and test sets once per configuration (rank 0 of each node)."""
-        times = output_times(self.dt_out, self.rollout_steps)
-        for split, count in self.num_rollouts.items():
-            try:
-                inspect_split(self.cache_path, split, self.solver)
-            except ConfigError:
-                write_split(
-                    self.cache_path,
-                    split,
-                    self.solver,
-                    times,
-                    count,
-                    self.seed,
-                    config_yaml=self.pde_yaml,
-                    chunk=min(count, 16),  # a progress line per chunk; the data do not depend on it
-                    max_divergence_fraction=self.max_divergence_fraction,
-                )
+        """Generate the validation set once per configuration (rank 0 of each node).
+
+        The test set is generated when it is first asked for (``evaluate.py``), so training never waits for it.
+        """
+        self._prepare("val")
+
+    def _prepare(self, split: str) -> None:
+        try:
+            inspect_split(self.cache_path, split, self.solver)
+        except ConfigError:
+            count = self.num_rollouts[split]
+            write_split(
+                self.cache_path,
+                split,
+                self.solver,
+                output_times(self.dt_out, self.rollout_steps),
+                count,
+                self.seed,
+                config_yaml=self.pde_yaml,
+                chunk=min(count, 16),  # a progress line per chunk; the data do not depend on it
+                max_divergence_fraction=self.max_divergence_fraction,
+            )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
-        self.prepare_data()
+        self._prepare(split)
         return read_trajectories(self.cache_path, split, self.solver)
 
     def _stats_sample(self) -> Tensor:

@@ -208,7 +208,6 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
             what = f"test_path={cfg.test_path}"
         else:
             datamodule = build_from_config(config["data"], DATA_TARGETS, "data")
-            datamodule.prepare_data()
             data = datamodule.trajectories("test")
             what = f"the test set of {label}'s data config"
     except ConfigError as error:

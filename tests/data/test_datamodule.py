@@ -66,10 +66,22 @@ def test_rollout_sets_are_cached_per_config_and_reused(tmp_path, heat1d, monkeyp
     batch = next(iter(dm.val_dataloader()))
     assert batch["u"].shape == (5, 6, 1, 16) and batch["params"]["nu"].shape == (5,)
     assert torch.allclose(batch["dt"], torch.tensor(0.2))
+
     # val, test and train are different seed streams: their trajectory 0 differ
     first = [generate(heat1d, 1, split, [0], output_times(0.2, 6)).u[0] for split in ("train", "val", "test")]
     torch.testing.assert_close(first[1], val["u"][0], atol=0, rtol=0)
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
+
+
+def test_training_generates_only_the_validation_set(tmp_path, heat1d):
+    """The test set is not needed to fit: it is generated when evaluation first asks for it."""
+    dm = online(tmp_path, heat1d)
+    dm.prepare_data()
+    with h5py.File(dm.cache_path, "r") as file:
+        assert "val" in file and "test" not in file
+    assert dm.trajectories("test")["u"].shape == (3, 6, 1, 16)
+    with h5py.File(dm.cache_path, "r") as file:
+        assert {"val", "test"} <= set(file)
 
 
 def test_normalizer_statistics_and_conditioning(tmp_path, heat1d):
