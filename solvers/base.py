@@ -104,10 +104,22 @@ class ParamSpec:
         """``batch`` float64 draws on the CPU."""
         if self.fixed:
             return torch.full((batch,), self.low, dtype=torch.float64)
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        return self.from_unit(torch.rand(batch, generator=generator, dtype=torch.float64))
+
+    def from_unit(self, u: Tensor) -> Tensor:
+        """The value at position ``u`` in [0, 1] of the range (uniform, or uniform in log for a log range)."""
         if self.log:
             return torch.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         return self.low + u * (self.high - self.low)
+
+    def to_unit(self, values: Tensor) -> Tensor:
+        """The position in [0, 1] of ``values`` in the range (the inverse of :meth:`from_unit`); 0 if fixed."""
+        if self.fixed:
+            return torch.zeros_like(values, dtype=torch.float64)
+        values = values.double()
+        if self.log:
+            return (values.log() - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+        return (values - self.low) / (self.high - self.low)
 
     def check(self, values: Tensor) -> None:
         """Refuse values outside the physically allowed set (e.g. a negative viscosity)."""
