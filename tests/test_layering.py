@@ -77,7 +77,7 @@ def test_no_import_cycles_between_files():
         state[node] = 1
         for dep in sorted(project[node]):
             if state.get(dep) == 1:
-                cycle = path[path.index(dep) :] + [dep] if dep in path else [node, dep]
+                cycle = [*path[path.index(dep) :], dep] if dep in path else [node, dep]
                 pytest.fail(f"import cycle: {' → '.join(cycle)}")
             if dep not in state:
                 visit(dep, [*path, dep])
@@ -90,6 +90,8 @@ def test_no_import_cycles_between_files():
 
 def test_the_checker_sees_a_forbidden_import(tmp_path):
     bad = tmp_path / "net.py"
-    bad.write_text("def f():\n    from training.module import SurrogateModule\n    import lightning.pytorch\n")
+    bad.write_text(
+        "def f():\n    from training.module import SurrogateModule\n    import lightning.pytorch\n"
+    )
     found = imports_of(bad, set(project_files()))
     assert {"training.module", "lightning"} <= found
