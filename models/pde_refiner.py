@@ -96,11 +96,9 @@ class PDERefiner(SurrogateNet):
             raise ValueError(
                 f"PDERefiner: inner._target_={inner['_target_']!r} must be a plain network, not a refiner"
             )
-        shape = {"ndim", "channels", "time_history", "time_future", "cond_dim", "n"}
-        if shape & set(options):
-            raise ValueError(
-                f"PDERefiner: inner sets {sorted(shape & set(options))}; the refiner sets the inner network's shape"
-            )
+        fixed = sorted({"ndim", "channels", "time_history", "time_future", "cond_dim", "n"} & set(options))
+        if fixed:
+            raise ValueError(f"PDERefiner: inner sets {fixed}; the refiner sets the inner network's shape")
         self.num_refinement_steps = num_refinement_steps
         self.target_scale = float(target_scale)
         k = torch.arange(num_refinement_steps + 1, dtype=torch.float64)

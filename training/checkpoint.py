@@ -4,9 +4,10 @@ A checkpoint written by ``train.py`` holds the composed, resolved run configurat
 ``hyper_parameters.config`` and — through Lightning's ``EMAWeightAveraging`` callback — the averaged
 (EMA) weights under ``state_dict``. The network is rebuilt from ``config["model"]``, the
 :class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module that
-``config["model"]["objective"]`` names from the stored hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file,
-and nothing the stored config names is called unless it is pdestream's own (:mod:`data.config`; a network
-only if it is registered in :data:`models.base.NETWORKS`).
+``config["model"]["objective"]`` names from the stored hyper-parameters; nothing is unpickled beyond
+tensors and plain containers unless the user trusts the file, and nothing the stored config names is called
+unless it is pdestream's own (:mod:`data.config`; a network only if it is registered in
+:data:`models.base.NETWORKS`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 RUN_DIR_CANDIDATES = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.ckpt", "last.ckpt")
 GRID_KEYS = ("_target_", "n", "length")
 NETWORK_TARGETS = dict(NETWORKS)
-"""The only ``model._target_`` a checkpoint may name: the registered network classes (``models.fno.FNO`` …)."""
+"""The only ``model._target_`` a checkpoint may name: the registered network classes (``models.fno.FNO``)."""
 
 
 class EvaluationError(Exception):

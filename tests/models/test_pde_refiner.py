@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from data.normalize import channel_stats
 from data.trajectories import generate, output_times
@@ -127,6 +128,15 @@ def test_bad_settings_are_refused() -> None:
         PDERefiner(1, 1, 1, 1, inner={"_target_": "models.unet.UNet", "cond_dim": 3})
     with pytest.raises(ValueError, match=r"cond .* is required"):
         refiner().loss(torch.randn(2, T_IN, C, N), torch.randn(2, T_OUT, C, N))
+
+
+@pytest.mark.parametrize(("refiner", "unet"), [("pde_refiner", "unet"), ("pde_refiner-small", "unet-small")])
+def test_presets_refine_the_unet_of_the_unet_presets(refiner: str, unet: str) -> None:
+    """The inner network of ``conf/model/pde_refiner*.yaml`` is the U-Net of ``unet*.yaml``, option for option."""
+    inner = OmegaConf.to_container(OmegaConf.load(presets.PRESET_DIR / f"{refiner}.yaml").inner)
+    preset = OmegaConf.load(presets.PRESET_DIR / f"{unet}.yaml")
+    shape = {"ndim", "channels", "time_history", "time_future", "cond_dim", "_convert_", *presets.PRESET_KEYS}
+    assert inner == {k: v for k, v in OmegaConf.to_container(preset).items() if k not in shape}
 
 
 def test_ks_preset_has_the_parameter_count_of_pdearena_pde_refiner() -> None:
