@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
+from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
 from models import NETWORKS, SurrogateNet
 from training.module import SurrogateModule
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RUN_DIR_CANDIDATES = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.ckpt", "last.ckpt")
 GRID_KEYS = ("_target_", "n", "length")
-NETWORK_TARGETS = dict(NETWORKS)
+NETWORK_TARGETS = targets(*NETWORKS.values())
 """The only ``model._target_`` a checkpoint may name: the registered network classes (``models.fno.FNO``)."""
 
 

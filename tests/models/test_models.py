@@ -221,3 +221,27 @@ def test_parameter_counts() -> None:
             assert 10_000 < count < 400_000, f"{name}: {count} parameters is not a CPU size"
         elif f"{name}-small" in presets.available():
             assert count > 10 * count_parameters(f"{name}-small"), f"{name} is not larger than its -small"
+
+
+# The README's table (and benchmarks/results/models_small.txt): 4 frames of one channel in, one frame out,
+# unconditioned, 1D and 2D.
+README_COUNTS = {
+    "fno-small": (9_937, 132_817),
+    "fno": (287_553, 8_414_017),
+    "fno-2d-paper": (23_817, 465_437),
+    "unet-small": (79_889, 223_217),
+    "unet": (51_506_177, 144_257_921),
+    "sinenet-small": (106_293, 288_837),
+    "sinenet": (12_831_529, 35_484_457),
+    "lsm-small": (127_457, 307_185),
+    "lsm": (7_661_441, 19_187_649),
+    "pde_refiner-small": (103_905, 247_329),
+    "pde_refiner": (53_759_937, 146_512_065),
+}
+
+
+def test_every_preset_has_the_parameter_counts_of_the_readme() -> None:
+    assert set(README_COUNTS) == set(presets.available())
+    shape = {"channels": 1, "time_history": 4, "time_future": 1}
+    for name, counts in README_COUNTS.items():
+        assert (count_parameters(name, 1, **shape), count_parameters(name, 2, **shape)) == counts, name
