@@ -24,8 +24,9 @@ import time
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from models import registry
+from training import presets
 
 GRIDS = {1: (256,), 2: (64, 64)}
 SHAPE = {"channels": 1, "time_history": 4, "time_future": 1}
@@ -35,11 +36,11 @@ NEURALOP = "neuralop-fno"
 def build(model: str, ndim: int) -> tuple[torch.nn.Module, int]:
     """The network (called as ``net(x)`` on ``[B, T_in, C, *S]``) and its parameter count."""
     if model != NEURALOP:
-        net = registry.build(model, ndim=ndim, **SHAPE)
+        net = presets.build(model, ndim=ndim, **SHAPE)
         return net, net.num_parameters()
     from neuralop.models import FNO
 
-    preset = registry.PRESETS["fno"]
+    preset = OmegaConf.load(presets.PRESET_DIR / "fno.yaml")
     modes, width = preset["modes"], preset["width"]
     # neuraloperator counts modes per axis in total (positive and negative), the last axis keeping
     # n_modes // 2 + 1 real-FFT coefficients: 2m on leading axes and 2m - 1 on the last match ours.
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--presets", nargs="*", default=None, help=f"default: all of {registry.available()}")
+    parser.add_argument("--presets", nargs="*", default=None, help=f"default: all of {presets.available()}")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-neuralop", action="store_true", help="skip the neuraloperator comparison")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -140,11 +141,11 @@ def main() -> None:
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    presets = args.presets or registry.available()
-    unknown = sorted(set(presets) - set(registry.available()))
+    names = args.presets or presets.available()
+    unknown = sorted(set(names) - set(presets.available()))
     if unknown:
-        parser.error(f"unknown presets {unknown}; allowed: {registry.available()}")
-    models = presets + ([NEURALOP] if "fno" in presets and not args.no_neuralop else [])
+        parser.error(f"unknown presets {unknown}; allowed: {presets.available()}")
+    models = names + ([NEURALOP] if "fno" in names and not args.no_neuralop else [])
     print(f"device={args.device} batch={args.batch} threads={torch.get_num_threads()} grids={GRIDS}")
     print(f"{'model':<20}{'dim':>4}{'params':>12}{'ms/sample':>12}{'peak MiB':>10}")
     results = {}

@@ -30,8 +30,8 @@ from data.hdf5 import HDF5Windows, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
 from data.stream import STREAM_KEY, TrajectoryStream
 from data.trajectories import output_times
-from models.registry import build
 from solvers.base import Solver
+from training.presets import build
 
 ROOT = Path(__file__).resolve().parents[1]
 TIME_HISTORY, TIME_FUTURE = 4, 1

@@ -3,7 +3,8 @@
 A checkpoint stores its run's resolved config; Hydra's ``instantiate`` would call whatever ``_target_``
 it names (``os.system`` as well as a solver). :func:`build_from_config` calls only the classes of an
 allow-list, with the node's keys as plain keyword arguments (no interpolation, no ``_partial_`` or
-``_args_``), building nested ``_target_`` nodes (a data config's ``pde``) the same way.
+``_args_``), building nested ``_target_`` nodes (a data config's ``pde``) the same way unless the node says
+``_recursive_: false`` (then the class receives them as plain dicts, as from Hydra).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
 SOLVER_TARGETS = targets(KuramotoSivashinsky, Burgers, NavierStokes2D)
 DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule), **SOLVER_TARGETS}
 IGNORED_KEYS = ("_convert_", "_recursive_")
-"""Hydra keys that change nothing for a plain call of an allow-listed class."""
+"""Hydra keys that are not constructor arguments (``_recursive_: false`` keeps nested nodes unbuilt)."""
 
 
 def build_from_config(node: Mapping[str, Any], allowed: Mapping[str, Callable[..., Any]], what: str) -> Any:
@@ -44,6 +45,7 @@ def build_from_config(node: Mapping[str, Any], allowed: Mapping[str, Callable[..
             f"{what}._target_={target!r} is not a pdestream class, so it is not built; allowed: {', '.join(names)}"
         )
     kwargs = {}
+    recursive = node.get("_recursive_", True) is not False
     for key, value in node.items():
         if key == "_target_" or key in IGNORED_KEYS:
             continue
@@ -51,6 +53,6 @@ def build_from_config(node: Mapping[str, Any], allowed: Mapping[str, Callable[..
             raise ConfigError(
                 f"{what}.{key} is not allowed in a stored config; only _target_ and constructor keys"
             )
-        is_node = isinstance(value, Mapping) and "_target_" in value
+        is_node = recursive and isinstance(value, Mapping) and "_target_" in value
         kwargs[key] = build_from_config(value, allowed, f"{what}.{key}") if is_node else value
     return allowed[target](**kwargs)

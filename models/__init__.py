@@ -1,5 +1,13 @@
-"""Network architectures (FNO, U-Net, SineNet, LSM, PDE-Refiner), shared layers and the preset registry."""
+"""Network architectures (FNO, U-Net, SineNet, LSM, PDE-Refiner) and shared layers.
 
-from models.registry import available, build
+Importing the package defines every architecture, which registers it in :data:`models.base.NETWORKS`.
+"""
 
-__all__ = ["available", "build"]
+from models.base import NETWORKS, SurrogateNet, network_class
+from models.fno import FNO
+from models.lsm import LSM
+from models.pde_refiner import PDERefiner
+from models.sinenet import SineNet
+from models.unet import UNet
+
+__all__ = ["FNO", "LSM", "NETWORKS", "PDERefiner", "SineNet", "SurrogateNet", "UNet", "network_class"]

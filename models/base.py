@@ -1,4 +1,5 @@
-"""The network contract: ``[B, T_in, C, *S]`` plus conditioning ``[B, P]`` to ``[B, T_out, C, *S]``."""
+"""The network contract: ``[B, T_in, C, *S]`` plus conditioning ``[B, P]`` to ``[B, T_out, C, *S]``, and the
+registry of every network class (filled as each :class:`SurrogateNet` subclass is defined)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ import inspect
 from typing import Any
 
 from torch import Tensor, nn
+
+NETWORKS: dict[str, type[SurrogateNet]] = {}
+"""Every :class:`SurrogateNet` subclass under its import path (``models.fno.FNO``), the ``_target_`` that
+``conf/model/*.yaml`` and stored checkpoint configs name; a class is registered when it is defined."""
+
+
+def network_class(target: object, what: str = "_target_") -> type[SurrogateNet]:
+    """The registered network class named ``target``; anything else raises ``ValueError`` naming ``what``."""
+    if not isinstance(target, str) or target not in NETWORKS:
+        raise ValueError(
+            f"{what}={target!r} is not a pdestream network class; allowed: {', '.join(sorted(NETWORKS))}"
+        )
+    return NETWORKS[target]
 
 
 class SurrogateNet(nn.Module):
@@ -16,7 +30,7 @@ class SurrogateNet(nn.Module):
     and the time step) for conditioned networks (``cond_dim > 0``) and ``None`` otherwise.
 
     Every subclass records its constructor arguments in ``self.hparams`` (a plain dict), so a
-    network can be rebuilt with ``type(net)(**net.hparams)``.
+    network can be rebuilt with ``type(net)(**net.hparams)``, and is registered in :data:`NETWORKS`.
 
     Args:
         ndim: spatial dimensions (1 or 2).
@@ -27,6 +41,8 @@ class SurrogateNet(nn.Module):
     """
 
     hparams: dict[str, Any]
+    translation_step: int | None = 1
+    """Smallest periodic shift (cells) that commutes exactly with the network; ``None`` for none."""
 
     def __init__(
         self, ndim: int, channels: int, time_history: int, time_future: int, cond_dim: int = 0
@@ -91,3 +107,4 @@ class SurrogateNet(nn.Module):
         recording_init.__signature__ = signature  # type: ignore[attr-defined]
         recording_init.__doc__ = init.__doc__
         cls.__init__ = recording_init  # type: ignore[method-assign]
+        NETWORKS[f"{cls.__module__}.{cls.__qualname__}"] = cls

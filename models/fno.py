@@ -44,8 +44,6 @@ class FNO(SurrogateNet):
             against the grid at construction instead of at the first forward.
     """
 
-    translation_step = 1
-
     def __init__(
         self,
         ndim: int,
@@ -120,15 +118,3 @@ class FNO(SurrogateNet):
         if self.padding:
             h = h[(..., *(slice(0, s) for s in spatial))]
         return self.project(h)
-
-
-PRESETS: dict[str, dict] = {
-    # PDEArena-style FNO for periodic 1D/2D flows: 4 layers, width 64, 16 modes per axis.
-    "fno": {"cls": FNO, "modes": 16, "width": 64, "n_layers": 4, "projection": 128},
-    # CPU size (~0.14M parameters in 2D, ~12k in 1D).
-    "fno-small": {"cls": FNO, "modes": 8, "width": 16, "n_layers": 4, "projection": 32},
-    # FNO-2D of Li et al. (2021) for Navier-Stokes: 10 input frames + 2 coordinates, modes 12, width 20,
-    # 4 Fourier layers, projection 128 → 465,557 parameters with one complex weight counted once (the
-    # reference code's count; 926,357 real degrees of freedom).
-    "fno-2d-paper": {"cls": FNO, "modes": 12, "width": 20, "n_layers": 4, "projection": 128, "grid": True},
-}

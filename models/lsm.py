@@ -223,12 +223,3 @@ class LSM(SurrogateNet):
             up = F.interpolate(h, scale_factor=2, mode=self._mode, align_corners=True)
             h = block(torch.cat([skips.pop(), up], dim=1), emb)
         return self.head(h[(..., *(slice(0, n) for n in shape))])
-
-
-PRESETS: dict[str, dict] = {
-    # LSM_2D of the reference (Navier-Stokes and Darcy experiments): d_model 64, 4 levels, 12 basis
-    # operators, 4 tokens, 8 heads; 19,188,033 parameters for 10 frames → 1 on 64², as in the reference.
-    "lsm": {"cls": LSM, "width": 64, "levels": 4, "num_basis": 12, "num_token": 4, "num_heads": 8},
-    # CPU size; grids must be multiples of 8 when periodic.
-    "lsm-small": {"cls": LSM, "width": 16, "levels": 3, "num_basis": 12, "num_token": 4, "num_heads": 4},
-}

@@ -1,7 +1,7 @@
 """PDE-Refiner (Lippe, Veeling, Perdikaris, Turner & Brandstetter, "PDE-Refiner: Achieving Accurate Long
 Rollouts with Neural PDE Solvers", NeurIPS 2023).
 
-One conditioned network ``f(x, û, k)`` (a U-Net by default) is called ``K + 1`` times per time step:
+One conditioned network ``f(x, û, k)`` (a U-Net in the presets) is called ``K + 1`` times per time step:
 
 * step ``k = 0`` predicts the next state from the history alone (the estimate input is zero):
   ``û⁰ = f(x, 0, 0)``;
@@ -42,23 +42,24 @@ network has ``cond_dim + 1`` conditioning inputs) and the estimate as ``time_fut
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.base import SurrogateNet
+from models.base import SurrogateNet, network_class
 
 
 class PDERefiner(SurrogateNet):
-    """PDE-Refiner around a conditioned inner network built from the model registry.
+    """PDE-Refiner around a conditioned inner network.
 
     Args:
         ndim, channels, time_history, time_future, cond_dim: the :class:`SurrogateNet` contract.
-        inner: registry preset of the inner network (``"unet"`` by default).
-        inner_overrides: keyword overrides for the inner preset (e.g. ``{"hidden": 32}``).
+        inner: the inner network's config: ``_target_`` (a registered network class, e.g.
+            ``models.unet.UNet``) and its architecture options; the refiner adds the shape keys (``ndim``,
+            ``channels``, ``time_history + time_future`` input frames, ``time_future``, ``cond_dim + 1``).
         num_refinement_steps: ``K``; inference costs ``K + 1`` calls of the inner network.
         sigma_min: noise standard deviation of the last refinement step, ``σ_K``, in units of the refined
             quantity.
@@ -73,40 +74,46 @@ class PDERefiner(SurrogateNet):
         time_history: int,
         time_future: int,
         cond_dim: int = 0,
-        inner: str = "unet",
-        inner_overrides: dict[str, Any] | None = None,
+        *,
+        inner: Mapping[str, Any],
         num_refinement_steps: int = 3,
         sigma_min: float = 4e-7**0.5,
         target_scale: float = 1.0,
         n: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
-        from models.registry import build  # the registry imports this module for its presets
-
         if not isinstance(num_refinement_steps, int) or num_refinement_steps < 1:
             raise ValueError(f"PDERefiner: num_refinement_steps={num_refinement_steps!r} must be an int >= 1")
         if not 0.0 < sigma_min < 1.0:
             raise ValueError(f"PDERefiner: sigma_min={sigma_min!r} must lie in (0, 1)")
         if not target_scale > 0:
             raise ValueError(f"PDERefiner: target_scale={target_scale!r} must be > 0")
-        if inner.startswith("pde_refiner"):
-            raise ValueError(f"PDERefiner: inner={inner!r} must be a plain network preset, not a refiner")
+        if not isinstance(inner, Mapping):
+            raise ValueError(f"PDERefiner: inner={inner!r} must be a network config with a _target_")
+        options = {k: v for k, v in inner.items() if k != "_target_"}
+        cls = network_class(inner.get("_target_"), "PDERefiner: inner._target_")
+        if issubclass(cls, PDERefiner):
+            raise ValueError(
+                f"PDERefiner: inner._target_={inner['_target_']!r} must be a plain network, not a refiner"
+            )
+        fixed = sorted({"ndim", "channels", "time_history", "time_future", "cond_dim", "n"} & set(options))
+        if fixed:
+            raise ValueError(f"PDERefiner: inner sets {fixed}; the refiner sets the inner network's shape")
         self.num_refinement_steps = num_refinement_steps
         self.target_scale = float(target_scale)
         k = torch.arange(num_refinement_steps + 1, dtype=torch.float64)
         # sigmas[k] = σ_min^(k/K); sigmas[0] = 1 is never used as a noise level (step 0 sees no estimate).
         self.register_buffer("sigmas", (sigma_min ** (k / num_refinement_steps)).float(), persistent=False)
-        self.inner = build(
-            inner,
+        self.inner = cls(
             ndim=ndim,
             channels=channels,
             time_history=time_history + time_future,
             time_future=time_future,
             cond_dim=cond_dim + 1,
-            **(inner_overrides or {}),
+            **options,
             **({} if n is None else {"n": n}),
         )
-        self.translation_step = getattr(self.inner, "translation_step", 1)
+        self.translation_step = self.inner.translation_step
 
     def _call_inner(self, x: Tensor, estimate: Tensor, cond: Tensor | None, step: Tensor) -> Tensor:
         """One call ``f(x, estimate, step)``; ``step`` is ``[B]`` integer refinement steps."""
@@ -163,27 +170,3 @@ class PDERefiner(SurrogateNet):
         estimate = torch.where(first, eps, y + sigma * eps)
         target = torch.where(first, y, eps)
         return F.mse_loss(self._call_inner(x, estimate, cond, k), target)
-
-
-KS_TARGET_SCALE = 4.1
-"""std of the reference's refined KS increment (0.80) over that of pdestream's normalised KS increment."""
-
-PRESETS: dict[str, dict] = {
-    # Kuramoto-Sivashinsky set-up of the paper: PDEArena's modern U-Net (Unetmod-1d-64 in 1D), K = 3,
-    # σ_min = √(4e-7), the refined quantity at the reference's scale (see the module docstring).
-    "pde_refiner": {
-        "cls": PDERefiner,
-        "inner": "unet",
-        "num_refinement_steps": 3,
-        "sigma_min": 4e-7**0.5,
-        "target_scale": KS_TARGET_SCALE,
-    },
-    # CPU size: the same refinement around the small U-Net.
-    "pde_refiner-small": {
-        "cls": PDERefiner,
-        "inner": "unet-small",
-        "num_refinement_steps": 3,
-        "sigma_min": 4e-7**0.5,
-        "target_scale": KS_TARGET_SCALE,
-    },
-}

@@ -253,12 +253,3 @@ class SineNet(SurrogateNet):
         for wave in self.waves:
             h = wave(h, emb)
         return self.project(h)
-
-
-PRESETS: dict[str, dict] = {
-    # SineNet-8 of the paper (reference preset `sinenet8-dual`): 35,490,219 parameters on incompressible
-    # Navier-Stokes (4 frames of 3 fields → 1 frame), in the reference code and here.
-    "sinenet": {"cls": SineNet, "hidden": 64, "mult": 1.425, "levels": 4, "waves": 8},
-    # CPU size: 4 waves of 3 levels on 12 channels.
-    "sinenet-small": {"cls": SineNet, "hidden": 12, "mult": 1.425, "levels": 3, "waves": 4},
-}

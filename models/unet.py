@@ -198,19 +198,3 @@ class UNet(SurrogateNet):
                 else layer(h)
             )
         return self.readout(h)
-
-
-PRESETS: dict[str, dict] = {
-    # PDEArena "Unetmod-64": hidden 64, channel multipliers (1, 2, 2, 4), 2 blocks per level, zero-initialised
-    # block outputs and readout as in its conditioned U-Nets (pdestream always conditions on the time step).
-    "unet": {"cls": UNet, "hidden": 64, "channel_mults": (1, 2, 2, 4), "num_blocks": 2, "zero_init": True},
-    # CPU size: widths 16/32/32 (three levels), one block per level; default initialisation, so that an
-    # untrained net responds to its inputs and conditioning.
-    "unet-small": {
-        "cls": UNet,
-        "hidden": 16,
-        "channel_mults": (1, 2, 1),
-        "num_blocks": 1,
-        "zero_init": False,
-    },
-}

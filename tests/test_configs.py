@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from models.registry import available
+from models import NETWORKS
 from tests.test_train import compose_train, tiny
-from training.run import build, register_resolvers
+from training.presets import OBJECTIVES, available
+from training.run import RunConfigError, build, register_resolvers
 
 register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,10 +32,17 @@ GROUPS = ["pde", "model", "data", "trainer", "callbacks", "logger", "paths", "hy
 EXPERIMENTS = options("experiment")
 
 
-def test_every_group_has_options_and_every_model_preset_has_a_config():
+def test_every_group_has_options_and_every_model_preset_names_a_network_and_its_objective():
     for group in [*GROUPS, "experiment"]:
         assert options(group), group
-    assert options("model") == available()
+    targets = set()
+    for name in available():
+        preset = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+        assert preset.name == name and preset.objective in OBJECTIVES, name
+        assert preset._target_ in NETWORKS, name
+        assert (preset.objective == "refiner") == preset._target_.endswith("PDERefiner"), name
+        targets.add(preset._target_)
+    assert targets == {t for t in NETWORKS if t.startswith("models.")}  # every architecture has a preset
 
 
 @pytest.mark.parametrize(
@@ -76,3 +84,17 @@ def test_every_model_preset_trains_one_step(model, tmp_path):
 def test_every_experiment_trains_one_step(experiment, tmp_path):
     # tiny grids (solved at 64, stored at 32) and trajectories; frames for the input history plus a target
     one_step([f"experiment={experiment}", "data.rollout_steps=12", "pde.n_solve=64"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("model", "objective", "message"),
+    [
+        ("fno-small", "refiner", r"model.objective='refiner' needs a network with its own loss and sampler"),
+        ("pde_refiner-small", "one_step", r"model.objective='one_step' needs a plain network.*PDERefiner"),
+        ("fno-small", "diffusion", r"model.objective='diffusion' is not allowed; allowed: one_step, refiner"),
+    ],
+)
+def test_an_objective_that_does_not_fit_the_network_is_refused(model, objective, message, tmp_path):
+    cfg = compose_train([*tiny(tmp_path), f"model={model}", f"model.objective={objective}"])
+    with pytest.raises(RunConfigError, match=message):
+        build(cfg)

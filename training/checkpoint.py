@@ -3,9 +3,11 @@
 A checkpoint written by ``train.py`` holds the composed, resolved run configuration under
 ``hyper_parameters.config`` and — through Lightning's ``EMAWeightAveraging`` callback — the averaged
 (EMA) weights under ``state_dict``. The network is rebuilt from ``config["model"]``, the
-:class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module from the stored
-hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file,
-and nothing the stored config names is called unless it is pdestream's own (:mod:`data.config`).
+:class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module that
+``config["model"]["objective"]`` names from the stored hyper-parameters; nothing is unpickled beyond
+tensors and plain containers unless the user trusts the file, and nothing the stored config names is called
+unless it is pdestream's own (:mod:`data.config`; a network only if it is registered in
+:data:`models.base.NETWORKS`).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import torch
 
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
-from models import registry
-from training.module import RefinerModule, SurrogateModule
+from models import NETWORKS, SurrogateNet
+from training.module import SurrogateModule
+from training.presets import module_class, network_config
 
 log = logging.getLogger(__name__)
 
 RUN_DIR_CANDIDATES = ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "best.ckpt", "last.ckpt")
 GRID_KEYS = ("_target_", "n", "length")
-NETWORK_TARGETS = targets(registry.build)
-"""The only ``model._target_`` a checkpoint may name: the preset registry's builder."""
+NETWORK_TARGETS = targets(*NETWORKS.values())
+"""The only ``model._target_`` a checkpoint may name: the registered network classes (``models.fno.FNO``)."""
 
 
 class EvaluationError(Exception):
@@ -98,6 +101,15 @@ def _normalizer(state: Mapping[str, Any], path: Path) -> Normalizer:
         ) from None
 
 
+def build_network(model: Mapping[str, Any]) -> SurrogateNet:
+    """The (freshly initialised) network of a stored model config; only registered network classes are built.
+
+    Raises ``ValueError`` or ``TypeError`` (one sentence) for a config that cannot be built.
+    """
+    node = network_config(model) if isinstance(model, Mapping) else model
+    return build_from_config(node, NETWORK_TARGETS, "model")
+
+
 def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateModule, dict[str, Any]]:
     """The trained module (EMA weights, eval mode, on the CPU) and its run configuration.
 
@@ -121,8 +133,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
             )
     state = checkpoint["state_dict"]
     try:
-        net = build_from_config(config["model"], NETWORK_TARGETS, "model")
-        module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
+        net = build_network(config["model"])
+        module_cls = module_class(config["model"], type(net))
         kwargs = {k: v for k, v in hparams.items() if k != "config"}
         module = module_cls(
             net=net, normalizer=_normalizer(state, file), optimizer=None, config=config, **kwargs

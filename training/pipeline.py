@@ -40,15 +40,15 @@ from evaluation.rollout import Predictor, rollout, rollout_steps
 from evaluation.timing import device_description, median_seconds, time_interleaved
 from solvers.base import ConfigError
 from training.checkpoint import (
-    NETWORK_TARGETS,
     CheckpointError,
     EvaluationError,
+    build_network,
     check_compatible,
     frame_stride,
     load_checkpoint,
     model_dt,
 )
-from training.module import SurrogateModule
+from training.module import RefinerModule, SurrogateModule
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Model:
 
     @property
     def is_refiner(self) -> bool:
-        return hasattr(self.module.net, "sample")
+        return isinstance(self.module, RefinerModule)
 
 
 @dataclass
@@ -107,9 +107,7 @@ def untrained(model: Model, seed: int) -> Forecaster:
     the training started from (one rollout, also for PDE-Refiner: an anchor needs no ensemble spread)."""
     module = copy.deepcopy(model.module)
     torch.manual_seed(seed)
-    module.net = build_from_config(model.config["model"], NETWORK_TARGETS, "model").to(
-        next(model.module.parameters()).device
-    )
+    module.net = build_network(model.config["model"]).to(next(model.module.parameters()).device)
     module.eval()
     twin = Model(f"{model.label} (untrained)", model.path, module, model.config)
     return Forecaster(**{**vars(trained(twin, 1)), "kind": "untrained"})

@@ -31,10 +31,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
+from models import network_class
 from solvers.base import ConfigError
 from training.callbacks import ThreadBudget
 from training.checkpoint import EvaluationError, read_checkpoint
-from training.module import RefinerModule, SurrogateModule
+from training.module import SurrogateModule
+from training.presets import module_class, network_config
 from training.stopping import StopGuard, Stopped
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,10 @@ def build(cfg: DictConfig) -> Run:
         SurrogateModule.check_options(**cfg.module)
     except ValueError as error:
         raise RunConfigError(str(error)) from None
+    try:
+        module_cls = module_class(cfg.model, network_class(cfg.model.get("_target_"), "model._target_"))
+    except ValueError as error:
+        raise RunConfigError(str(error)) from None
     ckpt_path = resume_path(cfg)
     resume_weights = _resume_weights(ckpt_path) if ckpt_path is not None else None
     try:
@@ -250,8 +256,7 @@ def build(cfg: DictConfig) -> Run:
         datamodule.setup("fit")
     except ValueError as error:
         raise RunConfigError(f"data: {error}") from error
-    net = _instantiate(cfg.model, "model")
-    module_cls = RefinerModule if hasattr(net, "loss") else SurrogateModule
+    net = _instantiate(network_config(OmegaConf.to_container(cfg.model, resolve=True)), "model")
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     try:

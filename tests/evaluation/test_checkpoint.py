@@ -30,8 +30,23 @@ def test_loads_ema_weights_config_and_module_kind(fno_run, refiner_run):
     u = torch.randn(2, 4, 1, 32)
     out = module.predictor({"nu": torch.ones(2)}, torch.full((2,), 0.25))(u)
     assert out.shape == (2, 1, 1, 32) and bool(torch.isfinite(out).all())
-    refiner, _ = load_checkpoint(refiner_run / "checkpoints" / "last.ckpt")
-    assert type(refiner) is RefinerModule
+    assert config["model"]["objective"] == "one_step"
+    refiner, refiner_config = load_checkpoint(refiner_run / "checkpoints" / "last.ckpt")
+    assert type(refiner) is RefinerModule and refiner_config["model"]["objective"] == "refiner"
+
+
+@pytest.mark.parametrize(
+    ("objective", "message"),
+    [
+        ("refiner", r"model.objective='refiner' needs a network with its own loss and sampler"),
+        (None, r"model.objective=None is not allowed; allowed: one_step, refiner"),
+    ],
+)
+def test_the_stored_objective_chooses_the_module(fno_run, tmp_path, objective, message):
+    """The module kind is read from the stored ``model.objective``, and must fit the stored network."""
+    path = _modified(fno_run, tmp_path, "objective.ckpt", lambda c: c["model"].update(objective=objective))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
 
 
 def test_run_directory_prefers_best_then_last(fno_run, tmp_path):
@@ -105,6 +120,19 @@ def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
         evaluate(cfg)
 
 
+def _evil_refiner(config, target, recursive):
+    """A refiner model config whose inner network is ``os.makedirs(target)``."""
+    shape = {k: config["model"][k] for k in ("ndim", "channels", "time_history", "time_future", "cond_dim")}
+    config["model"] = {
+        "_target_": "models.pde_refiner.PDERefiner",
+        **({} if recursive else {"_recursive_": False}),
+        "name": "pde_refiner-small",
+        "objective": "refiner",
+        **shape,
+        "inner": {"_target_": "os.makedirs", "name": target},
+    }
+
+
 @pytest.mark.parametrize(
     ("key", "edit"),
     [
@@ -112,14 +140,18 @@ def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
         ("pde", lambda c, target: c["pde"].update(_target_="os.makedirs", n=target)),
         ("data", lambda c, target: c["data"].update(_target_="os.makedirs", pde=target)),
         ("data.pde", lambda c, target: c["data"]["pde"].update(_target_="os.makedirs", n=target)),
-        ("model", lambda c, target: c["model"].update(_target_="models.registry.build", _args_=[target])),
+        ("model", lambda c, target: c["model"].update(_target_="models.fno.FNO", _args_=[target])),
+        ("model.inner", lambda c, target: _evil_refiner(c, target, recursive=True)),
+        ("model.inner", lambda c, target: _evil_refiner(c, target, recursive=False)),
     ],
 )
 def test_a_checkpoint_cannot_run_code(fno_run, tmp_path, key, edit):
     """A stored config naming anything but pdestream's classes is refused before anything is called."""
     target = str(tmp_path / "created")
     path = _modified(fno_run, tmp_path, "evil.ckpt", lambda c: edit(c, target))
-    with pytest.raises(CheckpointError, match=r"not a pdestream class|not allowed in a stored config"):
+    with pytest.raises(
+        CheckpointError, match=r"not a pdestream (network )?class|not allowed in a stored config"
+    ):
         _, config = load_checkpoint(path)
         load_test_set(OmegaConf.create({"test_path": None, "num_trajectories": None}), config, str(path))
     assert not pathlib.Path(target).exists()

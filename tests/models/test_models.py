@@ -1,7 +1,8 @@
-"""Contract tests run on every architecture of the registry (1D n = 64 and 2D 32×32).
+"""Contract tests run on every registered architecture (1D n = 64 and 2D 32×32), built from its presets.
 
-Forward tests use the ``-small`` preset of each architecture (every architecture has one, checked
-below); the full-size presets are only built on the ``meta`` device to count their parameters.
+Forward tests use the ``-small`` preset (``conf/model/*-small.yaml``) of each architecture (every
+architecture has one, checked below); the full-size presets are only built on the ``meta`` device to count
+their parameters.
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ import inspect
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from models import registry
-from models.base import SurrogateNet
+from models.base import NETWORKS, SurrogateNet, network_class
 from models.pde_refiner import PDERefiner
+from training import presets
 
-SMALL = [name for name in registry.available() if name.endswith("-small")]
+SMALL = [name for name in presets.available() if name.endswith("-small")]
 GRIDS = {1: (64,), 2: (32, 32)}
 SHAPE = {"channels": 2, "time_history": 3, "time_future": 2}
 COND_DIM = 2
 
 
+def preset_class(name: str) -> type[SurrogateNet]:
+    """The network class that ``conf/model/<name>.yaml`` names."""
+    return network_class(OmegaConf.load(presets.PRESET_DIR / f"{name}.yaml")._target_)
+
+
 def make(name: str, ndim: int, cond_dim: int = COND_DIM, seed: int = 0) -> SurrogateNet:
     """Preset ``name`` for the test shape; told the grid size when its class accepts ``n``."""
     torch.manual_seed(seed)
-    grid = {"n": GRIDS[ndim][0]} if "n" in inspect.signature(registry.PRESETS[name]["cls"]).parameters else {}
-    return registry.build(name, ndim=ndim, cond_dim=cond_dim, **SHAPE, **grid)
+    grid = {"n": GRIDS[ndim][0]} if "n" in inspect.signature(preset_class(name)).parameters else {}
+    return presets.build(name, ndim=ndim, cond_dim=cond_dim, **SHAPE, **grid)
 
 
 def inputs(ndim: int, batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,10 +56,34 @@ def predict(net: SurrogateNet, x: torch.Tensor, cond: torch.Tensor | None, shift
 
 
 def test_every_architecture_has_a_small_preset() -> None:
-    small_classes = {registry.PRESETS[name]["cls"] for name in SMALL}
-    for name, preset in registry.PRESETS.items():
-        assert preset["cls"] in small_classes, f"{name}: no -small preset of {preset['cls'].__name__}"
-    assert {"fno", "unet", "sinenet", "lsm", "pde_refiner"} <= set(registry.available())
+    small_classes = {preset_class(name) for name in SMALL}
+    architectures = {cls for target, cls in NETWORKS.items() if target.startswith("models.")}
+    assert small_classes == architectures
+    assert {"fno", "unet", "sinenet", "lsm", "pde_refiner"} <= set(presets.available())
+
+
+def test_every_network_class_is_registered_when_defined() -> None:
+    assert set(NETWORKS) >= {
+        "models.fno.FNO",
+        "models.unet.UNet",
+        "models.sinenet.SineNet",
+        "models.lsm.LSM",
+        "models.pde_refiner.PDERefiner",
+    }
+
+    class Probe(SurrogateNet):
+        def _forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+            return x
+
+    target = f"{__name__}.test_every_network_class_is_registered_when_defined.<locals>.Probe"
+    try:
+        assert network_class(target) is Probe
+    finally:
+        del NETWORKS[target]
+    with pytest.raises(
+        ValueError, match=r"model._target_='os.system' is not a pdestream network class; allowed: "
+    ):
+        network_class("os.system", "model._target_")
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
@@ -106,7 +137,7 @@ def test_translation_equivariance(name: str, ndim: int) -> None:
 def test_tiny_model_overfits_one_batch(name: str) -> None:
     """100 Adam steps fit one batch of smooth 1D data: the loss falls at least 100×."""
     torch.manual_seed(0)
-    net = registry.build(name, ndim=1, channels=1, time_history=2, time_future=1, cond_dim=1)
+    net = presets.build(name, ndim=1, channels=1, time_history=2, time_future=1, cond_dim=1)
     grid = torch.arange(64) * (2 * torch.pi / 64)
     k = torch.arange(1, 4)
     coeffs = torch.randn(4, 3, 3, 2)  # batch, frame, mode, (cos, sin)
@@ -152,17 +183,31 @@ def test_hparams_rebuild_the_same_architecture(name: str, ndim: int) -> None:
     torch.testing.assert_close(predict(clone, x, cond), predict(net, x, cond), rtol=0, atol=0)
 
 
-def test_registry_rejects_unknown_names_and_options() -> None:
-    with pytest.raises(ValueError, match=r"allowed: .*fno-small.*unet"):
-        registry.build("fno-huge", ndim=1, **SHAPE)
+def test_presets_reject_unknown_names_and_options() -> None:
+    with pytest.raises(ValueError, match=r"preset 'fno-huge' does not exist; allowed: .*fno-small.*unet"):
+        presets.build("fno-huge", ndim=1, **SHAPE)
     with pytest.raises(ValueError, match=r"no option.*'depth'.*allowed"):
-        registry.build("fno-small", ndim=1, depth=3, **SHAPE)
+        presets.build("fno-small", ndim=1, depth=3, **SHAPE)
+
+
+def test_a_preset_is_its_yaml_file() -> None:
+    """Every value of ``conf/model/<name>.yaml`` reaches the network; overrides replace them."""
+    for name in presets.available():
+        preset = OmegaConf.to_container(OmegaConf.load(presets.PRESET_DIR / f"{name}.yaml"))
+        with torch.device("meta"):
+            net = presets.build(name, ndim=2, **SHAPE)
+        options = {k: v for k, v in preset.items() if not k.startswith("_") and k not in presets.PRESET_KEYS}
+        for key, value in options.items():
+            if value not in ("???", "${pde.n}"):
+                assert net.hparams[key] == value, (name, key)
+    with torch.device("meta"):
+        assert presets.build("fno-small", ndim=1, width=8, **SHAPE).hparams["width"] == 8
 
 
 def count_parameters(name: str, ndim: int = 2, **shape: int) -> int:
     """Parameter count of a preset built on the meta device (no memory is allocated)."""
     with torch.device("meta"):
-        net = registry.build(name, ndim=ndim, **(shape or SHAPE))
+        net = presets.build(name, ndim=ndim, **(shape or SHAPE))
     return net.num_parameters()
 
 
@@ -170,9 +215,33 @@ def test_parameter_counts() -> None:
     # FNO-2D of Li et al. (2021) on Navier-Stokes: 10 frames of vorticity in, one out: 465,557 weights
     # (one per complex number), the count of the reference implementation.
     assert count_parameters("fno-2d-paper", channels=1, time_history=10, time_future=1) == 465_557
-    for name in registry.available():
+    for name in presets.available():
         count = count_parameters(name)
         if name.endswith("-small"):
             assert 10_000 < count < 400_000, f"{name}: {count} parameters is not a CPU size"
-        elif f"{name}-small" in registry.PRESETS:
+        elif f"{name}-small" in presets.available():
             assert count > 10 * count_parameters(f"{name}-small"), f"{name} is not larger than its -small"
+
+
+# The README's table (and benchmarks/results/models_small.txt): 4 frames of one channel in, one frame out,
+# unconditioned, 1D and 2D.
+README_COUNTS = {
+    "fno-small": (9_937, 132_817),
+    "fno": (287_553, 8_414_017),
+    "fno-2d-paper": (23_817, 465_437),
+    "unet-small": (79_889, 223_217),
+    "unet": (51_506_177, 144_257_921),
+    "sinenet-small": (106_293, 288_837),
+    "sinenet": (12_831_529, 35_484_457),
+    "lsm-small": (127_457, 307_185),
+    "lsm": (7_661_441, 19_187_649),
+    "pde_refiner-small": (103_905, 247_329),
+    "pde_refiner": (53_759_937, 146_512_065),
+}
+
+
+def test_every_preset_has_the_parameter_counts_of_the_readme() -> None:
+    assert set(README_COUNTS) == set(presets.available())
+    shape = {"channels": 1, "time_history": 4, "time_future": 1}
+    for name, counts in README_COUNTS.items():
+        assert (count_parameters(name, 1, **shape), count_parameters(name, 2, **shape)) == counts, name

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from data.normalize import channel_stats
 from data.trajectories import generate, output_times
-from models import registry
 from models.layers import ResidualBlock
 from models.pde_refiner import PDERefiner
 from solvers.ks import KuramotoSivashinsky
+from training import presets
 
 T_IN, T_OUT, C, N = 2, 1, 2, 16
 
@@ -26,8 +27,7 @@ def refiner(
         T_IN,
         T_OUT,
         cond_dim=cond_dim,
-        inner="unet-small",
-        inner_overrides={"hidden": 8, "channel_mults": (1, 2)},
+        inner={"_target_": "models.unet.UNet", "hidden": 8, "channel_mults": (1, 2)},
         num_refinement_steps=steps,
         sigma_min=sigma_min,
         target_scale=target_scale,
@@ -116,12 +116,27 @@ def test_bad_settings_are_refused() -> None:
         refiner(sigma_min=0.0)
     with pytest.raises(ValueError, match=r"target_scale=-1\.0 must be > 0"):
         refiner(target_scale=-1.0)
-    with pytest.raises(ValueError, match="not a refiner"):
-        PDERefiner(1, 1, 1, 1, inner="pde_refiner-small")
-    with pytest.raises(ValueError, match="not a preset; allowed"):
-        PDERefiner(1, 1, 1, 1, inner="resnet")
+    with pytest.raises(ValueError, match="must be a plain network, not a refiner"):
+        PDERefiner(1, 1, 1, 1, inner={"_target_": "models.pde_refiner.PDERefiner"})
+    with pytest.raises(
+        ValueError, match=r"inner._target_='models.resnet.ResNet' is not a pdestream network class"
+    ):
+        PDERefiner(1, 1, 1, 1, inner={"_target_": "models.resnet.ResNet"})
+    with pytest.raises(
+        ValueError, match=r"inner sets \['cond_dim'\]; the refiner sets the inner network's shape"
+    ):
+        PDERefiner(1, 1, 1, 1, inner={"_target_": "models.unet.UNet", "cond_dim": 3})
     with pytest.raises(ValueError, match=r"cond .* is required"):
         refiner().loss(torch.randn(2, T_IN, C, N), torch.randn(2, T_OUT, C, N))
+
+
+@pytest.mark.parametrize(("refiner", "unet"), [("pde_refiner", "unet"), ("pde_refiner-small", "unet-small")])
+def test_presets_refine_the_unet_of_the_unet_presets(refiner: str, unet: str) -> None:
+    """The inner network of ``conf/model/pde_refiner*.yaml`` is the U-Net of ``unet*.yaml``, option for option."""
+    inner = OmegaConf.to_container(OmegaConf.load(presets.PRESET_DIR / f"{refiner}.yaml").inner)
+    preset = OmegaConf.load(presets.PRESET_DIR / f"{unet}.yaml")
+    shape = {"ndim", "channels", "time_history", "time_future", "cond_dim", "_convert_", *presets.PRESET_KEYS}
+    assert inner == {k: v for k, v in OmegaConf.to_container(preset).items() if k not in shape}
 
 
 def test_ks_preset_has_the_parameter_count_of_pdearena_pde_refiner() -> None:
@@ -129,13 +144,13 @@ def test_ks_preset_has_the_parameter_count_of_pdearena_pde_refiner() -> None:
     # (pdearena/modules/conditioned/oned_unet.py) on the previous frame and the noised estimate, conditioned
     # on the refinement step and two scalars ("scalar_2"): 53,924,225 parameters in the reference code.
     with torch.device("meta"):
-        net = registry.build("pde_refiner", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=2)
+        net = presets.build("pde_refiner", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=2)
     assert net.num_parameters() == 53_924_225
     assert net.inner.time_history == 2 and net.inner.cond_dim == 3 and len(net.inner.embed) == 3
 
 
 def test_ks_preset_inner_net_starts_with_zeroed_block_outputs_and_readout() -> None:
-    net = registry.build("pde_refiner", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=2)
+    net = presets.build("pde_refiner", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=2)
     blocks = [m for m in net.inner.modules() if isinstance(m, ResidualBlock)]
     assert len(blocks) == 22
     assert all(b.conv2.weight.abs().max() == 0 and b.conv2.bias.abs().max() == 0 for b in blocks)
@@ -162,7 +177,7 @@ def test_ks_preset_refines_at_the_references_signal_to_noise() -> None:
     u = generate(solver, 0, "train", range(16), times).u / std.float().reshape(1, 1, -1, 1)
     x, y = u[:, :-1].flatten(0, 1)[:, None], (u[:, 1:] - u[:, :-1]).flatten(0, 1)[:, None]
 
-    net = registry.build("pde_refiner-small", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=1)
+    net = presets.build("pde_refiner-small", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=1)
     calls = record_calls(net)
     torch.manual_seed(0)
     with torch.no_grad():

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.sinenet import PRESETS, SineNet, upsample
+from models.sinenet import SineNet, upsample
+from training import presets
 
 GRIDS = {1: (64,), 2: (32, 32)}
 TINY = dict(hidden=8, mult=1.5, levels=2, waves=2)
@@ -71,9 +72,8 @@ def test_conditioning_changes_output() -> None:
 def test_sinenet8_parameter_count_is_the_reference() -> None:
     # Incompressible Navier-Stokes (PDEArena): 4 history frames of 1 scalar + 1 velocity = 3 channels,
     # 1 future frame. The reference `sinenet8-dual` (divelab/AIRS) has 35,490,219 parameters.
-    kwargs = {k: v for k, v in PRESETS["sinenet"].items() if k != "cls"}
     with torch.device("meta"):
-        net = PRESETS["sinenet"]["cls"](ndim=2, channels=3, time_history=4, time_future=1, **kwargs)
+        net = presets.build("sinenet", ndim=2, channels=3, time_history=4, time_future=1)
     assert net.hparams["waves"] == 8 and net.hparams["mult"] == 1.425
     assert net.num_parameters() == 35_490_219
     # Channels per level: int(64 · 1.425**l).
@@ -136,8 +136,7 @@ def test_non_periodic_runs_and_hparams_rebuild() -> None:
 
 def test_small_preset_overfits_one_batch() -> None:
     torch.manual_seed(0)
-    kwargs = {k: v for k, v in PRESETS["sinenet-small"].items() if k != "cls"}
-    net = SineNet(1, channels=1, time_history=4, time_future=1, **kwargs)
+    net = presets.build("sinenet-small", ndim=1, channels=1, time_history=4, time_future=1)
     assert net.num_parameters() < 300_000
     g = torch.Generator().manual_seed(2)
     x, target = torch.randn(4, 4, 1, 32, generator=g), torch.randn(4, 1, 1, 32, generator=g)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import registry
 from models.layers import ResidualBlock
 from models.unet import PeriodicUpsample, UNet
+from training import presets
 
 
 def small(**kw: object) -> UNet:
@@ -48,9 +48,9 @@ def test_zero_padding_breaks_periodic_equivariance_circular_keeps_it() -> None:
 
 
 def full(ndim: int, **shape: int) -> UNet:
-    """The full ``unet`` preset, on the meta device (no memory is allocated)."""
+    """The full ``unet`` preset (``conf/model/unet.yaml``), on the meta device (no memory is allocated)."""
     with torch.device("meta"):
-        return registry.build("unet", ndim=ndim, **shape)
+        return presets.build("unet", ndim=ndim, **shape)
 
 
 def test_full_preset_has_the_parameter_count_of_pdearena_unetmod_64() -> None:
