@@ -278,7 +278,7 @@ def pdebench_bands(mean_power: Tensor) -> Tensor:
     spectrum = mean_power.sqrt()
     low, high = PDEBENCH_BANDS
     bands = [spectrum[..., :low], spectrum[..., low:high], spectrum[..., high:]]
-    return torch.stack([band.mean(-1) for band in bands], dim=-1).mean(-3)
+    return torch.stack([band.mean(-1) for band in bands], dim=-1).mean(-2)
 
 
 def pdebench_frmse(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Tensor:
