@@ -1,11 +1,12 @@
 """The evaluation behind ``evaluate.py``: checkpoints + test set → rollouts → metrics → ``metrics.nc`` + report.
 
 Every model rolls out autoregressively from the first ``time_history`` frames of each test trajectory
-over the whole horizon (batched, EMA weights, no gradients). Per trajectory and lead time it gets MSE,
-nRMSE, Pearson correlation, the energy spectrum and its error per wavenumber band; per trajectory the
-correlation time at each threshold and the blow-up time; means with bootstrap confidence intervals over
-trajectories; and its wall time per rollout step, set against the classical solver's cost-accuracy
-curve (:mod:`evaluation.baseline`). Two anchors are scored the same way: each network with freshly
+over the whole horizon (batched, EMA weights, no gradients). It gets every metric of the registry
+(:mod:`evaluation.registry`: errors and correlation per lead time, correlation times, the published
+conventions of FNO, PDEArena, The Well and PDEBench), each with its bootstrap confidence interval over
+trajectories; the energy spectrum and its error per wavenumber band and the blow-up time; and its wall
+time per rollout step, set against the classical solver's cost-accuracy curve (:mod:`evaluation.baseline`),
+whose settings are scored by the same registry. Two anchors are scored the same way: each network with freshly
 initialised weights (``untrained``) and persistence (the last input frame repeated). Timings are medians
 over repeats after a warm-up, the surrogates and the solver settings in turns (:mod:`evaluation.timing`).
 Everything lands in one ``xarray.Dataset`` (``metrics.nc``) that the report (:mod:`evaluation.report`)
@@ -396,7 +397,8 @@ def build_dataset(
     ``models`` are the loaded checkpoints; ``forecasters`` the rows (trained models and the anchors, coordinate
     ``kind`` along ``model``) with their ``results``. ``truth`` is the rollout part of the test trajectories
     the solver runs are compared with (``[N, T_s, C, *S]``, starting after the first model's history).
-    ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the timing device).
+    ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the test data, the timing
+    device).
     """
     length = max(r.cat("spectrum_true").shape[1] for r in results)
     times = dt * np.arange(1, length + 1)
@@ -449,6 +451,7 @@ def build_dataset(
         "time_history": str([m.time_history for m in forecasters]),
         "evaluation_config": OmegaConf.to_yaml(cfg, resolve=True),
         "model_configs": OmegaConf.to_yaml(OmegaConf.create({m.label: m.config for m in models})),
+        "networks": "\n".join(f"{m.label}: {type(m.module.net).__name__}" for m in models),
         "time_note": f"lead time since the last history frame ({TIME_UNITS})",
         "batch_size": cfg.batch_size,
         "timing_warmup": cfg.timing.warmup,
@@ -584,6 +587,7 @@ def evaluate(cfg: DictConfig) -> Path:
         "timing_device": device_description(device),
         "length": side,
         "channels": ", ".join(solver.channels),
+        "test_data": f"{data['source']}, {len(u)} trajectories of {u.shape[1]} frames",
     }
     dataset = build_dataset(models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs)
     out = Path(cfg.output_dir)
