@@ -199,6 +199,13 @@ def _cell(ds: xr.Dataset, metric: registry.Metric, dim: str, row: str, sel: dict
     return _with_ci(ci if step is None else ci.isel(time=step - 1))
 
 
+EVERY_METRIC_NOTE = (
+    "Every registered metric (defined in the protocol) for every model, anchor and stable solver setting. "
+    "— marks a value that is not defined for the row: a solver setting with a larger step has no output at "
+    "lead times between its steps, and an average over the frames up to t needs every frame."
+)
+
+
 def metric_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]]:
     """Every metric of :mod:`evaluation.registry` for every model, anchor and stable solver setting: one
     table of the metrics without a lead time (correlation times), one per horizon of the per-step ones;
@@ -692,7 +699,7 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     md = ["# Surrogate evaluation report", "", "## Protocol", "", *(f"- {line}" for line in card), ""]
     md += [_md_table(card_table), "", "Metrics:", "", *(f"- {line}" for line in defined), ""]
     md += [*intro, "", "## Summary", "", _md_table(summary), ""]
-    md += ["## Every metric", ""]
+    md += ["## Every metric", "", EVERY_METRIC_NOTE, ""]
     md += [f"### {title}\n\n{_md_table(table)}\n" for title, table in tables]
     note = reference_note(ds) if solvers else ""
     if solvers:
@@ -710,7 +717,7 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     ]
     parts.append("".join(f"<p>{html.escape(p)}</p>" for p in intro))
     parts.append(f"<h2>Summary</h2>{_html_table(summary)}")
-    parts.append("<h2>Every metric</h2>")
+    parts.append(f"<h2>Every metric</h2><p>{html.escape(EVERY_METRIC_NOTE)}</p>")
     parts += [f"<h3>{html.escape(title)}</h3>{_html_table(table)}" for title, table in tables]
     if solvers:
         parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}<p>{html.escape(note)}</p>")
