@@ -93,11 +93,6 @@ class Metric:
         return "threshold" in self.dims
 
 
-def _per_threshold(fn: Callable[[Tensor, Tensor, float], Tensor], r: Rollout) -> Tensor:
-    times = r.scope.times.to(device=r.corr.device, dtype=r.corr.dtype)
-    return torch.stack([fn(r.corr, times, t) for t in r.scope.thresholds], -1)
-
-
 def _mse(r: Rollout) -> Tensor:
     return metrics.mse(r.pred, r.true)
 
@@ -111,10 +106,13 @@ def _corr(r: Rollout) -> Tensor:
 
 
 def _corr_time(r: Rollout) -> Tensor:
-    return _per_threshold(metrics.correlation_time, r)
+    times = r.scope.times.to(device=r.corr.device, dtype=r.corr.dtype)
+    return torch.stack([metrics.correlation_time(r.corr, times, t) for t in r.scope.thresholds], -1)
 
 
 def _corr_for_mean(r: Rollout) -> Tensor:
+    """The correlation PDEArena averages: a NaN (blown-up rollout) as −1, as in
+    :func:`~evaluation.metrics.pdearena_correlation_time`."""
     return r.corr.double().nan_to_num(nan=-1.0)
 
 

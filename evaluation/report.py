@@ -286,7 +286,7 @@ def protocol_card(ds: xr.Dataset) -> tuple[list[str], Table]:
     ]
     header = [
         "model", "network", "params", "input / target frames", "training data", "batch",
-        "training steps (max_steps)", "training samples seen (at most)",
+        "training steps (max_steps)", "training windows drawn (max_steps × batch, per device)",
     ]  # fmt: skip
     rows = []
     for label, config in configs.items():
