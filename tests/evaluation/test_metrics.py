@@ -250,3 +250,15 @@ def test_pdebench_frmse_bins_the_first_quadrant_in_2d():
     got = metrics.pdebench_frmse(true + error, true, (1.0, 1.0))[0]
     # |fftn| at (3, 4) = a n² / 2; / n² · 1 → a / 2 in bin 5, mean over the 8 mid bins
     torch.testing.assert_close(got, torch.tensor([0.0, a / 2 / 8, 0.0], dtype=torch.float64))
+
+
+def test_pdebench_frmse_averages_the_channels_at_every_step():
+    n, length = 32, 2.0
+    x = torch.arange(n, dtype=torch.float64) * length / n
+    wave = torch.sin(2 * math.pi * 2 * x / length)  # k = 2: the low band
+    amplitude = torch.tensor([[1.0, 3.0], [2.0, 0.0]], dtype=torch.float64)  # [T, C]
+    error = (amplitude[:, :, None] * wave).expand(3, 2, 2, n)
+    got = metrics.pdebench_frmse(error, torch.zeros_like(error), (length,))
+    # per channel a L / 2 in one of the 4 low wavenumbers, then the mean over the two channels
+    low = amplitude.mean(1) * length / 2 / 4
+    torch.testing.assert_close(got, torch.stack([low, 0 * low, 0 * low], -1), atol=1e-12, rtol=1e-9)
