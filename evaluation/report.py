@@ -214,7 +214,7 @@ def metric_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]
     timeless = [m for m in present if "time" not in m.dims]
     timed = [m for m in present if "time" in m.dims]
     tables = []
-    blocks = [("Correlation times", timeless, None)]
+    blocks = [("Over the whole rollout", timeless, None)]
     blocks += [
         (f"At lead time t = {_units(float(ds.time[h - 1]), TIME_UNITS)} ({h} step{'s' * (h != 1)})", timed, h)
         for h in horizons
@@ -233,10 +233,12 @@ def metric_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]
     return tables
 
 
-def definitions() -> list[str]:
-    """One line per registered metric: label, name, kind, direction, unit, definition and convention."""
+def definitions(ds: xr.Dataset) -> list[str]:
+    """One line per registered metric in ``ds``: label, name, kind, direction, unit, definition, convention."""
     lines = []
     for m in registry.METRICS:
+        if f"{m.name}_ci" not in ds:
+            continue
         unit = f", {m.unit}" if m.unit else ", dimensionless"
         lines.append(
             f"{m.label} ({m.name}; {m.kind}; {m.better} is better{unit}): {m.definition}. Convention: {m.convention}."
@@ -695,7 +697,7 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     intro = _intro(ds)
     card, card_table = protocol_card(ds)
     tables = metric_tables(ds, horizons)
-    defined = definitions()
+    defined = definitions(ds)
     md = ["# Surrogate evaluation report", "", "## Protocol", "", *(f"- {line}" for line in card), ""]
     md += [_md_table(card_table), "", "Metrics:", "", *(f"- {line}" for line in defined), ""]
     md += [*intro, "", "## Summary", "", _md_table(summary), ""]
