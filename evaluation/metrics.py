@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -136,13 +137,19 @@ def spectrum_band_error(
 
 
 def bootstrap_ci(
-    values: Tensor, confidence: float = 0.95, num_resamples: int = 1000, seed: int = 0
+    values: Tensor,
+    confidence: float = 0.95,
+    num_resamples: int = 1000,
+    seed: int = 0,
+    statistic: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean over trajectories (dim 0) and its percentile-bootstrap confidence interval.
+    """A statistic of the mean over trajectories (dim 0) and its percentile-bootstrap confidence interval.
 
     Trajectories are resampled with replacement ``num_resamples`` times (a seeded generator, so the
-    interval is reproducible); the interval is the ``(1 ∓ confidence) / 2`` quantiles of the resampled
-    means. Returns ``(mean, low, high)``, each of shape ``values.shape[1:]``; NaNs propagate.
+    interval is reproducible); the interval is the ``(1 ∓ confidence) / 2`` quantiles of the statistic of
+    the resampled means. ``statistic`` maps means ``[R, *values.shape[1:]]`` to ``[R, *out]`` (e.g. the
+    time the mean correlation stays above a threshold); ``None`` is the mean itself. Returns
+    ``(value, low, high)``, each of shape ``out``; NaNs propagate.
     """
     if not 0 < confidence < 1 or num_resamples < 1 or values.ndim < 1 or len(values) < 1:
         raise ValueError(
@@ -151,11 +158,23 @@ def bootstrap_ci(
         )
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(len(values), (num_resamples, len(values)), generator=generator)
-    means = values.double()[index.to(values.device)].mean(1)
+    values = values.double()
+    chunk = max(1, 2**24 // max(values.numel(), 1))  # resamples per gather: at most ~16M numbers at once
+    means = torch.cat([values[part.to(values.device)].mean(1) for part in index.split(chunk)])
+    mean = values.mean(0, keepdim=True)
+    if statistic is not None:
+        means, mean = statistic(means), statistic(mean)
     alpha = (1 - confidence) / 2
     quantiles = torch.tensor([alpha, 1 - alpha], dtype=means.dtype, device=means.device)
     low, high = torch.quantile(means, quantiles, dim=0)
-    return values.double().mean(0), low, high
+    return mean[0], low, high
+
+
+def over_horizon(values: Tensor, dim: int = 1) -> Tensor:
+    """Mean over the lead times up to each one along ``dim`` (``[B, T]``: dim 1): entry ``t`` averages steps
+    ``1 … t`` (a per-step error reported as the papers report it, averaged over the predicted frames)."""
+    steps = torch.arange(1, values.shape[dim] + 1, dtype=values.dtype, device=values.device)
+    return values.cumsum(dim) / steps.reshape(-1, *[1] * (-dim - 1 if dim < 0 else values.ndim - dim - 1))
 
 
 # --------------------------------------------------------------------------- published conventions
@@ -174,28 +193,34 @@ def _uniform_step(times: Tensor) -> float:
 def pdearena_correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.8) -> Tensor:
     """PDEArena's correlation time (PDE-Refiner, Lippe et al. 2023), a scalar in time units.
 
-    The Pearson correlation ``corr`` ``[B, T]`` is first averaged over the trajectories; the result is the
-    number of steps whose mean correlation is strictly above ``threshold``, times the step (PDEArena's
-    ``time_till_corr_lower``, ``pdearena/models/pderefiner.py``). It differs from the mean of the
-    per-trajectory :func:`correlation_time` whenever trajectories cross at different times.
+    The Pearson correlation ``corr`` ``[B, T]`` is first averaged over the trajectories (a NaN, a blown-up
+    rollout, counts as −1), then :func:`time_above` the threshold (PDEArena's ``time_till_corr_lower``,
+    ``pdearena/models/pderefiner.py``). It differs from the mean of the per-trajectory
+    :func:`correlation_time` whenever trajectories cross at different times.
     """
     if corr.ndim != 2 or times.shape != corr.shape[1:]:
         raise ValueError(
             f"corr must be [B, T] and times [T]; got {tuple(corr.shape)} and {tuple(times.shape)}"
         )
-    mean = corr.double().nan_to_num(nan=-1.0).mean(0)
-    return (mean > threshold).sum() * _uniform_step(times)
+    return time_above(corr.double().nan_to_num(nan=-1.0).mean(0), times, threshold)
+
+
+def time_above(mean_corr: Tensor, times: Tensor, threshold: float) -> Tensor:
+    """PDEArena's count: the number of steps of the mean correlation ``[..., T]`` strictly above
+    ``threshold`` (also after a dip), times the step of the evenly spaced ``times`` ``[T]``; ``[...]``."""
+    return (mean_corr > threshold).sum(-1) * _uniform_step(times)
 
 
 def relative_l2_block(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:
-    """Relative L2 error over the whole space-time block of each trajectory, ``[B]``.
+    """Relative L2 error over the space-time block of the frames up to each lead time, ``[B, T]``.
 
     The FNO papers' ``test_l2_full`` (Li et al. 2021, ``fourier_2d_time.py``): ``‖pred − true‖₂ / ‖true‖₂``
-    over every predicted frame, channel and grid point at once. Their per-step figure ``test_l2_step`` is
-    ``relative_l2(pred, true).mean(1)``: the per-frame relative error averaged over the frames.
+    over every predicted frame ``1 … t``, channel and grid point at once; ``[:, -1]`` is the whole block.
+    Their per-step figure ``test_l2_step`` is ``over_horizon(relative_l2(pred, true))``: the per-frame
+    relative error averaged over the frames.
     """
-    diff = (pred - true).flatten(1).norm(dim=-1)
-    return diff / true.flatten(1).norm(dim=-1).clamp_min(eps)
+    diff = (pred - true).flatten(2).pow(2).sum(-1).cumsum(1).sqrt()
+    return diff / true.flatten(2).pow(2).sum(-1).cumsum(1).sqrt().clamp_min(eps)
 
 
 def vrmse(pred: Tensor, true: Tensor, eps: float = 1e-7) -> Tensor:
@@ -220,15 +245,12 @@ PDEBENCH_BANDS = (4, 12)
 """PDEBench's band limits ``iLow, iHigh``: low wavenumbers ``[0, 4)``, mid ``[4, 12)``, high ``[12, …)``."""
 
 
-def pdebench_frmse(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Tensor:
-    """PDEBench's Fourier-space RMSE in its low / mid / high bands, ``[T, 3]`` (over all trajectories).
+def pdebench_error_power(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Tensor:
+    """The squared error spectrum behind PDEBench's fRMSE, per trajectory, ``[B, T, C, K]``.
 
     For ``[B, T, C, *S]`` on a domain of side ``lengths`` (one per axis): the error's DFT ``Δ̂`` (1D:
     ``rfft``; 2D: ``fftn``, with ``|Δ̂|²`` summed into the bins ``⌊√(i² + j²)⌋`` of the quadrant
-    ``0 <= i < n_x/2, 0 <= j < n_y/2`` for bins below ``min(n_x, n_y)/2``), then ``sqrt`` of its mean over the
-    trajectories, divided by the number of grid points and multiplied by the domain volume; the band value
-    is the mean over the wavenumbers of the band (:data:`PDEBENCH_BANDS`), averaged over the channels.
-    These are PDEBench's conventions (``metric_func``), quadrant and volume factor included.
+    ``0 <= i < n_x/2, 0 <= j < n_y/2`` for bins below ``min(n_x, n_y)/2``), times ``(volume / points)²``.
     """
     ndim = pred.ndim - 3
     if ndim not in (1, 2) or len(lengths) != ndim:
@@ -236,19 +258,35 @@ def pdebench_frmse(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Te
             f"pdebench_frmse: [B, T, C, *S] with 1 or 2 axes and one length each; got {ndim}, {lengths}"
         )
     diff = (pred - true).double()
-    points, volume = math.prod(diff.shape[3:]), math.prod(lengths)
+    scale = (math.prod(lengths) / math.prod(diff.shape[3:])) ** 2
     if ndim == 1:
-        power = torch.fft.rfft(diff, dim=-1).abs().pow(2)  # [B, T, C, K]
-    else:
-        nx, ny = diff.shape[-2:]
-        quadrant = torch.fft.fftn(diff, dim=(-2, -1)).abs().pow(2)[..., : nx // 2, : ny // 2]
-        i, j = torch.meshgrid(torch.arange(nx // 2), torch.arange(ny // 2), indexing="ij")
-        bins = (i.double().pow(2) + j.double().pow(2)).sqrt().floor().long().flatten()
-        keep = bins < min(nx // 2, ny // 2)
-        flat = quadrant.flatten(-2)[..., keep.to(diff.device)]
-        power = flat.new_zeros((*flat.shape[:-1], min(nx // 2, ny // 2)))
-        power.index_add_(-1, bins[keep].to(diff.device), flat)
-    spectrum = power.mean(0).sqrt() / points * volume  # [T, C, K]
+        return torch.fft.rfft(diff, dim=-1).abs().pow(2) * scale
+    nx, ny = diff.shape[-2:]
+    quadrant = torch.fft.fftn(diff, dim=(-2, -1)).abs().pow(2)[..., : nx // 2, : ny // 2]
+    i, j = torch.meshgrid(torch.arange(nx // 2), torch.arange(ny // 2), indexing="ij")
+    bins = (i.double().pow(2) + j.double().pow(2)).sqrt().floor().long().flatten()
+    keep = bins < min(nx // 2, ny // 2)
+    flat = quadrant.flatten(-2)[..., keep.to(diff.device)]
+    power = flat.new_zeros((*flat.shape[:-1], min(nx // 2, ny // 2)))
+    return power.index_add_(-1, bins[keep].to(diff.device), flat) * scale
+
+
+def pdebench_bands(mean_power: Tensor) -> Tensor:
+    """fRMSE in PDEBench's low / mid / high bands from the error power averaged over trajectories
+    ``[..., T, C, K]`` (:func:`pdebench_error_power`): ``sqrt`` per wavenumber, the mean over the band's
+    wavenumbers (:data:`PDEBENCH_BANDS`), then over the channels; ``[..., T, 3]``."""
+    spectrum = mean_power.sqrt()
     low, high = PDEBENCH_BANDS
     bands = [spectrum[..., :low], spectrum[..., low:high], spectrum[..., high:]]
-    return torch.stack([band.mean(-1) for band in bands], dim=-1).mean(1)
+    return torch.stack([band.mean(-1) for band in bands], dim=-1).mean(-2)
+
+
+def pdebench_frmse(pred: Tensor, true: Tensor, lengths: tuple[float, ...]) -> Tensor:
+    """PDEBench's Fourier-space RMSE in its low / mid / high bands, ``[T, 3]`` (over all trajectories).
+
+    ``sqrt`` of the trajectory mean of :func:`pdebench_error_power` — the error's DFT divided by the
+    number of grid points and multiplied by the domain volume —, averaged over the wavenumbers of each
+    band and over the channels (:func:`pdebench_bands`). These are PDEBench's conventions
+    (``metric_func``), quadrant and volume factor included.
+    """
+    return pdebench_bands(pdebench_error_power(pred, true, lengths).mean(0))

@@ -20,8 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
+
+from evaluation import registry
 
 Table = tuple[list[str], list[list[str]]]
 TIME_UNITS = "time units"
@@ -134,12 +136,14 @@ ANCHOR_NOTE = {"untrained": "— (anchor: untrained)", "persistence": "— (anch
 
 
 def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
-    """One row per model and anchor: size, correlation times, error at fixed horizons, spectrum, blow-ups,
-    cost (median and range over the timed repeats) and speed."""
+    """The headline: one row per model and anchor with size, correlation times, error at fixed horizons,
+    spectrum, blow-ups, cost (median and range over the timed repeats) and speed. Every registered metric
+    is in :func:`metric_tables`."""
     steps = [h for h in horizons if 1 <= h <= ds.sizes["time"]]
+    corr_time, rel_l2 = registry.by_name("corr_time"), registry.by_name("rel_l2")
     header = ["model", "params"]
-    header += [f"corr. time @{t:g} ({TIME_UNITS})" for t in ds.threshold.values]
-    header += [f"nRMSE @t={float(ds.time[h - 1]):g}" for h in steps]
+    header += [f"{corr_time.label} @{t:g} ({TIME_UNITS})" for t in ds.threshold.values]
+    header += [f"{rel_l2.label} @t={float(ds.time[h - 1]):g}" for h in steps]
     header += [f"spectrum err. {b}" for b in ds.band.values]
     header += ["blow-ups", "ms/step (min–max)", "speed-up vs solver", "speed-up at equal accuracy"]
     reference = (
@@ -166,6 +170,145 @@ def summary_table(ds: xr.Dataset, horizons: list[int]) -> Table:
         row.append(f"{_fmt(speedup)}× (vs {setting})" if setting else "— (no solver setting is as accurate)")
         rows.append(row)
     return header, rows
+
+
+def _rows(ds: xr.Dataset) -> list[tuple[str, str, str]]:
+    """``(row label, dimension, coordinate)`` of every model, anchor and stable solver setting."""
+    rows = [(str(m), "model", str(m)) for m in ds.model.values]
+    return rows + [(f"solver {s}", "solver_setting", s) for s in _ok_solvers(ds)]
+
+
+def _columns(ds: xr.Dataset, metric: registry.Metric) -> list[tuple[str, dict[str, object]]]:
+    """``(header, selection)`` of each column of ``metric`` besides time: one per threshold or own label."""
+    columns = [("", {})]
+    for dim in metric.dims:
+        if dim == "time":
+            continue
+        labels = ds[dim].values
+        suffix = (lambda v: f" @{v:g}") if dim == "threshold" else (lambda v: f" {v}")
+        columns = [(head + suffix(v), {**sel, dim: v}) for head, sel in columns for v in labels]
+    return columns
+
+
+def _cell(ds: xr.Dataset, metric: registry.Metric, dim: str, row: str, sel: dict, step: int | None) -> str:
+    """``metric`` of one row (value and 95% interval), at lead step ``step`` for a per-step metric."""
+    name = f"{metric.name}_ci" if dim == "model" else f"solver_{metric.name}_ci"
+    if name not in ds:
+        return "—"
+    ci = ds[name].sel({dim: row, **sel})
+    return _with_ci(ci if step is None else ci.isel(time=step - 1))
+
+
+EVERY_METRIC_NOTE = (
+    "Every registered metric (defined in the protocol) for every model, anchor and stable solver setting. "
+    "— marks a value that is not defined for the row: a solver setting with a larger step has no output at "
+    "lead times between its steps, and an average over the frames up to t needs every frame."
+)
+
+
+def metric_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]]:
+    """Every metric of :mod:`evaluation.registry` for every model, anchor and stable solver setting: one
+    table of the metrics without a lead time (correlation times), one per horizon of the per-step ones;
+    ``[(title, table)]``."""
+    present = [m for m in registry.METRICS if f"{m.name}_ci" in ds]
+    timeless = [m for m in present if "time" not in m.dims]
+    timed = [m for m in present if "time" in m.dims]
+    tables = []
+    blocks = [("Over the whole rollout", timeless, None)]
+    blocks += [
+        (f"At lead time t = {_units(float(ds.time[h - 1]), TIME_UNITS)} ({h} step{'s' * (h != 1)})", timed, h)
+        for h in horizons
+        if 1 <= h <= ds.sizes["time"]
+    ]
+    for title, chosen, step in blocks:
+        if not chosen:
+            continue
+        columns = [(metric, head, sel) for metric in chosen for head, sel in _columns(ds, metric)]
+        header = ["row", *(f"{m.label}{head}" + (f" ({m.unit})" if m.unit else "") for m, head, _ in columns)]
+        rows = [
+            [label, *(_cell(ds, m, dim, coord, sel, step) for m, _, sel in columns)]
+            for label, dim, coord in _rows(ds)
+        ]
+        tables.append((title, (header, rows)))
+    return tables
+
+
+def definitions(ds: xr.Dataset) -> list[str]:
+    """One line per registered metric in ``ds``: label, name, kind, direction, unit, definition, convention."""
+    lines = []
+    for m in registry.METRICS:
+        if f"{m.name}_ci" not in ds:
+            continue
+        unit = f", {m.unit}" if m.unit else ", dimensionless"
+        lines.append(
+            f"{m.label} ({m.name}; {m.kind}; {m.better} is better{unit}): {m.definition}. Convention: {m.convention}."
+        )
+    return lines
+
+
+def _training_data(config: Mapping) -> str:
+    """How a model's training data came: an online stream or a fixed pool of files."""
+    data = config["data"]
+    if str(data["_target_"]).endswith("OnlineDataModule"):
+        buffer = data.get("buffer") or {}
+        return (
+            f"online: solvers stream new trajectories of {data.get('rollout_steps')} frames into a "
+            f"{buffer.get('policy')} buffer of {buffer.get('capacity')} windows"
+        )
+    paths = data.get("paths") or {}
+    return f"fixed pool: {paths.get('train')}"
+
+
+def _pde_line(pde: Mapping) -> str:
+    """The PDE, its grids (solved, stored), domain, internal step and parameters (ranges as given)."""
+    name = str(pde["_target_"]).rsplit(".", 1)[-1]
+    n = pde["n"]
+    solve = pde.get("n_solve") or n
+    skip = {"_target_", "n", "n_solve", "length", "dt", "burn_in", "blowup"}
+    others = ", ".join(f"{k} = {v}" for k, v in pde.items() if k not in skip)
+    return (
+        f"{name} on a periodic domain of length {pde['length']:g}: solved on {solve} points per axis "
+        f"(pde.n_solve), stored on {n} (pde.n); internal step {pde['dt']:g}, burn-in {pde.get('burn_in', 0):g} "
+        f"{TIME_UNITS} dropped; {others}"
+    )
+
+
+def protocol_card(ds: xr.Dataset) -> tuple[list[str], Table]:
+    """What was evaluated, read from the checkpoints' stored run configs: the data (PDE, resolution solved
+    and stored, frames, step, test trajectories), and per trained model its class, size, input/target
+    frames, training data and training steps. Returns ``(lines, per-model table)``."""
+    configs = OmegaConf.to_container(OmegaConf.create(ds.attrs["model_configs"]))
+    networks = dict(line.split(": ", 1) for line in ds.attrs["networks"].splitlines())
+    first = next(iter(configs.values()))
+    lines = [
+        f"PDE: {_pde_line(first['pde'])}.",
+        f"Test data: {ds.attrs['test_data']}, at the model step Δt = {_units(ds.attrs['dt'], TIME_UNITS)}; "
+        f"rollouts of {ds.sizes['time']} steps after the input frames (lead time up to "
+        f"{_units(float(ds.time[-1]), TIME_UNITS)}).",
+    ]
+    header = [
+        "model", "network", "params", "input / target frames", "training data", "batch",
+        "training steps (max_steps)", "training windows drawn (max_steps × batch, per device)",
+    ]  # fmt: skip
+    rows = []
+    for label, config in configs.items():
+        model, trainer = config["model"], config.get("trainer") or {}
+        steps, batch = trainer.get("max_steps"), config["data"].get("batch_size")
+        params = int(ds.num_parameters.sel(model=label)) if label in ds.model else 0
+        seen = f"{steps * batch:,}" if isinstance(steps, int) and isinstance(batch, int) else "—"
+        rows.append(
+            [
+                label,
+                f"{networks[label]} (preset {model.get('name', '—')})",
+                f"{params:,}" if params else "—",
+                f"{model.get('time_history')} / {model.get('time_future')}",
+                _training_data(config),
+                str(batch),
+                str(steps),
+                seen,
+            ]
+        )
+    return lines, (header, rows)
 
 
 def solver_table(ds: xr.Dataset) -> Table:
@@ -512,6 +655,7 @@ STYLE = (
     "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}"
     "td:first-child,th:first-child,td:last-child{text-align:left}img{max-width:100%;border:1px solid #eee}"
     "pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:0.8em}"
+    ".card{border:1px solid #bbb;background:#fafafa;padding:0.5em 1.5em;margin:1em 0}.card li{margin:0.2em 0}"
 )
 
 
@@ -527,9 +671,9 @@ def _intro(ds: xr.Dataset) -> list[str]:
         f"{_units(ds.attrs['dt'], TIME_UNITS)} (lead time up to {_units(float(ds.time[-1]), TIME_UNITS)}), on a "
         f"periodic domain of length {_units(ds.attrs['length'], LENGTH_UNITS)}. Times are in the PDE's "
         f"{TIME_UNITS}, lengths in its {LENGTH_UNITS}.",
-        "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets. The correlation "
-        "time is the lead time before the Pearson correlation first drops below the threshold (the horizon if it "
-        "never does). Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "
+        "Means over trajectories with 95% percentile-bootstrap confidence intervals in brackets (a per-model "
+        "metric: its value, and the interval of its values over resampled sets of trajectories); each metric "
+        "is defined in the protocol above. Spectrum error: log10 of predicted over true energy per wavenumber band (0 is exact). "
         "Anchors: each network untrained (freshly initialised weights behind its trained normalisation, the "
         "score training started from) and persistence (the last input frame repeated); a model that does not "
         "beat them has learnt nothing useful.",
@@ -551,7 +695,14 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
         ("Model configs", ds.attrs["model_configs"]),
     )
     intro = _intro(ds)
-    md = ["# Surrogate evaluation report", "", *intro, "", "## Summary", "", _md_table(summary), ""]
+    card, card_table = protocol_card(ds)
+    tables = metric_tables(ds, horizons)
+    defined = definitions(ds)
+    md = ["# Surrogate evaluation report", "", "## Protocol", "", *(f"- {line}" for line in card), ""]
+    md += [_md_table(card_table), "", "Metrics:", "", *(f"- {line}" for line in defined), ""]
+    md += [*intro, "", "## Summary", "", _md_table(summary), ""]
+    md += ["## Every metric", "", EVERY_METRIC_NOTE, ""]
+    md += [f"### {title}\n\n{_md_table(table)}\n" for title, table in tables]
     note = reference_note(ds) if solvers else ""
     if solvers:
         md += ["## Classical solver settings", "", _md_table(solvers), "", note, ""]
@@ -560,8 +711,16 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     md += [f"## {title}\n\n```yaml\n{text}```\n" for title, text in configs]
     (out / "report.md").write_text("\n".join(md))
 
-    parts = [f"<h1>Surrogate evaluation report</h1>{''.join(f'<p>{html.escape(p)}</p>' for p in intro)}"]
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in card)
+    metric_items = "".join(f"<li>{html.escape(line)}</li>" for line in defined)
+    parts = [
+        '<h1>Surrogate evaluation report</h1><section class="card"><h2>Protocol</h2>'
+        f"<ul>{items}</ul>{_html_table(card_table)}<p>Metrics:</p><ul>{metric_items}</ul></section>"
+    ]
+    parts.append("".join(f"<p>{html.escape(p)}</p>" for p in intro))
     parts.append(f"<h2>Summary</h2>{_html_table(summary)}")
+    parts.append(f"<h2>Every metric</h2><p>{html.escape(EVERY_METRIC_NOTE)}</p>")
+    parts += [f"<h3>{html.escape(title)}</h3>{_html_table(table)}" for title, table in tables]
     if solvers:
         parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}<p>{html.escape(note)}</p>")
     parts.append("<h2>Figures</h2>")

@@ -10,9 +10,10 @@ Training objectives (all on normalised fields):
 * input noise: Gaussian noise of std ``input_noise`` on the (normalised) input frames;
 * ``predict_difference``: the network predicts the change from the last input frame.
 
-Validation runs autoregressive rollouts over the fixed validation trajectories and reports the
-per-step error and the correlation time (first drop of the Pearson correlation below
-``correlation_threshold``, in PDE time units), the metric that checkpoints are selected on.
+Validation runs autoregressive rollouts over the fixed validation trajectories and logs the metrics the
+registry (:mod:`evaluation.registry`) marks for validation, among them the correlation time (first drop of
+the Pearson correlation below ``correlation_threshold``, in PDE time units, averaged over trajectories),
+the metric that checkpoints are selected on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from evaluation import metrics
+from evaluation import metrics, registry
 from evaluation.rollout import rollout, rollout_steps
 from models.base import SurrogateNet
 
@@ -125,6 +126,7 @@ class SurrogateModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = LOSSES[loss]
         self._val: dict[str, list[Tensor]] = {}
+        self._val_scope: registry.Scope | None = None  # lead times and threshold of the last validation
         self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
 
     @staticmethod
@@ -235,22 +237,22 @@ class SurrogateModule(pl.LightningModule):
         steps = rollout_steps(u.shape[1], t_in, t_out)
         pred = rollout(self.predictor(batch["params"], batch["dt"]), u[:, :t_in], steps)
         true = u[:, t_in : t_in + pred.shape[1]]
-        corr = metrics.pearson(pred, true)
-        dt = batch["dt"].reshape(-1)[0].to(corr.dtype)
-        times = dt * torch.arange(1, pred.shape[1] + 1, device=corr.device, dtype=corr.dtype)
+        dt = batch["dt"].reshape(-1)[0].to(pred.dtype)
+        times = dt * torch.arange(1, pred.shape[1] + 1, device=pred.device, dtype=pred.dtype)
         if not self._val:  # the first validation batch: keep one rollout for the figure callback
             self.val_sample = (pred[:1].detach().cpu(), true[:1].detach().cpu(), times.cpu())
-        return {
-            "mse": metrics.mse(pred, true),
-            "rel_l2": metrics.relative_l2(pred, true),
-            "corr_time": metrics.correlation_time(corr, times, self.hparams.correlation_threshold),
-        }
+        self._val_scope = registry.Scope(times, (self.hparams.correlation_threshold,))
+        scored = registry.Rollout(pred, true, self._val_scope)
+        return {metric.name: metric.compute(scored) for metric in registry.validation_metrics()}
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         for key, value in self.rollout_metrics(batch).items():
             self._val.setdefault(key, []).append(value.detach())
 
     def on_validation_epoch_end(self) -> None:
+        """Log every validation metric of :mod:`evaluation.registry` as ``val/<name>``: the mean over
+        trajectories (per-step metrics: also over lead times, and ``_first`` / ``_last`` step), at the
+        module's correlation threshold; ``val/corr_time`` is the checkpoint selection key."""
         if not self._val:
             return
         gathered = {}
@@ -258,18 +260,21 @@ class SurrogateModule(pl.LightningModule):
             value = self.all_gather(torch.cat(values))
             gathered[key] = value.flatten(0, 1) if self.trainer.world_size > 1 else value
         self._val.clear()
-        rel = gathered["rel_l2"].mean(0)
+        logged = {}
+        for metric in registry.validation_metrics():
+            values = gathered[metric.name]
+            if metric.kind == registry.PER_MODEL:
+                values = metric.of_mean(values.double().mean(0, keepdim=True), self._val_scope)
+            if metric.thresholded:
+                values = values[..., 0]
+            if "time" in metric.dims:
+                curve = values.mean(0)
+                logged |= {f"val/{metric.name}_first": curve[0], f"val/{metric.name}_last": curve[-1]}
+                values = curve
+            logged[f"val/{metric.name}"] = values.mean()
         # the values are gathered already, equal on every rank: sync_dist only confirms it to Lightning
-        self.log("val/corr_time", gathered["corr_time"].mean(), prog_bar=True, sync_dist=True)
-        self.log_dict(
-            {
-                "val/mse": gathered["mse"].mean(),
-                "val/rel_l2": rel.mean(),
-                "val/rel_l2_first": rel[0],
-                "val/rel_l2_last": rel[-1],
-            },
-            sync_dist=True,
-        )
+        self.log("val/corr_time", logged.pop("val/corr_time"), prog_bar=True, sync_dist=True)
+        self.log_dict(logged, sync_dist=True)
 
 
 class RefinerModule(SurrogateModule):

@@ -1,11 +1,12 @@
 """The evaluation behind ``evaluate.py``: checkpoints + test set → rollouts → metrics → ``metrics.nc`` + report.
 
 Every model rolls out autoregressively from the first ``time_history`` frames of each test trajectory
-over the whole horizon (batched, EMA weights, no gradients). Per trajectory and lead time it gets MSE,
-nRMSE, Pearson correlation, the energy spectrum and its error per wavenumber band; per trajectory the
-correlation time at each threshold and the blow-up time; means with bootstrap confidence intervals over
-trajectories; and its wall time per rollout step, set against the classical solver's cost-accuracy
-curve (:mod:`evaluation.baseline`). Two anchors are scored the same way: each network with freshly
+over the whole horizon (batched, EMA weights, no gradients). It gets every metric of the registry
+(:mod:`evaluation.registry`: errors and correlation per lead time, correlation times, the published
+conventions of FNO, PDEArena, The Well and PDEBench), each with its bootstrap confidence interval over
+trajectories; the energy spectrum and its error per wavenumber band and the blow-up time; and its wall
+time per rollout step, set against the classical solver's cost-accuracy curve (:mod:`evaluation.baseline`),
+whose settings are scored by the same registry. Two anchors are scored the same way: each network with freshly
 initialised weights (``untrained``) and persistence (the last input frame repeated). Timings are medians
 over repeats after a warm-up, the surrogates and the solver settings in turns (:mod:`evaluation.timing`).
 Everything lands in one ``xarray.Dataset`` (``metrics.nc``) that the report (:mod:`evaluation.report`)
@@ -34,7 +35,7 @@ from tqdm import tqdm
 from data.cli import require_writable
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
 from data.hdf5 import read_trajectories
-from evaluation import metrics
+from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.rollout import Predictor, rollout, rollout_steps
 from evaluation.timing import device_description, median_seconds, time_interleaved
@@ -236,13 +237,17 @@ def evaluate_model(
     blowup: float,
     cfg: DictConfig,
     device: torch.device,
+    length: float,
 ) -> ModelRollouts:
-    """Roll ``model`` out over every test trajectory ``u`` ``[N, T, C, *S]`` and collect its metrics."""
+    """Roll ``model`` out over every test trajectory ``u`` ``[N, T, C, *S]`` (a periodic domain of side
+    ``length``) and collect every metric of :mod:`evaluation.registry` and the diagnostics (blow-up time,
+    energy spectra and their band error, the ensemble spread)."""
     t_in, t_out = model.time_history, model.time_future
     steps = rollout_steps(u.shape[1], t_in, t_out)
     horizon = steps * t_out
     times = dt * torch.arange(1, horizon + 1, dtype=torch.float64)
     ndim = u.ndim - 3
+    scope = registry.Scope(times.to(device), tuple(float(t) for t in cfg.thresholds), (length,) * ndim)
     out = ModelRollouts()
     bar = tqdm(total=len(u), desc=model.label, unit="traj", disable=not cfg.progress)
     for first in range(0, len(u), cfg.batch_size):
@@ -254,15 +259,10 @@ def evaluate_model(
             torch.manual_seed(cfg.seed + sample)
             runs.append(rollout(predict, history, steps))
         pred, true = runs[0].double(), batch[:, t_in : t_in + horizon].double()
-        corr = metrics.pearson(pred, true)
+        scored = registry.Rollout(pred, true, scope)
+        out.add(**{metric.name: metric.compute(scored) for metric in registry.METRICS})
         spec_pred, spec_true = metrics.energy_spectrum(pred, ndim), metrics.energy_spectrum(true, ndim)
         out.add(
-            mse=metrics.mse(pred, true),
-            rel_l2=metrics.relative_l2(pred, true),
-            corr=corr,
-            corr_time=torch.stack(
-                [metrics.correlation_time(corr, times.to(device), float(t)) for t in cfg.thresholds], 1
-            ),
             blowup_time=metrics.blowup_time(pred, times.to(device), blowup),
             spectrum_pred=spec_pred.float(),
             spectrum_true=spec_true.float(),
@@ -338,10 +338,44 @@ def _pad(x: Tensor, length: int, dim: int) -> np.ndarray:
     return x.numpy()
 
 
-def _ci(values: Tensor, cfg: DictConfig) -> Tensor:
-    """``[mean, low, high]`` stacked last, bootstrap over trajectories (dim 0)."""
+def _ci(values: Tensor, cfg: DictConfig, metric: registry.Metric, scope: registry.Scope) -> Tensor:
+    """``[value, low, high]`` stacked last, bootstrap over trajectories (dim 0); a per-model ``metric`` is
+    recomputed from each resample's trajectory mean (at the lead times and thresholds of ``scope``)."""
     boot = cfg.bootstrap
-    return torch.stack(metrics.bootstrap_ci(values, boot.confidence, boot.num_resamples, cfg.seed), -1)
+    statistic = partial(metric.of_mean, scope=scope) if metric.kind == registry.PER_MODEL else None
+    return torch.stack(
+        metrics.bootstrap_ci(values, boot.confidence, boot.num_resamples, cfg.seed, statistic), -1
+    )
+
+
+def _described(metric: registry.Metric) -> dict[str, str]:
+    """The registry's description of ``metric``, stored with its variables in ``metrics.nc``."""
+    fields = ("label", "kind", "better", "unit", "definition", "convention")
+    return {key: getattr(metric, key) for key in fields}
+
+
+def _metric_variables(
+    results: Sequence[ModelRollouts], length: int, dt: float, cfg: DictConfig
+) -> dict[str, tuple[Any, ...]]:
+    """Every registry metric of every row: ``<name>`` per trajectory (not for per-model metrics) and
+    ``<name>_ci`` (value, bootstrap interval), NaN-padded along ``time`` to ``length`` steps."""
+    thresholds = tuple(float(t) for t in cfg.thresholds)
+    data: dict[str, tuple[Any, ...]] = {}
+    for metric in registry.METRICS:
+        time = metric.dims.index("time") if "time" in metric.dims else None
+        attrs = _described(metric)
+        if metric.kind != registry.PER_MODEL:
+            stacked = [r.cat(metric.name) for r in results]
+            padded = [_pad(v, length, time + 1) if time is not None else v.numpy() for v in stacked]
+            data[metric.name] = (("model", "trajectory", *metric.dims), np.stack(padded), attrs)
+        ci = []
+        for r in results:
+            steps = r.cat("spectrum_true").shape[1]  # this row's horizon
+            times = dt * torch.arange(1, steps + 1, dtype=torch.float64)
+            value = _ci(r.cat(metric.name), cfg, metric, registry.Scope(times, thresholds))
+            ci.append(_pad(value, length, time) if time is not None else value.numpy())
+        data[f"{metric.name}_ci"] = (("model", *metric.dims, "stat"), np.stack(ci), attrs)
+    return data
 
 
 def build_dataset(
@@ -360,33 +394,23 @@ def build_dataset(
     ``models`` are the loaded checkpoints; ``forecasters`` the rows (trained models and the anchors, coordinate
     ``kind`` along ``model``) with their ``results``. ``truth`` is the rollout part of the test trajectories
     the solver runs are compared with (``[N, T_s, C, *S]``, starting after the first model's history).
-    ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the timing device).
+    ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the test data, the timing
+    device).
     """
-    length = max(r.cat("rel_l2").shape[1] for r in results)
+    length = max(r.cat("spectrum_true").shape[1] for r in results)
     times = dt * np.arange(1, length + 1)
     thresholds = [float(t) for t in cfg.thresholds]
     num_wavenumbers = results[0].cat("spectrum_true").shape[-1]
     bands = ["low", "mid", "high"] if cfg.num_bands == 3 else [f"band{i}" for i in range(cfg.num_bands)]
-    per_step = ("mse", "rel_l2", "corr", "spread")
-    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
-    for key in per_step:
-        if any(key in r.values for r in results):
-            stacked = [
-                _pad(r.cat(key), length, 1) if key in r.values else np.full((len(trajectory), length), np.nan)
-                for r in results
-            ]
-            data[key] = (("model", "trajectory", "time"), np.stack(stacked))
-    for key in ("rel_l2", "corr"):
-        ci = [_pad(_ci(r.cat(key), cfg), length, 0) for r in results]
-        data[f"{key}_ci"] = (("model", "time", "stat"), np.stack(ci))
-    data["corr_time"] = (
-        ("model", "trajectory", "threshold"),
-        np.stack([r.cat("corr_time").numpy() for r in results]),
-    )
-    data["corr_time_ci"] = (
-        ("model", "threshold", "stat"),
-        np.stack([_ci(r.cat("corr_time"), cfg).numpy() for r in results]),
-    )
+    data: dict[str, tuple[Any, ...]] = _metric_variables(results, length, dt, cfg)
+    if any("spread" in r.values for r in results):
+        stacked = [
+            _pad(r.cat("spread"), length, 1)
+            if "spread" in r.values
+            else np.full((len(trajectory), length), np.nan)
+            for r in results
+        ]
+        data["spread"] = (("model", "trajectory", "time"), np.stack(stacked))
     data["blowup_time"] = (("model", "trajectory"), np.stack([r.cat("blowup_time").numpy() for r in results]))
     for key in ("spectrum_pred", "spectrum_true"):
         data[key] = (
@@ -413,11 +437,10 @@ def build_dataset(
         "threshold": thresholds,
         "band": bands,
         "stat": list(STATS),
+        **{dim: labels for metric in registry.METRICS for dim, labels in metric.coords.items()},
     }
     if runs:
-        data.update(
-            _solver_variables(runs, truth, len(trajectory), length, dt, thresholds, cfg.timing.repeats)
-        )
+        data.update(_solver_variables(runs, truth, len(trajectory), length, dt, attrs["length"], cfg))
         coords["solver_setting"] = [r.label for r in runs]
     attrs = {
         "checkpoints": "\n".join(m.path for m in models),
@@ -425,6 +448,7 @@ def build_dataset(
         "time_history": str([m.time_history for m in forecasters]),
         "evaluation_config": OmegaConf.to_yaml(cfg, resolve=True),
         "model_configs": OmegaConf.to_yaml(OmegaConf.create({m.label: m.config for m in models})),
+        "networks": "\n".join(f"{m.label}: {type(m.module.net).__name__}" for m in models),
         "time_note": f"lead time since the last history frame ({TIME_UNITS})",
         "batch_size": cfg.batch_size,
         "timing_warmup": cfg.timing.warmup,
@@ -439,40 +463,42 @@ def _repeats(seconds: Sequence[Sequence[float]], repeats: int) -> np.ndarray:
 
 
 def _solver_variables(
-    runs: Sequence[SolverRun],
-    truth: Tensor,
-    num: int,
-    length: int,
-    dt: float,
-    thresholds: Sequence[float],
-    repeats: int,
-) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """Per solver setting: nRMSE and correlation over time (NaN where it has no output or for trajectories
-    it did not solve), correlation times, cost (median and each of the ``repeats`` timings), grid, step and
-    the largest relative difference from the reference setting's prediction."""
-    rel = np.full((len(runs), num, length), np.nan)
-    corr = np.full((len(runs), num, length), np.nan)
-    corr_time = np.full((len(runs), num, len(thresholds)), np.nan)
-    for i, run in enumerate(runs):
-        if run.pred is None:
-            continue
-        index = torch.tensor(run.index)
-        true = truth[:, index].double()
-        pred = run.pred.double()
-        rows = len(pred)
-        rel[i][:rows, run.index] = metrics.relative_l2(pred, true).numpy()
-        c = metrics.pearson(pred, true)
-        corr[i][:rows, run.index] = c.numpy()
-        sub_times = dt * (index + 1).double()
-        corr_time[i, :rows] = torch.stack(
-            [metrics.correlation_time(c, sub_times, t) for t in thresholds], 1
-        ).numpy()
-    return {
-        "solver_rel_l2": (("solver_setting", "trajectory", "time"), rel),
-        "solver_corr": (("solver_setting", "trajectory", "time"), corr),
-        "solver_corr_time": (("solver_setting", "trajectory", "threshold"), corr_time),
+    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: float, side: float, cfg: DictConfig
+) -> dict[str, tuple[Any, ...]]:
+    """Per solver setting: every registry metric as for the models (``solver_<name>`` per trajectory,
+    ``solver_<name>_ci``; NaN where it has no output, for trajectories it did not solve, and for metrics
+    over the lead times up to ``t`` when it has not every frame), cost (median and each timed repeat),
+    grid, step and the largest relative difference from the reference setting's prediction. ``side`` is
+    the domain length."""
+    thresholds = [float(t) for t in cfg.thresholds]
+    extra = {"time": length, "threshold": len(thresholds)}
+    data: dict[str, tuple[Any, ...]] = {}
+    for metric in registry.METRICS:
+        shape = [extra.get(d, len(metric.coords.get(d, []))) for d in metric.dims]
+        values = np.full((len(runs), num, *shape), np.nan)
+        ci = np.full((len(runs), *shape, len(STATS)), np.nan)
+        for i, run in enumerate(runs):
+            if run.pred is None or (metric.cumulative and run.index != list(range(len(run.index)))):
+                continue
+            index = torch.tensor(run.index)
+            pred, true = run.pred.double(), truth[: len(run.pred), index].double()
+            times = dt * (index + 1).double()
+            scope = registry.Scope(times, tuple(thresholds), (side,) * (pred.ndim - 3))
+            value = metric.compute(registry.Rollout(pred, true, scope))
+            where = (slice(None), *(run.index if d == "time" else slice(None) for d in metric.dims))
+            if metric.kind != registry.PER_MODEL:
+                values[i][: len(pred)][where] = value.numpy()
+            ci[i][where[1:]] = _ci(value, cfg, metric, scope).numpy()
+        dims = ("solver_setting", *metric.dims)
+        if metric.kind != registry.PER_MODEL:
+            data[f"solver_{metric.name}"] = (("solver_setting", "trajectory", *metric.dims), values)
+        data[f"solver_{metric.name}_ci"] = ((*dims, "stat"), ci, _described(metric))
+    return data | {
         "solver_seconds_per_step": (("solver_setting",), np.array([r.seconds_per_step for r in runs])),
-        "solver_step_seconds": (("solver_setting", "repeat"), _repeats([r.seconds for r in runs], repeats)),
+        "solver_step_seconds": (
+            ("solver_setting", "repeat"),
+            _repeats([r.seconds for r in runs], cfg.timing.repeats),
+        ),
         "solver_difference": (("solver_setting",), np.array(difference_from_reference(runs))),
         "solver_n": (("solver_setting",), np.array([r.n for r in runs])),
         "solver_dt": (("solver_setting",), np.array([r.dt for r in runs])),
@@ -528,7 +554,8 @@ def evaluate(cfg: DictConfig) -> Path:
     if cfg.anchors.persistence:
         forecasters.append(persistence(t_in))
     blowup = float(first.config["pde"].get("blowup", 1e6))
-    results = [evaluate_model(f, u, params, dt, blowup, cfg, device) for f in forecasters]
+    side = float(first.config["pde"]["length"])
+    results = [evaluate_model(f, u, params, dt, blowup, cfg, device, side) for f in forecasters]
     truth = u[:, t_in:]
     runs: list[SolverRun] = []
     baseline = cfg.solver_baseline
@@ -555,8 +582,9 @@ def evaluate(cfg: DictConfig) -> Path:
     solver = build_from_config({**first.config["pde"], "burn_in": 0.0}, SOLVER_TARGETS, "pde")
     attrs = {
         "timing_device": device_description(device),
-        "length": float(first.config["pde"]["length"]),
+        "length": side,
         "channels": ", ".join(solver.channels),
+        "test_data": f"{data['source']}, {len(u)} trajectories of {u.shape[1]} frames",
     }
     dataset = build_dataset(models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs)
     out = Path(cfg.output_dir)

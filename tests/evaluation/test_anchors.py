@@ -9,6 +9,7 @@ import torch
 import xarray as xr
 
 from data.trajectories import generate, output_times
+from evaluation import registry
 from evaluation.baseline import run_solver
 from evaluation.report import same_as_reference, solver_table
 from evaluation.timing import time_interleaved
@@ -23,12 +24,33 @@ def test_persistence_repeats_the_last_input_frame(tmp_path):
     frames = torch.arange(1, 11, dtype=torch.float32)
     u = (frames[:, None] * torch.sin(x)).reshape(1, 10, 1, 32).repeat(3, 1, 1, 1)
     cfg = eval_config([f"paths.output_dir={tmp_path}", "num_sample_plots=1"])
-    out = evaluate_model(persistence(4), u, {}, 0.5, 1e6, cfg, torch.device("cpu"))
+    out = evaluate_model(persistence(4), u, {}, 0.5, 1e6, cfg, torch.device("cpu"), 2 * math.pi)
     lead = torch.arange(1, 7, dtype=torch.float64)
     assert torch.allclose(out.cat("rel_l2"), (lead / (4 + lead)).expand(3, 6), atol=1e-6)
     assert torch.allclose(out.cat("mse"), (lead**2 / 2).expand(3, 6), atol=1e-5)
     assert torch.allclose(out.cat("corr"), torch.ones(3, 6, dtype=torch.float64), atol=1e-6)
     assert torch.allclose(out.samples, u[:1, 3:4].expand(1, 6, 1, 32))
+    # every published convention, by hand: the error is −j sin(x), its spatial mean 0
+    ratio = lead / (4 + lead)
+    frames_mean = ratio.cumsum(0) / lead
+    block = (lead**2).cumsum(0).sqrt() / ((4 + lead) ** 2).cumsum(0).sqrt()
+    expected = {
+        "fno_rel_l2": frames_mean,
+        "fno_rel_l2_block": block,
+        "vrmse": ratio,
+        "pdebench_nrmse": frames_mean,
+    }
+    for name, curve in expected.items():
+        assert torch.allclose(out.cat(name), curve.expand(3, 6), atol=1e-5), name
+    assert torch.equal(out.cat("corr_time"), torch.full((3, 3), 3.0, dtype=torch.float64))  # never below
+    scope = registry.Scope(0.5 * lead, (0.8, 0.9, 0.95))
+    arena = registry.by_name("pdearena_corr_time")
+    assert arena.of_mean(out.cat("pdearena_corr_time").mean(0, keepdim=True), scope).tolist() == [[3.0] * 3]
+    # fRMSE: |rfft| of j sin at k = 1 is 16 j, × 2π / 32 → j π, alone in the low band k < 4 (4 wavenumbers)
+    frmse = registry.by_name("pdebench_frmse")
+    bands = frmse.of_mean(out.cat("pdebench_frmse").mean(0, keepdim=True), scope)[0]
+    low = math.pi / 4 * (lead + 1) / 2  # the mean of j π / 4 over j = 1 … t
+    torch.testing.assert_close(bands, torch.stack([low, 0 * lead, 0 * lead], -1), atol=1e-4, rtol=1e-5)
 
 
 def _solver_dataset(pde: dict, dt_out: float, steps: int) -> xr.Dataset:
@@ -41,8 +63,13 @@ def _solver_dataset(pde: dict, dt_out: float, steps: int) -> xr.Dataset:
     for run in runs:
         if run.label in jobs:
             run.seconds = [s / jobs[run.label][1] for s in seconds[run.label]]
-    data = _solver_variables(runs, u[:, 4:], 2, steps, dt_out, [0.8], 5)
-    coords = {"solver_setting": [r.label for r in runs], "threshold": [0.8]}
+    cfg = eval_config(["paths.output_dir=unused", "thresholds=[0.8]", "timing.repeats=5"])
+    data = _solver_variables(runs, u[:, 4:], 2, steps, dt_out, pde["length"], cfg)
+    coords = {
+        "solver_setting": [r.label for r in runs],
+        "threshold": [0.8],
+        "pdebench_band": ["low", "mid", "high"],
+    }
     return xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
 
 

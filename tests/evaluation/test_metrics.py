@@ -184,9 +184,31 @@ def test_pdearena_correlation_time_averages_over_trajectories_first():
 def test_fno_relative_l2_per_frame_and_over_the_block():
     true = traj([[[3.0, 4.0], [1.0, 0.0]]])
     pred = traj([[[3.0, 0.0], [1.0, 1.0]]])
-    # per frame 4/5 and 1 → the papers' per-step figure 0.9; whole block ‖(0,4,0,1)‖ / ‖(3,4,1,0)‖
-    assert metrics.relative_l2(pred, true).mean(1).item() == pytest.approx(0.9)
-    assert metrics.relative_l2_block(pred, true).item() == pytest.approx(math.sqrt(17 / 26))
+    # per frame 4/5 and 1 → the papers' per-step figure over two frames 0.9; over the first frame 0.8
+    per_frame = metrics.over_horizon(metrics.relative_l2(pred, true))
+    torch.testing.assert_close(per_frame, torch.tensor([[0.8, 0.9]], dtype=torch.float64))
+    # the block up to frame 1: ‖(0,4)‖ / ‖(3,4)‖; up to frame 2: ‖(0,4,0,1)‖ / ‖(3,4,1,0)‖
+    block = metrics.relative_l2_block(pred, true)
+    torch.testing.assert_close(block, torch.tensor([[0.8, math.sqrt(17 / 26)]], dtype=torch.float64))
+
+
+def test_pdearena_and_per_trajectory_correlation_times_differ_by_averaging_order():
+    # trajectory 0 stays at 0.9; trajectory 1 drops to 0.5 at once: each crosses on its own time, the mean
+    # correlation 0.7 is below 0.8 from the first step
+    corr = torch.tensor([[0.9, 0.9, 0.9, 0.9], [0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    per_trajectory = metrics.correlation_time(corr, TIMES, 0.8)
+    assert per_trajectory.tolist() == [2.0, 0.0] and per_trajectory.mean().item() == 1.0
+    assert metrics.pdearena_correlation_time(corr, TIMES, 0.8).item() == 0.0
+    assert metrics.pdearena_correlation_time(corr, TIMES, 0.6).item() == 2.0
+
+
+def test_bootstrap_ci_of_a_statistic_of_the_mean():
+    # two trajectories 0 and 1, statistic 2·mean²: resampled means 0, 0.5, 1 → 0, 0.5, 2
+    values = torch.tensor([0.0, 1.0])
+    value, low, high = metrics.bootstrap_ci(values, 0.95, 4000, statistic=lambda m: 2 * m.pow(2))
+    assert (value.item(), low.item(), high.item()) == (0.5, 0.0, 2.0)
+    _, low, high = metrics.bootstrap_ci(values, 0.4, 4000, statistic=lambda m: 2 * m.pow(2))
+    assert (low.item(), high.item()) == (0.5, 0.5)
 
 
 def test_vrmse_by_hand():
@@ -228,3 +250,15 @@ def test_pdebench_frmse_bins_the_first_quadrant_in_2d():
     got = metrics.pdebench_frmse(true + error, true, (1.0, 1.0))[0]
     # |fftn| at (3, 4) = a n² / 2; / n² · 1 → a / 2 in bin 5, mean over the 8 mid bins
     torch.testing.assert_close(got, torch.tensor([0.0, a / 2 / 8, 0.0], dtype=torch.float64))
+
+
+def test_pdebench_frmse_averages_the_channels_at_every_step():
+    n, length = 32, 2.0
+    x = torch.arange(n, dtype=torch.float64) * length / n
+    wave = torch.sin(2 * math.pi * 2 * x / length)  # k = 2: the low band
+    amplitude = torch.tensor([[1.0, 3.0], [2.0, 0.0]], dtype=torch.float64)  # [T, C]
+    error = (amplitude[:, :, None] * wave).expand(3, 2, 2, n)
+    got = metrics.pdebench_frmse(error, torch.zeros_like(error), (length,))
+    # per channel a L / 2 in one of the 4 low wavenumbers, then the mean over the two channels
+    low = amplitude.mean(1) * length / 2 / 4
+    torch.testing.assert_close(got, torch.stack([low, 0 * low, 0 * low], -1), atol=1e-12, rtol=1e-9)
