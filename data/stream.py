@@ -117,15 +117,11 @@ class TrajectoryStream(IterableDataset):
             )
         probe = self._make_buffer(0)  # validates the buffer config here, not in a worker
         incoming = solver_batch * self.windows_per_trajectory
-        if probe.policy != "reservoir" and probe.capacity < probe.room_needed(batch_size, incoming):
+        least = probe.min_capacity(batch_size, incoming)
+        if probe.capacity < least:
             raise ConfigError(
-                f"buffer.capacity={probe.capacity} is too small for {probe.policy} with batch_size={batch_size} "
-                f"and {incoming} windows per solver call; give at least {probe.room_needed(batch_size, incoming)}"
-            )
-        if probe.policy == "reservoir" and probe.capacity < max(batch_size, incoming):
-            raise ConfigError(
-                f"buffer.capacity={probe.capacity} must hold one batch ({batch_size}) and one solver call "
-                f"({incoming} windows)"
+                f"buffer.capacity={probe.capacity} is not allowed with policy {probe.policy.name}, "
+                f"batch_size={batch_size} and {incoming} windows per solver call; allowed: an int >= {least}"
             )
         DivergenceCounter(max_divergence_fraction)  # validates
         self.max_divergence_fraction = max_divergence_fraction
@@ -236,7 +232,7 @@ class TrajectoryStream(IterableDataset):
                 buffer.sample(self.batch_size)
         dt = torch.full((self.batch_size,), self.dt_out, dtype=torch.float32, device=self.device)
         names = list(self.solver.params)
-        target = max(buffer.watermark, self.batch_size)  # samples before the first batch
+        target = max(buffer.policy.watermark, self.batch_size)  # samples before the first batch
         fill: Progress | None = Progress(
             target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size
         )

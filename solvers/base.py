@@ -70,6 +70,42 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]`` (``high=None``: no upper bound); otherwise
+    :class:`ConfigError` ``"name=value is not allowed; allowed: an int >= low"``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
+    return value
+
+
+def check_number(
+    name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> float:
+    """``value`` if it is a finite int or float (not a bool) with ``low <= value <= high`` (``low < value``
+    with ``low_open``; ``None``: no bound); otherwise :class:`ConfigError` naming ``name`` and the range."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    if not ok:
+        if low is not None and high is not None:
+            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+        elif low is not None:
+            allowed = f"a number {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            allowed = f"a number <= {high:g}"
+        else:
+            allowed = "a finite number"
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``; otherwise :class:`ConfigError` listing them."""
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
 class ParamSpec:
     """One PDE parameter: fixed value, uniform range or log-uniform range, with validation."""
 
