@@ -73,26 +73,33 @@ def require(condition: bool, message: str) -> None:
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     """``value`` if it is an int (not a bool) in ``[low, high]`` (``high=None``: no upper bound); otherwise
     :class:`ConfigError` ``"name=value is not allowed; allowed: an int >= low"``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
         allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
         raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
     return value
 
 
 def check_number(
-    name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
 ) -> float:
-    """``value`` if it is a finite int or float (not a bool) with ``low <= value <= high`` (``low < value``
-    with ``low_open``; ``None``: no bound); otherwise :class:`ConfigError` naming ``name`` and the range."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
-    if not ok:
+    """``value`` as a float if it is a finite int or float (not a bool) within ``low`` and ``high`` (``None``:
+    no bound; a ``*_open`` bound excludes its value); otherwise :class:`ConfigError` naming ``name`` and the
+    range, e.g. ``"dt=0 is not allowed; allowed: a number > 0"``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (low is None or value > low or (value == low and not low_open))
+    if not (above and (high is None or value < high or (value == high and not high_open))):
         if low is not None and high is not None:
-            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         elif low is not None:
             allowed = f"a number {'>' if low_open else '>='} {low:g}"
         elif high is not None:
-            allowed = f"a number <= {high:g}"
+            allowed = f"a number {'<' if high_open else '<='} {high:g}"
         else:
             allowed = "a finite number"
         raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")

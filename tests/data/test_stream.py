@@ -172,7 +172,8 @@ def test_resume_continues_bit_for_bit_with_default_buffers(tmp_path, heat1d, pol
     second = default_online(tmp_path, heat1d, policy, **generation)
     second.load_state_dict(torch.load(saved, weights_only=True))
     resumed = consume(second, total - stop)
-    assert second.stream_stats()["windows_inserted"] > first.stream_stats()["windows_inserted"]  # new data after resuming
+    # new data after resuming
+    assert second.stream_stats()["windows_inserted"] > first.stream_stats()["windows_inserted"]
     for a, b in zip(straight[stop:], resumed, strict=True):
         for key in ("x", "y", "dt"):
             assert torch.equal(a[key], b[key]), key
