@@ -200,10 +200,10 @@ class Solver(ABC):
             f"n_solve={n_solve!r}: must be null or an int multiple of n={n} (the solve grid is refined "
             "by an integer factor and every n_solve/n-th point is stored)",
         )
-        require(length > 0 and math.isfinite(length), f"length={length!r}: must be > 0")
-        require(dt > 0 and math.isfinite(dt), f"dt={dt!r}: must be > 0")
-        require(burn_in >= 0, f"burn_in={burn_in!r}: must be >= 0")
-        require(blowup > 0, f"blowup={blowup!r}: must be > 0")
+        check_number("length", length, low=0, low_open=True)
+        check_number("dt", dt, low=0, low_open=True)
+        check_number("burn_in", burn_in, low=0)
+        check_number("blowup", blowup, low=0, low_open=True)
         self.n, self.n_solve, self.length, self.dt = n, n_solve, float(length), float(dt)
         self.burn_in, self.blowup = float(burn_in), float(blowup)
         self.params: dict[str, ParamSpec] = {}
