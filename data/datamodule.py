@@ -110,8 +110,7 @@ class PDEDataModule(pl.LightningDataModule):
     # -------------------------------------------------------------- shared API
     def trajectories(self, split: str) -> dict[str, Any]:
         """Fixed ``val``/``test`` trajectories: ``u`` ``[N, T, C, *S]``, ``params`` ``{name: [N]}``, ``t`` ``[T]``."""
-        if split not in ("val", "test"):
-            raise ConfigError(f"split={split!r} is not allowed; allowed: val, test")
+        check_choice("split", split, ("val", "test"))
         if split not in self._rollouts:
             self._rollouts[split] = self._load_trajectories(split)
         return self._rollouts[split]
