@@ -88,8 +88,12 @@ def test_dt_out_must_be_a_multiple_of_solver_dt(heat1d, dt_out):
 
 
 def test_too_small_buffer_is_refused(heat1d):
-    with pytest.raises(ConfigError, match=r"buffer\.capacity"):
+    allowed = "batch_size=16 and 16 windows per solver call; allowed: an int >= 31$"  # 16 + 16 - 1
+    with pytest.raises(
+        ConfigError, match=r"^buffer\.capacity=20 is not allowed with policy firo, " + allowed
+    ):
         make_stream(heat1d, buffer={"policy": "firo", "capacity": 20, "watermark": 10})
+    make_stream(heat1d, buffer={"policy": "firo", "capacity": 31, "watermark": 10})
 
 
 def shard_indices(stream, monkeypatch, rank, world, worker, workers, batches=6):
