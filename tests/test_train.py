@@ -505,7 +505,7 @@ def other_model_checkpoint(tmp: Path) -> Path:
         (["scheduler.warmup_steps=-1"], "warmup_steps"),
         (["module.loss=l1"], r"module.loss='l1' is not allowed; allowed: mse, rel_l2"),
         (["module.unroll_steps=-1"], r"module.unroll_steps=-1 is not allowed"),
-        (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not allowed: give an int >= 1"),
+        (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not allowed; allowed: an int >= 1"),
         (["trainer.val_check_interval=0"], r"trainer.val_check_interval=0 is not allowed"),
         (
             ["trainer.check_val_every_n_epoch=1"],
