@@ -26,7 +26,7 @@ from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.trajectories import describe_solver, generate, output_times, resolve_dt_out
-from solvers.base import ConfigError, Solver
+from solvers.base import ConfigError, Solver, check_choice, check_int
 
 GENERATION = ("cpu", "device")
 
@@ -93,8 +93,7 @@ class PDEDataModule(pl.LightningDataModule):
             ("num_workers", num_workers, 0),
             ("stats_trajectories", stats_trajectories, 1),
         ):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"data.{key}={value!r}: must be an int >= {low}")
+            check_int(f"data.{key}", value, low)
         self.time_history, self.time_future, self.dt_out_config = time_history, time_future, dt_out
         self.batch_size, self.num_workers, self.stats_trajectories = (
             batch_size,
@@ -111,8 +110,7 @@ class PDEDataModule(pl.LightningDataModule):
     # -------------------------------------------------------------- shared API
     def trajectories(self, split: str) -> dict[str, Any]:
         """Fixed ``val``/``test`` trajectories: ``u`` ``[N, T, C, *S]``, ``params`` ``{name: [N]}``, ``t`` ``[T]``."""
-        if split not in ("val", "test"):
-            raise ConfigError(f"split={split!r} is not allowed; allowed: val, test")
+        check_choice("split", split, ("val", "test"))
         if split not in self._rollouts:
             self._rollouts[split] = self._load_trajectories(split)
         return self._rollouts[split]
@@ -157,6 +155,9 @@ class OnlineDataModule(PDEDataModule):
             loader then has no workers and ``num_workers`` is unused); ``"cpu"`` — solve in the
             ``num_workers`` DataLoader processes (at least one).
         max_divergence_fraction: stop with an error naming the pde config if more trajectories diverge.
+        pool_size: ``None``: every training trajectory is new (an unbounded online stream); ``N``: the
+            stream cycles over a fixed pool of the training trajectories ``0 … N-1`` (see
+            :mod:`data.stream`).
         num_val_trajectories, num_test_trajectories: sizes of the fixed rollout sets.
         cache_dir: where the rollout sets are cached, one file per configuration.
     """
@@ -176,21 +177,15 @@ class OnlineDataModule(PDEDataModule):
         seed: int = 0,
         generation: str = "device",
         max_divergence_fraction: float = 0.05,
+        pool_size: int | None = None,
         num_val_trajectories: int = 32,
         num_test_trajectories: int = 32,
         cache_dir: str = ".cache/pdestream",
     ) -> None:
         super().__init__(pde, time_history, time_future, dt_out, batch_size, num_workers, stats_trajectories)
-        if generation not in GENERATION:
-            raise ConfigError(
-                f"data.generation={generation!r} is not allowed; allowed: {', '.join(GENERATION)}"
-            )
-        for key, value in (
-            ("num_val_trajectories", num_val_trajectories),
-            ("num_test_trajectories", num_test_trajectories),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"data.{key}={value!r}: must be an int >= 1")
+        check_choice("data.generation", generation, GENERATION)
+        check_int("data.num_val_trajectories", num_val_trajectories, 1)
+        check_int("data.num_test_trajectories", num_test_trajectories, 1)
         self.generation, self.seed, self.cache_dir = generation, int(seed), Path(cache_dir)
         self.rollout_steps, self.max_divergence_fraction = rollout_steps, max_divergence_fraction
         self.num_rollouts = {"val": num_val_trajectories, "test": num_test_trajectories}
@@ -205,6 +200,7 @@ class OnlineDataModule(PDEDataModule):
             batch_size=batch_size,
             buffer=dict(buffer or {}),
             max_divergence_fraction=max_divergence_fraction,
+            pool_size=pool_size,
         )
         self.stream_state: dict[str, Any] = {"num_shards": 1, "shards": {}}
         self.shard_stats: dict[int, dict[str, float]] = {}
@@ -308,17 +304,29 @@ class OnlineDataModule(PDEDataModule):
         self.shard_stats[shard] = {k: float(v) for k, v in info["stats"].items()}
 
     def stream_stats(self) -> dict[str, float]:
-        """This rank's stream statistics for logging (sums over its workers; ``max_seen`` is a max)."""
+        """This rank's stream statistics, summed over its shards (its DataLoader workers, whose counters
+        arrive with their batches); empty before the first batch.
+
+        ``buffer_fill`` (samples held / capacity), ``windows_inserted``, ``samples_served``, ``reuse_mean``
+        (samples served per window inserted), ``reuse_max`` (most uses of one window), ``evicted_unseen``,
+        ``trajectories`` (generated, diverged ones included), ``diverged`` and ``diverged_fraction``.
+        """
         if not self.shard_stats:
             return {}
-        totals = {
-            k: sum(s[k] for s in self.shard_stats.values())
-            for k in ("inserted", "served", "attempted", "diverged", "evicted_unseen")
+        shards = self.shard_stats.values()
+        keys = ("size", "capacity", "inserted", "served", "evicted_unseen", "attempted", "diverged")
+        total = {k: sum(s[k] for s in shards) for k in keys}
+        return {
+            "buffer_fill": total["size"] / total["capacity"],
+            "windows_inserted": total["inserted"],
+            "samples_served": total["served"],
+            "reuse_mean": total["served"] / max(total["inserted"], 1.0),
+            "reuse_max": max(s["max_seen"] for s in shards),
+            "evicted_unseen": total["evicted_unseen"],
+            "trajectories": total["attempted"],
+            "diverged": total["diverged"],
+            "diverged_fraction": total["diverged"] / max(total["attempted"], 1.0),
         }
-        totals["max_seen"] = max(s["max_seen"] for s in self.shard_stats.values())
-        totals["mean_seen"] = totals["served"] / max(totals["inserted"], 1.0)
-        totals["diverged_fraction"] = totals["diverged"] / max(totals["attempted"], 1.0)
-        return totals
 
     def state_dict(self) -> dict[str, Any]:
         """Every shard's resume point — this rank's and, under DDP, every other rank's (gathered, so the

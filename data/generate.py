@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.hdf5 import SplitInfo, write_split
 from data.trajectories import output_times, resolve_dt_out
-from solvers.base import ConfigError
+from solvers.base import ConfigError, check_choice
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -27,8 +27,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def run(cfg: DictConfig) -> SplitInfo:
     """Generate one split as ``cfg`` says (see ``conf/generate.yaml``); bad input raises :class:`ConfigError`
     before any trajectory is solved."""
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype={cfg.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+    check_choice("dtype", cfg.dtype, DTYPES)
     require_writable(Path(str(cfg.path)).parent, "the directory of path")
     try:
         solver = instantiate(cfg.pde)

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.progress import Progress
 from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate
-from solvers.base import ConfigError, Solver
+from solvers.base import ConfigError, Solver, check_int
 
 RESERVED = ("u", "trajectory", "t", "channel", "x", "y")
 SPATIAL = ("x", "y")
@@ -224,9 +224,8 @@ def write_split(
     skipped (their indices are absent from the ``trajectory`` coordinate) and counted. An existing
     split with different settings is refused.
     """
-    for key, value in (("num_trajectories", num_trajectories), ("chunk", chunk)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}={value!r}: must be an int >= 1")
+    check_int("num_trajectories", num_trajectories, 1)
+    check_int("chunk", chunk, 1)
     if device != "cpu" and workers:
         raise ConfigError(f"device={device!r} generates in this process: set workers=0 (got {workers})")
     identity = {

@@ -5,6 +5,14 @@ Melissa (Meyer et al., ICML 2023) but co-located with training. Shard ``s`` of `
 (``s = rank · workers + worker``) generates the trajectories ``k · n + s`` for ``k = 0, 1, …``, so
 shards never overlap and a trajectory is the same whichever shard made it.
 
+With a finite pool (``pool_size = N``) the stream is the same, but trajectory ``g`` of that sequence is
+trajectory ``g mod N``: the shards cycle over the pool ``0 … N-1`` and share each cycle disjointly
+(each global index ``g`` of a cycle belongs to one shard), and pool trajectory ``k`` is online trajectory
+``k``. A pool trajectory is solved again each time it comes round rather than cached: trajectories are
+pure functions of ``(seed, split, index)``, so this is exact and deterministic, costs no memory beyond the
+replay buffer (N 2D trajectories of 100 frames may not fit it) and keeps one code path for generation,
+statistics and the resume refill.
+
 Every yielded batch carries the shard's position and buffer statistics under :data:`STREAM_KEY`;
 the DataModule removes them before the batch reaches the model and keeps them as resumable state.
 """
@@ -22,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from data.buffer import ReplayBuffer
 from data.progress import Progress
 from data.trajectories import DivergenceCounter, Trajectories, generate, output_times, resolve_dt_out
-from solvers.base import ConfigError, Solver
+from solvers.base import ConfigError, Solver, check_int
 
 STREAM_KEY = "stream"
 """Batch key of the stream's bookkeeping (shard position and statistics); not a model input."""
@@ -71,6 +79,7 @@ class TrajectoryStream(IterableDataset):
         batch_size: samples per yielded batch.
         buffer: ``policy``, ``capacity``, ``max_reuse``, ``watermark`` of the :class:`ReplayBuffer`.
         max_divergence_fraction: stop when a larger fraction of trajectories diverged.
+        pool_size: ``None``: an unbounded stream of new trajectories; ``N``: cycle over trajectories ``0 … N-1``.
         device: where the solver runs (``"cpu"`` in DataLoader workers, or the training device with
             no workers).
     """
@@ -87,6 +96,7 @@ class TrajectoryStream(IterableDataset):
         batch_size: int,
         buffer: Mapping[str, Any],
         max_divergence_fraction: float = 0.05,
+        pool_size: int | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
@@ -96,8 +106,7 @@ class TrajectoryStream(IterableDataset):
             ("solver_batch", solver_batch),
             ("batch_size", batch_size),
         ):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key}={value!r}: must be an int >= 1")
+            check_int(key, value, 1)
         self.solver, self.seed = solver, int(seed)
         self.time_history, self.time_future = time_history, time_future
         self.dt_out = resolve_dt_out(solver, dt_out)
@@ -117,18 +126,15 @@ class TrajectoryStream(IterableDataset):
             )
         probe = self._make_buffer(0)  # validates the buffer config here, not in a worker
         incoming = solver_batch * self.windows_per_trajectory
-        if probe.policy != "reservoir" and probe.capacity < probe.room_needed(batch_size, incoming):
+        least = probe.min_capacity(batch_size, incoming)
+        if probe.capacity < least:
             raise ConfigError(
-                f"buffer.capacity={probe.capacity} is too small for {probe.policy} with batch_size={batch_size} "
-                f"and {incoming} windows per solver call; give at least {probe.room_needed(batch_size, incoming)}"
-            )
-        if probe.policy == "reservoir" and probe.capacity < max(batch_size, incoming):
-            raise ConfigError(
-                f"buffer.capacity={probe.capacity} must hold one batch ({batch_size}) and one solver call "
-                f"({incoming} windows)"
+                f"buffer.capacity={probe.capacity} is not allowed with policy {probe.policy.name}, "
+                f"batch_size={batch_size} and {incoming} windows per solver call; allowed: an int >= {least}"
             )
         DivergenceCounter(max_divergence_fraction)  # validates
         self.max_divergence_fraction = max_divergence_fraction
+        self.pool_size = None if pool_size is None else check_int("pool_size", pool_size, 1)
         self.device = torch.device(device)
         self.rank, self.world_size = 0, 1
         self.resume_state: dict[str, Any] = {}
@@ -146,6 +152,7 @@ class TrajectoryStream(IterableDataset):
             "solver_batch": self.solver_batch,
             "frames": len(self.times),
             "window": self.time_history + self.time_future,
+            "pool_size": self.pool_size,
         }
 
     def shard(self) -> tuple[int, int]:
@@ -173,6 +180,8 @@ class TrajectoryStream(IterableDataset):
         """Solve the ``solver_batch`` trajectories of one call from round ``counter`` and cut them into
         buffer fields; ``origin`` records ``(counter, row)`` so that a saved buffer can be refilled."""
         indices = [(counter + j) * num_shards + shard for j in range(self.solver_batch)]
+        if self.pool_size is not None:
+            indices = [i % self.pool_size for i in indices]
         made = generate(self.solver, self.seed, "train", indices, self.times, self.device)
         windows = cut_windows(made.u, self.time_history + self.time_future)
         repeat = self.windows_per_trajectory
@@ -236,7 +245,7 @@ class TrajectoryStream(IterableDataset):
                 buffer.sample(self.batch_size)
         dt = torch.full((self.batch_size,), self.dt_out, dtype=torch.float32, device=self.device)
         names = list(self.solver.params)
-        target = max(buffer.watermark, self.batch_size)  # samples before the first batch
+        target = max(buffer.policy.watermark, self.batch_size)  # samples before the first batch
         fill: Progress | None = Progress(
             target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size
         )
@@ -267,7 +276,7 @@ class TrajectoryStream(IterableDataset):
             sample = buffer.sample(self.batch_size)
             samples += 1
             batches += 1
-            stats = buffer.stats()
+            stats = buffer.stats()  # running counters: no pass over the buffer
             stats.update(attempted=float(divergence.attempted), diverged=float(divergence.diverged))
             yield {
                 "x": sample["window"][:, : self.time_history],

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, DivergenceError, Solver
+from solvers.base import ConfigError, DivergenceError, Solver, check_choice, check_number
 
 SPLITS = ("train", "val", "test", "stats")
 
 
 def trajectory_seed(seed: int, split: str, index: int) -> int:
     """A 63-bit seed for trajectory ``index`` of ``split`` (BLAKE2b of ``"seed/split/index"``)."""
-    if split not in SPLITS:
-        raise ConfigError(f"split={split!r} is not allowed; allowed: {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     digest = hashlib.blake2b(f"{int(seed)}/{split}/{int(index)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
@@ -91,8 +90,7 @@ class DivergenceCounter:
     last_message: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_fraction <= 1:
-            raise ConfigError(f"max_divergence_fraction={self.max_fraction!r}: must be in [0, 1]")
+        check_number("max_divergence_fraction", self.max_fraction, low=0, high=1)
 
     @property
     def fraction(self) -> float:

@@ -70,6 +70,49 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]`` (``high=None``: no upper bound); otherwise
+    :class:`ConfigError` ``"name=value is not allowed; allowed: an int >= low"``."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
+    return value
+
+
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a float if it is a finite int or float (not a bool) within ``low`` and ``high`` (``None``:
+    no bound; a ``*_open`` bound excludes its value); otherwise :class:`ConfigError` naming ``name`` and the
+    range, e.g. ``"dt=0 is not allowed; allowed: a number > 0"``."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    above = number and (low is None or value > low or (value == low and not low_open))
+    if not (above and (high is None or value < high or (value == high and not high_open))):
+        if low is not None and high is not None:
+            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            allowed = f"a number {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            allowed = f"a number {'<' if high_open else '<='} {high:g}"
+        else:
+            allowed = "a finite number"
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed``; otherwise :class:`ConfigError` listing them."""
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
 class ParamSpec:
     """One PDE parameter: fixed value, uniform range or log-uniform range, with validation."""
 
@@ -169,10 +212,10 @@ class Solver(ABC):
             f"n_solve={n_solve!r}: must be null or an int multiple of n={n} (the solve grid is refined "
             "by an integer factor and every n_solve/n-th point is stored)",
         )
-        require(length > 0 and math.isfinite(length), f"length={length!r}: must be > 0")
-        require(dt > 0 and math.isfinite(dt), f"dt={dt!r}: must be > 0")
-        require(burn_in >= 0, f"burn_in={burn_in!r}: must be >= 0")
-        require(blowup > 0, f"blowup={blowup!r}: must be > 0")
+        check_number("length", length, low=0, low_open=True)
+        check_number("dt", dt, low=0, low_open=True)
+        check_number("burn_in", burn_in, low=0)
+        check_number("blowup", blowup, low=0, low_open=True)
         self.n, self.n_solve, self.length, self.dt = n, n_solve, float(length), float(dt)
         self.burn_in, self.blowup = float(burn_in), float(blowup)
         self.params: dict[str, ParamSpec] = {}

@@ -37,7 +37,16 @@ import math
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamValue, Solver, Stepper, random_sines, require
+from solvers.base import (
+    ConfigError,
+    ParamValue,
+    Solver,
+    Stepper,
+    check_int,
+    check_number,
+    random_sines,
+    require,
+)
 
 DIFFUSION_LIMIT = 0.25
 """Largest ``ν h / Δx²`` of one sub-step (see the module docstring)."""
@@ -79,12 +88,9 @@ class Burgers(Solver):
         n_solve: int | None = None,
     ) -> None:
         super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
-        require(0 < cfl <= 1, f"cfl={cfl!r}: must be in (0, 1]")
-        require(isinstance(waves, int) and waves >= 1, f"waves={waves!r}: must be an int >= 1")
-        require(
-            isinstance(max_mode, int) and 1 <= max_mode < n // 2,
-            f"max_mode={max_mode!r}: must be an int in [1, {n // 2 - 1}] for n={n}",
-        )
+        check_number("cfl", cfl, low=0, high=1, low_open=True)
+        check_int("waves", waves, 1)
+        check_int("max_mode", max_mode, 1, n // 2 - 1)
         self.add_param("nu", nu)
         require(self.params["nu"].low >= 0, f"nu={nu!r} is not allowed: the viscosity must be >= 0")
         self.cfl, self.waves, self.max_mode = float(cfl), waves, max_mode

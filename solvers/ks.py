@@ -29,6 +29,7 @@ from solvers.base import (
     ParamValue,
     Solver,
     Stepper,
+    check_int,
     dealias_mask,
     random_sines,
     require,
@@ -118,15 +119,9 @@ class KuramotoSivashinsky(Solver):
             f"dt={dt!r} is unstable for nu={nu!r}: dt must be <= {STABLE_DT_PER_NU:g} * min(nu) "
             f"= {STABLE_DT_PER_NU * nu_low:g}",
         )
-        require(isinstance(waves, int) and waves >= 1, f"waves={waves!r}: must be an int >= 1")
-        require(
-            isinstance(max_mode, int) and 1 <= max_mode < n // 3,
-            f"max_mode={max_mode!r}: must be an int in [1, {n // 3 - 1}]",
-        )
-        require(
-            isinstance(contour_points, int) and contour_points >= 8,
-            f"contour_points={contour_points!r}: must be an int >= 8",
-        )
+        check_int("waves", waves, 1)
+        check_int("max_mode", max_mode, 1, n // 3 - 1)
+        check_int("contour_points", contour_points, 8)
         self.waves, self.max_mode, self.contour_points = waves, max_mode, contour_points
         self.k = wavenumbers(self.n_solve, length, real=True)
         self.dealias = dealias_mask(self.n_solve, real=True)

@@ -24,7 +24,18 @@ import math
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamValue, Solver, Stepper, dealias_mask, require, wavenumbers
+from solvers.base import (
+    ConfigError,
+    ParamValue,
+    Solver,
+    Stepper,
+    check_choice,
+    check_int,
+    check_number,
+    dealias_mask,
+    require,
+    wavenumbers,
+)
 
 FORCINGS = ("fno", "kolmogorov", "none")
 """Allowed values of the ``forcing`` key."""
@@ -98,14 +109,10 @@ class NavierStokes2D(Solver):
         n_solve: int | None = None,
     ) -> None:
         super().__init__(n, length, dt, burn_in, blowup, n_solve)
-        require(forcing in FORCINGS, f"forcing={forcing!r} is not allowed; allowed: {', '.join(FORCINGS)}")
-        require(
-            ic in INITIAL_CONDITIONS, f"ic={ic!r} is not allowed; allowed: {', '.join(INITIAL_CONDITIONS)}"
-        )
-        require(
-            isinstance(ic_alpha, int | float) and ic_alpha > 1, f"ic_alpha={ic_alpha!r}: must be a number > 1"
-        )
-        require(isinstance(ic_tau, int | float) and ic_tau > 0, f"ic_tau={ic_tau!r}: must be a number > 0")
+        check_choice("forcing", forcing, FORCINGS)
+        check_choice("ic", ic, INITIAL_CONDITIONS)
+        check_number("ic_alpha", ic_alpha, low=1, low_open=True)
+        check_number("ic_tau", ic_tau, low=0, low_open=True)
         require(
             isinstance(cfl, int | float) and 0 < cfl <= MAX_CFL,
             f"cfl={cfl!r}: must be in (0, {MAX_CFL:.2f}] (RK4 stability bound for dealiased advection)",
@@ -127,10 +134,7 @@ class NavierStokes2D(Solver):
         if forcing != "none":
             default_amplitude, default_wavenumber = _DEFAULT_FORCING[forcing]
             m = default_wavenumber if forcing_wavenumber is None else forcing_wavenumber
-            require(
-                isinstance(m, int) and not isinstance(m, bool) and 1 <= m < n / 3,
-                f"forcing_wavenumber={m!r}: must be an int with 1 <= m < n/3 = {n / 3:g} (resolved modes)",
-            )
+            check_int("forcing_wavenumber", m, 1, (n - 1) // 3)  # resolved modes: m < n/3
             self.add_param(
                 "forcing_amplitude", default_amplitude if forcing_amplitude is None else forcing_amplitude
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -116,7 +117,14 @@ def test_default_run_end_to_end(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     metrics = next(run_dir.glob("csv/*/metrics.csv")).read_text()
-    for key in ("train/loss", "val/corr_time", "perf/samples_per_s", "perf/data_wait_fraction", "lr-AdamW"):
+    for key in (
+        "train/loss",
+        "val/corr_time",
+        "perf/samples_per_s",
+        "perf/data_wait_fraction",
+        "lr-AdamW",
+        "stream/buffer_fill",
+    ):
         assert key in metrics, key
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["hyper_parameters"]["config"]["pde"]["_target_"].endswith("KuramotoSivashinsky")
@@ -141,6 +149,33 @@ def test_rollout_figure_reaches_an_image_logger(tmp_path):
     run.trainer._loggers = [logger]
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert [(key, step) for key, _, step in logger.images] == [("val/rollout", 2), ("val/rollout", 4)]
+
+
+@pytest.mark.parametrize("generation", ["device", "cpu"])
+def test_stream_statistics_reach_the_csv_log(generation, tmp_path):
+    """Buffer fill, windows inserted, reuse and trajectories generated/diverged are logged as stream/*
+    every log step, also when DataLoader workers generate (their counters come with the batches)."""
+    overrides = [o for o in tiny(tmp_path) if not o.startswith(("logger=", "data.num_workers"))]
+    workers = "data.num_workers=1" if generation == "cpu" else "data.num_workers=0"
+    cfg = compose_train([*overrides, "logger=csv", f"data.generation={generation}", workers])
+    cfg.trainer.max_steps = cfg.trainer.val_check_interval = 4
+    run = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    rows = list(csv.DictReader(next((tmp_path / "run").glob("csv/*/metrics.csv")).open()))
+    logged = [{k: float(v) for k, v in row.items() if k.startswith("stream/") and v} for row in rows]
+    logged = [row for row in logged if row]
+    assert len(logged) == 4  # log_every_n_steps=1
+    windows = run.datamodule.stream.windows_per_trajectory
+    for step, row in enumerate(logged, start=1):
+        assert row["stream/trajectories"] >= 2
+        assert row["stream/diverged"] == row["stream/diverged_fraction"] == 0
+        assert row["stream/windows_inserted"] == row["stream/trajectories"] * windows
+        assert row["stream/samples_served"] == 4 * step  # batch_size 4
+        reuse = row["stream/samples_served"] / row["stream/windows_inserted"]
+        assert row["stream/reuse_mean"] == pytest.approx(reuse, rel=1e-6)  # logged as float32
+        assert 1 <= row["stream/reuse_max"] <= step
+        assert 0 < row["stream/buffer_fill"] <= 1
+        assert row["stream/evicted_unseen"] >= 0
 
 
 @pytest.mark.parametrize("pde", PDES)
@@ -470,7 +505,7 @@ def other_model_checkpoint(tmp: Path) -> Path:
         (["scheduler.warmup_steps=-1"], "warmup_steps"),
         (["module.loss=l1"], r"module.loss='l1' is not allowed; allowed: mse, rel_l2"),
         (["module.unroll_steps=-1"], r"module.unroll_steps=-1 is not allowed"),
-        (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not allowed: give an int >= 1"),
+        (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not allowed; allowed: an int >= 1"),
         (["trainer.val_check_interval=0"], r"trainer.val_check_interval=0 is not allowed"),
         (
             ["trainer.check_val_every_n_epoch=1"],

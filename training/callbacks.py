@@ -1,5 +1,5 @@
-"""Training callbacks: throughput, the share of time spent waiting for data, a rollout figure, progress
-lines and the intra-op thread budget."""
+"""Training callbacks: throughput, the share of time spent waiting for data, the online stream's statistics,
+a rollout figure, progress lines and the intra-op thread budget."""
 
 from __future__ import annotations
 
@@ -70,6 +70,26 @@ class Throughput(pl.Callback):
         self.start += paused
         if self._batch_end is not None:
             self._batch_end += paused
+
+
+class StreamStatistics(pl.Callback):
+    """Logs the online stream's statistics as ``stream/*`` every ``log_every_n_steps`` (see
+    :meth:`data.datamodule.OnlineDataModule.stream_stats`: buffer fill, windows inserted, reuse, trajectories
+    generated and diverged); nothing for offline data.
+
+    The counters travel with the batches (also from DataLoader workers) and are read, not computed, here.
+    Under DDP every rank logs its own shards' values unreduced, and the logger keeps rank 0's.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        stream_stats = getattr(trainer.datamodule, "stream_stats", None)
+        if stream_stats is None or trainer.global_step % trainer.log_every_n_steps:
+            return
+        stats = stream_stats()
+        if stats:
+            pl_module.log_dict({f"stream/{k}": v for k, v in stats.items()}, batch_size=batch["x"].shape[0])
 
 
 class RolloutFigure(pl.Callback):

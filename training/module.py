@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from evaluation import metrics, registry
 from evaluation.rollout import rollout, rollout_steps
 from models.base import SurrogateNet
+from solvers.base import check_choice, check_int, check_number
 
 log = logging.getLogger("pdestream")
 
@@ -137,18 +138,14 @@ class SurrogateModule(pl.LightningModule):
         correlation_threshold: float = 0.8,
         **_: Any,
     ) -> None:
-        """Refuse bad ``module.*`` settings with one sentence (``ValueError``); also called before the data
+        """Refuse bad ``module.*`` settings with one sentence (:class:`ConfigError`); also called before the data
         is built, since ``data.time_future`` derives from ``unroll_steps``."""
-        if loss not in LOSSES:
-            raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {', '.join(LOSSES)}")
-        if not isinstance(unroll_steps, int) or isinstance(unroll_steps, bool) or unroll_steps < 0:
-            raise ValueError(f"module.unroll_steps={unroll_steps!r} is not allowed: give an int >= 0")
-        if not isinstance(input_noise, int | float) or isinstance(input_noise, bool) or input_noise < 0:
-            raise ValueError(f"module.input_noise={input_noise!r} is not allowed: give a number >= 0")
-        if not isinstance(correlation_threshold, int | float) or not 0 < correlation_threshold < 1:
-            raise ValueError(
-                f"module.correlation_threshold={correlation_threshold!r} is not allowed: give a number in (0, 1)"
-            )
+        check_choice("module.loss", loss, list(LOSSES))
+        check_int("module.unroll_steps", unroll_steps, 0)
+        check_number("module.input_noise", input_noise, low=0)
+        check_number(
+            "module.correlation_threshold", correlation_threshold, 0, 1, low_open=True, high_open=True
+        )
 
     # ------------------------------------------------------------------ prediction
     def _advance(self, x: Tensor, cond: Tensor | None) -> Tensor:

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
 from models import network_class
-from solvers.base import ConfigError
+from solvers.base import ConfigError, check_int
 from training.callbacks import ThreadBudget
 from training.checkpoint import EvaluationError, read_checkpoint
 from training.module import SurrogateModule
@@ -177,9 +177,10 @@ def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
     """The Trainer settings a run relies on, checked before anything is built (an online stream is
     infinite: it needs ``val_check_interval`` in steps and no epochs)."""
     for key in ("max_steps", "log_every_n_steps", "num_nodes"):
-        value = trainer.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise RunConfigError(f"trainer.{key}={value!r} is not allowed: give an int >= 1")
+        try:
+            check_int(f"trainer.{key}", trainer.get(key), 1)
+        except ConfigError as error:
+            raise RunConfigError(str(error)) from None
     value = trainer.get("val_check_interval")
     steps = isinstance(value, int) and not isinstance(value, bool) and value >= 1
     fraction = isinstance(value, float) and 0 < value <= 1 and not online

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from data.buffer import ReplayBuffer
+from data.buffer import POLICIES, ReplayBuffer
 from solvers.base import ConfigError
 
 
@@ -99,3 +99,18 @@ def test_overflowing_firo_put_is_refused():
     buffer.put(chunk(0, 8))
     with pytest.raises(ConfigError, match="too small"):
         buffer.put(chunk(8, 5))
+
+
+@pytest.mark.parametrize(
+    ("policy", "least"),
+    [("fifo", 8 + 15 - 1), ("firo", 30 + 15 - 1), ("reservoir", 15)],  # batch 8, watermark 30, 15 per put
+)
+def test_each_policy_runs_at_its_least_capacity_and_names_it(policy, least):
+    """With one use per sample the sizes before a put run through every remainder, the worst one included."""
+    assert POLICIES[policy](capacity=100, max_reuse=1, watermark=30).min_capacity(8, 15) == least
+    buffer = ReplayBuffer(policy, capacity=least, max_reuse=1, watermark=min(30, least), seed=0)
+    assert len(drive(buffer, steps=50, batch=8, per_put=15)) == 50  # never overflows
+    if policy != "reservoir":  # one slot less: a put no longer fits
+        small = ReplayBuffer(policy, capacity=least - 1, max_reuse=1, watermark=30, seed=0)
+        with pytest.raises(ConfigError, match=f"buffer.capacity={least - 1} is too small for {policy}"):
+            drive(small, steps=50, batch=8, per_put=15)

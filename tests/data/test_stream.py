@@ -88,8 +88,12 @@ def test_dt_out_must_be_a_multiple_of_solver_dt(heat1d, dt_out):
 
 
 def test_too_small_buffer_is_refused(heat1d):
-    with pytest.raises(ConfigError, match=r"buffer\.capacity"):
+    allowed = "batch_size=16 and 16 windows per solver call; allowed: an int >= 31$"  # 16 + 16 - 1
+    with pytest.raises(
+        ConfigError, match=r"^buffer\.capacity=20 is not allowed with policy firo, " + allowed
+    ):
         make_stream(heat1d, buffer={"policy": "firo", "capacity": 20, "watermark": 10})
+    make_stream(heat1d, buffer={"policy": "firo", "capacity": 31, "watermark": 10})
 
 
 def shard_indices(stream, monkeypatch, rank, world, worker, workers, batches=6):
@@ -172,7 +176,8 @@ def test_resume_continues_bit_for_bit_with_default_buffers(tmp_path, heat1d, pol
     second = default_online(tmp_path, heat1d, policy, **generation)
     second.load_state_dict(torch.load(saved, weights_only=True))
     resumed = consume(second, total - stop)
-    assert second.stream_stats()["inserted"] > first.stream_stats()["inserted"]  # new data after resuming
+    # new data after resuming
+    assert second.stream_stats()["windows_inserted"] > first.stream_stats()["windows_inserted"]
     for a, b in zip(straight[stop:], resumed, strict=True):
         for key in ("x", "y", "dt"):
             assert torch.equal(a[key], b[key]), key
@@ -209,3 +214,75 @@ def test_generation_on_device_refuses_workers(heat1d, monkeypatch):
     monkeypatch.setattr(stream_module, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=2))
     assert "set num_workers=0" in take(stream, 1)[0][STREAM_KEY]["error"]
     assert math.isclose(stream.dt_out, 0.2)
+
+
+FIFO = {"policy": "fifo", "capacity": 64}
+
+
+def pool_sequence(batches, windows_per_trajectory=4):
+    """The trajectories a fifo stream served, in order (each trajectory's windows arrive together)."""
+    served = torch.cat([b[STREAM_KEY]["index"] for b in batches])
+    return served[::windows_per_trajectory].tolist()
+
+
+def test_pool_cycles_over_exactly_its_trajectories(heat1d):
+    """One shard, a pool of 10 trajectories solved 4 per call (calls straddle the cycle ends)."""
+    trajectories = pool_sequence(take(make_stream(heat1d, buffer=FIFO, pool_size=10), 8))  # 32 trajectories
+    assert trajectories == [k % 10 for k in range(32)]
+
+
+def test_pool_cycles_are_shared_disjointly_by_ranks_and_workers(heat1d, monkeypatch):
+    stream = make_stream(heat1d, buffer=FIFO, pool_size=10)
+    pool_of = {}  # global index k · 4 + shard -> pool trajectory
+    for rank, worker in itertools.product(range(2), range(2)):
+        stream.rank, stream.world_size = rank, 2
+        info = SimpleNamespace(id=worker, num_workers=2)
+        monkeypatch.setattr(stream_module, "get_worker_info", lambda info=info: info)
+        shard = rank * 2 + worker
+        for k, trajectory in enumerate(pool_sequence(take(stream, 2))):  # 8 trajectories per shard
+            pool_of[k * 4 + shard] = trajectory
+    for cycle in range(3):  # global indices 0 … 29 all made: every pool trajectory once per cycle
+        assert sorted(pool_of[g] for g in range(cycle * 10, cycle * 10 + 10)) == list(range(10))
+
+
+def test_pool_serves_the_online_streams_first_trajectories(tmp_path, heat1d):
+    """Pool trajectory k is online trajectory k: the first cycle's batches and the normalisation equal
+    the online stream's; the second cycle repeats the pool where the online stream moves on."""
+    settings = dict(time_history=2, time_future=1, dt_out=0.2, rollout_steps=6, solver_batch=4, batch_size=8)
+    settings.update(buffer=FIFO, num_workers=0, seed=3, cache_dir=str(tmp_path))
+    online = OnlineDataModule(heat1d, **settings)
+    pool = OnlineDataModule(heat1d, pool_size=8, **settings)
+    fresh, cycled = consume(online, 8), consume(pool, 8)  # 4 windows per trajectory: 2 cycles of 8
+    for a, b in zip(fresh[:4], cycled[:4], strict=True):
+        for key in ("x", "y", "dt"):
+            assert torch.equal(a[key], b[key]), key
+        assert torch.equal(a["params"]["nu"], b["params"]["nu"])
+    for a, b in zip(cycled[:4], cycled[4:], strict=True):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    assert not torch.equal(fresh[4]["x"], cycled[4]["x"])
+    assert torch.equal(online.normalizer.mean, pool.normalizer.mean)
+    assert torch.equal(online.normalizer.std, pool.normalizer.std)
+    assert pool.stream_stats()["trajectories"] == online.stream_stats()["trajectories"] == 16
+
+
+def test_pool_is_in_the_checkpoint_and_resumes_bit_for_bit(tmp_path, heat1d):
+    """Default sizes with a pool of 40 trajectories (32 per solver call: calls straddle the cycle ends)."""
+    straight = consume(default_online(tmp_path, heat1d, "firo", pool_size=40), 600)
+    first = default_online(tmp_path, heat1d, "firo", pool_size=40)
+    consume(first, 400)
+    saved = tmp_path / "state.pt"
+    torch.save(first.state_dict(), saved)
+    state = torch.load(saved, weights_only=True)
+    assert state["stream"]["shards"][0]["snapshot"]["layout"]["pool_size"] == 40
+    second = default_online(tmp_path, heat1d, "firo", pool_size=40)
+    second.load_state_dict(state)
+    resumed = consume(second, 200)
+    assert second.stream_stats()["trajectories"] > first.stream_stats()["trajectories"] > 40  # cycled
+    for a, b in zip(straight[400:], resumed, strict=True):
+        for key in ("x", "y", "dt"):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_pool_size_must_be_a_positive_int(heat1d):
+    with pytest.raises(ConfigError, match=r"^pool_size=0 is not allowed; allowed: an int >= 1$"):
+        make_stream(heat1d, pool_size=0)

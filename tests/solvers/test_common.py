@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from solvers.base import ConfigError, ParamSpec, dealias_mask, spectral_resample, wavenumbers
+from solvers.base import (
+    ConfigError,
+    ParamSpec,
+    check_choice,
+    check_int,
+    check_number,
+    dealias_mask,
+    spectral_resample,
+    wavenumbers,
+)
 from solvers.burgers import Burgers
 from solvers.ks import KuramotoSivashinsky
 
@@ -20,6 +29,59 @@ def _solver(**kwargs: object) -> KuramotoSivashinsky:
 
 def _u0(solver: KuramotoSivashinsky, batch: int = 2) -> torch.Tensor:
     return solver.initial_condition(batch, torch.Generator().manual_seed(0), dtype=F64)
+
+
+# ----------------------------------------------------------------------------- config checks
+@pytest.mark.parametrize(
+    ("value", "low", "high", "message"),
+    [
+        (0, 1, None, "data.k=0 is not allowed; allowed: an int >= 1"),
+        (True, 0, None, "data.k=True is not allowed; allowed: an int >= 0"),
+        (2.0, 1, None, "data.k=2.0 is not allowed; allowed: an int >= 1"),
+        ("3", 1, None, "data.k='3' is not allowed; allowed: an int >= 1"),
+        (6, 0, 5, "data.k=6 is not allowed; allowed: an int in [0, 5]"),
+    ],
+)
+def test_check_int_refuses_with_one_sentence(value: object, low: int, high: int | None, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_int("data.k", value, low, high)
+    assert str(error.value) == message
+
+
+def test_check_int_accepts_the_bounds() -> None:
+    assert check_int("k", 0, 0, 5) == 0 and check_int("k", 5, 0, 5) == 5 and check_int("k", 10**9, 1) == 10**9
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "message"),
+    [
+        (0, {"low": 0, "low_open": True}, "dt=0 is not allowed; allowed: a number > 0"),
+        (-0.5, {"low": 0}, "dt=-0.5 is not allowed; allowed: a number >= 0"),
+        (1.0, {"low": 0, "high": 1, "high_open": True}, "dt=1.0 is not allowed; allowed: a number in [0, 1)"),
+        (0, {"low": 0, "high": 1, "low_open": True}, "dt=0 is not allowed; allowed: a number in (0, 1]"),
+        (2, {"high": 1}, "dt=2 is not allowed; allowed: a number <= 1"),
+        (math.inf, {}, "dt=inf is not allowed; allowed: a finite number"),
+        (math.nan, {"low": 0}, "dt=nan is not allowed; allowed: a number >= 0"),
+        (False, {}, "dt=False is not allowed; allowed: a finite number"),
+        ("0.1", {}, "dt='0.1' is not allowed; allowed: a finite number"),
+    ],
+)
+def test_check_number_refuses_with_one_sentence(value: object, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_number("dt", value, **kwargs)
+    assert str(error.value) == message
+
+
+def test_check_number_accepts_closed_bounds_and_ints() -> None:
+    assert check_number("x", 0, low=0, high=1) == 0.0 and isinstance(check_number("x", 1, high=1), float)
+    assert check_number("x", 0.5, low=0, high=1, low_open=True, high_open=True) == 0.5
+
+
+def test_check_choice_lists_the_allowed_values() -> None:
+    assert check_choice("data.generation", "cpu", ("cpu", "device")) == "cpu"
+    with pytest.raises(ConfigError) as error:
+        check_choice("data.generation", "gpu", ("cpu", "device"))
+    assert str(error.value) == "data.generation='gpu' is not allowed; allowed: cpu, device"
 
 
 # ----------------------------------------------------------------------------- ParamSpec

@@ -1,0 +1,268 @@
+"""Does streamed data beat a fixed data set? Fixed trajectory pools against the online stream, at equal steps.
+
+For each PDE set-up and training seed, the same model is trained with the same batch size, number of
+gradient steps, validation and test sets; the only difference is where the training trajectories come
+from: a fixed pool of N trajectories (``data.pool_size=N``, cycled for as many epochs as the steps need)
+or the unbounded online stream (``data.pool_size=null``). Both go through the same stream, buffer and
+normalisation. ``--adaptive`` adds online runs with ``data.sampling=adaptive``.
+
+Each run is ``python train.py`` (validation only at the end, so the scored weights are those after the
+last step) followed by ``python evaluate.py`` on the run's test set; the figures are the test correlation
+time (Pearson > 0.8, mean over trajectories) and the relative L2 error (nRMSE) at fixed horizons, as the
+mean over seeds with a 95 % t-interval, plus the error's tail over the parameter space (median, p90, p99
+and worst over test trajectories; the worst parameter cell).
+
+The conditional set-ups (the parameter range is what makes data diversity matter):
+
+* ``ks``: Kuramoto-Sivashinsky, ν ∈ [0.5, 1.5] (PDE-Refiner's conditional KS range), n = 256;
+* ``burgers``: Burgers, ν ∈ [1e-3, 5e-2] log-uniform (``conf/pde/burgers.yaml``).
+
+``python -m benchmarks.online_vs_offline [--pdes ks burgers] [--model fno-small] [--pools 32 128 512]
+[--seeds 0 1 2] [--steps 3000] [--jobs 2] [--adaptive] [--out benchmarks/results/online_vs_offline]``
+(from the repository root). ``--quick`` is a smoke run of a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUPS: dict[str, list[str]] = {
+    "ks": ["pde=ks", "pde.nu=[0.5,1.5]"],
+    "burgers": ["pde=burgers"],
+}
+QUICK = ["pde.n=32", "data.rollout_steps=12", "data.num_val_trajectories=4", "data.num_test_trajectories=8"]
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass
+class Run:
+    """One training run and its evaluation."""
+
+    pde: str
+    data: str  # "pool 32", …, "online", "adaptive"
+    seed: int
+    overrides: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.pde}-{self.data.replace(' ', '')}-seed{self.seed}"
+
+
+def plan(args: argparse.Namespace) -> list[Run]:
+    """Every run of the comparison, in an order that interleaves data settings (load lands on all alike)."""
+    settings = [(f"pool {n}", [f"+data.pool_size={n}"]) for n in args.pools] + [("online", [])]
+    if args.adaptive:
+        settings.append(("adaptive", ["data.sampling=adaptive"]))
+    return [
+        Run(pde, label, seed, [*SETUPS[pde], *extra])
+        for pde in args.pdes
+        for seed in args.seeds
+        for label, extra in settings
+    ]
+
+
+def command(script: str, overrides: Sequence[str]) -> list[str]:
+    return [sys.executable, str(ROOT / script), *overrides]
+
+
+def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
+    """Train and evaluate one run; raises with the tail of its log if either fails."""
+    run_dir, eval_dir = out / "runs" / run.name, out / "eval" / run.name
+    common = [*(QUICK if args.quick else []), f"model={args.model}"]
+    train = [
+        *run.overrides,
+        *common,
+        f"seed={run.seed}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.val_check_interval={args.steps}",
+        "validate_untrained=false",
+        "logger=csv",
+        f"threads={threads}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    evaluate = [
+        f"checkpoints=[{run_dir}]",
+        f"horizons=[{','.join(map(str, args.horizons))}]",
+        "solver_baseline.enabled=false",
+        "anchors.untrained=false",
+        "anchors.persistence=false",
+        "timing.repeats=1",
+        "timing.warmup=0",
+        "num_sample_plots=0",
+        "progress=false",
+        f"hydra.run.dir={eval_dir}",
+        f"output_dir={eval_dir}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
+    for script, overrides in (("train.py", train), ("evaluate.py", evaluate)):
+        done = subprocess.run(command(script, overrides), cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+            raise RuntimeError(f"{script} failed for {run.name} (exit {done.returncode}):\n{tail}")
+    run.metrics = score(xr.open_dataset(eval_dir / "metrics.nc", engine="h5netcdf"), args.horizons)
+    return run
+
+
+def score(ds: xr.Dataset, horizons: Sequence[int]) -> dict[str, float]:
+    """The trained model's test figures: correlation time, nRMSE at the horizons, the error's tail."""
+    model = ds.sel(model=ds.model[ds.kind == "trained"][0])
+    out = {"corr_time": float(model.corr_time.sel(threshold=0.8).mean())}
+    for h in horizons:
+        out[f"nrmse@{h}"] = float(model.rel_l2.isel(time=h - 1).mean())
+    # tail over test trajectories of the error averaged over the first max(horizons) steps
+    error = model.rel_l2.isel(time=slice(0, max(horizons))).mean("time").values
+    for label, q in (("median", 50), ("p90", 90), ("p99", 99)):
+        out[label] = float(np.percentile(error, q))
+    out["worst"] = float(error.max())
+    params = [name for name in model.coords if str(name).startswith("param_")]
+    if params:  # the worst cell of the first varying parameter (8 equal-probability cells of the test set)
+        values = model.coords[params[0]].values
+        edges = np.quantile(values, np.linspace(0, 1, 9))
+        cells = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 7)
+        out["worst_cell"] = float(max(error[cells == c].mean() for c in np.unique(cells)))
+    return out
+
+
+def summarise(runs: Sequence[Run]) -> list[dict[str, str | float]]:
+    """Mean and 95 % t-interval half-width over seeds, per (PDE, data setting)."""
+    rows = []
+    for pde in dict.fromkeys(r.pde for r in runs):
+        for data in dict.fromkeys(r.data for r in runs if r.pde == pde):
+            group = [r.metrics for r in runs if r.pde == pde and r.data == data]
+            row: dict[str, str | float] = {"pde": pde, "data": data, "seeds": float(len(group))}
+            for key in group[0]:
+                values = np.array([g[key] for g in group])
+                half = (
+                    T95.get(len(values) - 1, 1.96) * values.std(ddof=1) / math.sqrt(len(values))
+                    if len(values) > 1
+                    else math.nan
+                )
+                row[key], row[f"{key}_ci"] = float(values.mean()), float(half)
+            rows.append(row)
+    return rows
+
+
+def table(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> str:
+    keys = ["corr_time", *(f"nrmse@{h}" for h in horizons), "p99", "worst", "worst_cell"]
+    keys = [k for k in keys if k in rows[0]]
+    lines = ["| pde | data | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for row in rows:
+        cells = [f"{row[k]:.4g} ± {row[f'{k}_ci']:.2g}" for k in keys]
+        lines.append(f"| {row['pde']} | {row['data']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> list[str]:
+    """The headline ratios: online vs the largest pool, adaptive vs uniform online."""
+    lines = []
+    key = f"nrmse@{max(horizons)}"
+    for pde in dict.fromkeys(str(r["pde"]) for r in rows):
+        mine = {str(r["data"]): r for r in rows if r["pde"] == pde}
+        pools = sorted((k for k in mine if k.startswith("pool")), key=lambda k: int(k.split()[1]))
+        if pools and "online" in mine:
+            largest = mine[pools[-1]]
+            gain = 1 - float(mine["online"][key]) / float(largest[key])
+            lines.append(f"{pde}: online vs {pools[-1]}: {key} {gain:+.1%} lower (goal: >= 16 % lower)")
+        if "adaptive" in mine and "online" in mine:
+            for tail in ("worst_cell", "p99"):
+                if tail in mine["online"]:
+                    gain = 1 - float(mine["adaptive"][tail]) / float(mine["online"][tail])
+                    lines.append(
+                        f"{pde}: adaptive vs uniform online: {tail} {gain:+.1%} lower (goal: >= 20 %)"
+                    )
+            gain = 1 - float(mine["adaptive"][key]) / float(mine["online"][key])
+            lines.append(f"{pde}: adaptive vs uniform online: mean {key} {gain:+.1%} lower (goal: not worse)")
+    return lines
+
+
+def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path: Path) -> None:
+    """Test error against pool size per PDE, the online stream as a horizontal line with its band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"nrmse@{max(horizons)}"
+    pdes = list(dict.fromkeys(str(r["pde"]) for r in rows))
+    fig, axes = plt.subplots(1, len(pdes), figsize=(5 * len(pdes), 3.8), squeeze=False)
+    for ax, pde in zip(axes[0], pdes, strict=True):
+        mine = [r for r in rows if r["pde"] == pde]
+        pools = [r for r in mine if str(r["data"]).startswith("pool")]
+        sizes = [int(str(r["data"]).split()[1]) for r in pools]
+        ax.errorbar(
+            sizes,
+            [r[key] for r in pools],
+            yerr=[r[f"{key}_ci"] for r in pools],
+            marker="o",
+            capsize=3,
+            label="fixed pool of N trajectories",
+        )
+        for label, colour in (("online", "C1"), ("adaptive", "C2")):
+            for r in mine:
+                if r["data"] == label:
+                    mean, half = float(r[key]), float(r[f"{key}_ci"])
+                    ax.axhline(mean, color=colour, label=f"{label} stream")
+                    if math.isfinite(half):
+                        ax.axhspan(mean - half, mean + half, color=colour, alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training trajectories N (pool size)")
+        ax.set_ylabel(f"test relative L2 at step {max(horizons)}")
+        ax.set_title(f"{pde}: equal gradient steps")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pdes", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--model", default="fno-small")
+    parser.add_argument("--pools", nargs="+", type=int, default=[32, 128, 512])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--horizons", nargs="+", type=int, default=[1, 10, 50])
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores/jobs threads)")
+    parser.add_argument("--adaptive", action="store_true", help="add online runs with data.sampling=adaptive")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (coarse grid, short rollouts)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "online_vs_offline")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pools, args.seeds, args.steps, args.horizons = args.pools[:1], args.seeds[:2], 4, [1, 4]
+    if min(args.pools) < 1 or args.steps < 1 or args.jobs < 1:
+        parser.error("--pools, --steps and --jobs must be positive")
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = plan(args)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(lambda r: execute(r, args, args.out, threads), runs))
+    rows = summarise(runs)
+    text = [
+        f"# online vs fixed pools: {args.model}, {args.steps} steps, seeds {args.seeds}, "
+        f"{platform.machine()} {os.cpu_count()} CPUs, {args.jobs} runs at once, {time.perf_counter() - start:.0f} s",
+        table(rows, args.horizons),
+        *compare(rows, args.horizons),
+    ]
+    (args.out / "summary.md").write_text("\n\n".join(text) + "\n")
+    figure(rows, args.horizons, args.out / "error_vs_pool.png")
+    print("\n\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
