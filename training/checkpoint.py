@@ -4,14 +4,15 @@ A checkpoint written by ``train.py`` holds the composed, resolved run configurat
 ``hyper_parameters.config`` and — through Lightning's ``EMAWeightAveraging`` callback — the averaged
 (EMA) weights under ``state_dict``. The network is rebuilt from ``config["model"]``, the
 :class:`~data.normalize.Normalizer` from its buffers in the state dict, and the module from the stored
-hyper-parameters; nothing is unpickled beyond tensors and plain containers unless the user trusts the file,
-and nothing the stored config names is called unless it is pdestream's own (:mod:`data.config`).
+hyper-parameters; the model's time step is the ``dt_out`` of the training data's
+:class:`~data.timegrid.TimeGrid`, stored in the config as ``time_grid``. Nothing is unpickled beyond tensors
+and plain containers unless the user trusts the file, and nothing the stored config names is called unless it
+is pdestream's own (:mod:`data.config`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -22,7 +23,9 @@ import torch
 
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
+from data.timegrid import TimeGrid
 from models import registry
+from solvers.base import ConfigError
 from training.module import RefinerModule, SurrogateModule
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,13 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
             f"{str(file)!r} is not a pdestream checkpoint: it lacks hyper_parameters.config or state_dict"
         )
     config = dict(config)
+    try:
+        TimeGrid.from_dict(config.get("time_grid"), "hyper_parameters.config.time_grid")
+    except ConfigError as error:
+        raise CheckpointError(
+            f"{str(file)!r} does not record its training time grid ({error}); it was written by an older "
+            "train.py: retrain it"
+        ) from None
     for key, allowed in (("pde", SOLVER_TARGETS), ("data", DATA_TARGETS)):
         target = config[key].get("_target_") if isinstance(config.get(key), Mapping) else None
         if target not in allowed:
@@ -139,9 +149,10 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
     return module.eval(), config
 
 
-def model_dt(module: SurrogateModule) -> float:
-    """The time step the model was trained on: the normaliser scales the conditioning ``dt`` by it."""
-    return float(module.normalizer.scale[-1])
+def model_grid(config: Mapping[str, Any]) -> TimeGrid:
+    """The time grid of the data a checkpoint's model was trained on (its ``dt_out`` is the model's step);
+    ``config`` is one :func:`load_checkpoint` returned (checked there)."""
+    return TimeGrid.from_dict(config["time_grid"])
 
 
 def check_compatible(config: Mapping[str, Any], reference: Mapping[str, Any], label: str, what: str) -> None:
@@ -155,12 +166,12 @@ def check_compatible(config: Mapping[str, Any], reference: Mapping[str, Any], la
             )
 
 
-def frame_stride(dt_model: float, dt_data: float, label: str) -> int:
+def frame_stride(dt_model: float, data: TimeGrid, label: str) -> int:
     """How many test-set frames one model step spans; the model's step must be a multiple of the data's."""
-    ratio = dt_model / dt_data
-    if round(ratio) < 1 or not math.isclose(ratio, round(ratio), rel_tol=1e-6):
+    stride = data.frames_per(dt_model)
+    if stride < 1:
         raise CheckpointError(
-            f"checkpoint {label} steps dt={dt_model:g} but the test set's interval is {dt_data:g}; "
+            f"checkpoint {label} steps dt={dt_model:g} but the test set's interval is {data.dt_out:g}; "
             f"the model's step must be a multiple of it"
         )
-    return round(ratio)
+    return stride

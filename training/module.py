@@ -136,7 +136,7 @@ class SurrogateModule(pl.LightningModule):
         **_: Any,
     ) -> None:
         """Refuse bad ``module.*`` settings with one sentence (``ValueError``); also called before the data
-        is built, since ``data.time_future`` derives from ``unroll_steps``."""
+        is built, since ``data.target_frames`` derives from ``unroll_steps``."""
         if loss not in LOSSES:
             raise ValueError(f"module.loss={loss!r} is not allowed; allowed: {', '.join(LOSSES)}")
         if not isinstance(unroll_steps, int) or isinstance(unroll_steps, bool) or unroll_steps < 0:
@@ -181,7 +181,7 @@ class SurrogateModule(pl.LightningModule):
         if y.shape[1] < steps * t_out:
             raise ValueError(
                 f"the data gives {y.shape[1]} target frames but unroll_steps={steps - 1} with "
-                f"time_future={t_out} needs {steps * t_out}; set data.time_future accordingly"
+                f"model.time_future={t_out} needs {steps * t_out}; set data.target_frames accordingly"
             )
         if self.hparams.input_noise:
             x = x + self.hparams.input_noise * torch.randn_like(x)
