@@ -79,12 +79,10 @@ def whole_multiple(value: float, unit: float) -> int:
 
     The one test of "a positive multiple of" that output intervals, file intervals and model steps use.
     """
-    try:
-        ratio = float(value) / float(unit)
-    except (TypeError, ValueError, ZeroDivisionError):
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (value, unit))
+    if not numbers or not unit > 0 or not math.isfinite(value / unit):
         return 0
-    if not (math.isfinite(ratio) and unit > 0):
-        return 0
+    ratio = value / unit
     k = round(ratio)
     return k if k >= 1 and abs(ratio - k) < MULTIPLE_TOLERANCE else 0
 

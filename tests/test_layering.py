@@ -90,8 +90,6 @@ def test_no_import_cycles_between_files():
 
 def test_the_checker_sees_a_forbidden_import(tmp_path):
     bad = tmp_path / "net.py"
-    bad.write_text(
-        "def f():\n    from training.module import SurrogateModule\n    import lightning.pytorch\n"
-    )
+    bad.write_text("def f():\n    from training.module import SurrogateModule\n    import lightning.pytorch\n")
     found = imports_of(bad, set(project_files()))
     assert {"training.module", "lightning"} <= found

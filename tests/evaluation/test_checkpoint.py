@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data.hdf5 import write_split
-from data.trajectories import output_times
+from data.timegrid import TimeGrid
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
 from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -92,7 +92,7 @@ def test_checkpoints_of_different_grids_are_refused(fno_run, tmp_path):
 def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
     path = tmp_path / "ks64.h5"
     solver = KuramotoSivashinsky(n=64, burn_in=0.0)
-    write_split(path, "test", solver, output_times(0.25, 8), 2, seed=0, progress=False)
+    write_split(path, "test", solver, TimeGrid(0.25, 0.25, 8), 2, seed=0, progress=False)
     cfg = eval_config(
         [f"checkpoints=[{fno_run}]", f"test_path={path}", f"paths.output_dir={tmp_path / 'out'}"]
     )
