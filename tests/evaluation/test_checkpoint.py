@@ -13,7 +13,7 @@ from data.hdf5 import write_split
 from data.timegrid import TimeGrid
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
-from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from training.checkpoint import CheckpointError, frame_stride, load_checkpoint, model_grid, resolve_checkpoint
 from training.module import RefinerModule, SurrogateModule
 from training.pipeline import evaluate, load_models, load_test_set
 
@@ -75,6 +75,23 @@ def _modified(run, tmp_path, name, edit):
     path = tmp_path / name
     torch.save(checkpoint, path)
     return path
+
+
+def test_the_model_step_comes_from_the_stored_time_grid(fno_run, tmp_path):
+    _, config = load_checkpoint(fno_run)
+    assert model_grid(config) == TimeGrid(0.25, 0.25, 12)  # pde.dt_out=0.25, data.frames=12
+    old = _modified(fno_run, tmp_path, "old.ckpt", lambda c: c.pop("time_grid"))
+    with pytest.raises(CheckpointError, match=r"does not record its training time grid .*: retrain it"):
+        load_checkpoint(old)
+
+
+def test_frame_stride_takes_every_kth_test_frame():
+    test_set = TimeGrid(0.25, 0.25, 8)
+    assert frame_stride(0.25, test_set, "a") == 1 and frame_stride(0.75, test_set, "a") == 3
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint a steps dt=0\.3 but the test set's interval is 0\.25"
+    ):
+        frame_stride(0.3, test_set, "a")
 
 
 def test_weights_that_do_not_fit_the_config(fno_run, tmp_path):
