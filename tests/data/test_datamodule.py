@@ -138,7 +138,9 @@ def generate_conf(tmp: Path) -> Path:
     conf = tmp / "conf"
     (conf / "pde").mkdir(parents=True)
     shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
-    (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\ndt_out: 0.1\n")
+    (conf / "pde" / "heat.yaml").write_text(
+        "_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\ndt_out: 0.1\n"
+    )
     return conf
 
 

@@ -34,7 +34,9 @@ def test_persistence_repeats_the_last_input_frame(tmp_path):
 
 def _solver_dataset(pde: dict, dt_out: float, steps: int) -> xr.Dataset:
     """The solver part of a metrics dataset for ``pde``: real solves, timings interleaved, 5 repeats."""
-    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), TimeGrid(dt_out, dt_out, steps + 4).times())
+    truth = generate(
+        hydra.utils.instantiate(pde), 0, "test", range(2), TimeGrid(dt_out, dt_out, steps + 4).times()
+    )
     u = truth.u.float()
     runs = run_solver(pde, u[:, 3], truth.params, dt_out, steps, 2, [2], [2, 4])
     jobs = {r.label: r.job(steps) for r in runs if r.job is not None}
