@@ -24,9 +24,10 @@ TIME_STEP = "dt"
 class CondLayout:
     """The conditioning vector ``[B, P]``: the PDE's parameters in their solver's order, then the time step.
 
-    The one place that order is decided: the stream and the file readers stack parameters in it, the
-    :class:`Normalizer` scales it and ``model.cond_dim`` is its length (read from the solver class and its
-    config, :meth:`~solvers.base.Solver.param_names`, without building a solver).
+    The one place that order is decided: the stream stores the parameters of its windows in it, the
+    :class:`Normalizer` stacks and scales it, and ``model.cond_dim`` is its length (``conf/train.yaml``
+    reads the names from the solver class and its config, :meth:`~solvers.base.Solver.param_names`,
+    without building a solver).
     """
 
     params: tuple[str, ...]
