@@ -220,6 +220,14 @@ def test_param_names_read_from_the_class_match_the_built_solver(config, names) -
     assert cls.param_names(config) == names == tuple(hydra.utils.instantiate(config).params)
 
 
+def test_a_parameter_missing_from_param_order_is_refused() -> None:
+    class Unlisted(KuramotoSivashinsky):
+        param_order = ()
+
+    with pytest.raises(TypeError, match=r"Unlisted\.param_order does not list the parameter 'nu'"):
+        Unlisted(n=32)
+
+
 def test_every_pde_preset_carries_its_output_interval() -> None:
     intervals = {p.stem: OmegaConf.load(p).get("dt_out") for p in CONF.glob("*.yaml")}
     assert intervals == {"ks": 1.0, "burgers": 0.1, "navier_stokes": 1.0, "kolmogorov": 0.2}
