@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from data.hdf5 import HDF5Windows, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
 from data.stream import STREAM_KEY, TrajectoryStream
-from data.trajectories import output_times
+from data.timegrid import TimeGrid
 from solvers.base import Solver
 from training.presets import build
 
@@ -38,13 +38,15 @@ TIME_HISTORY, TIME_FUTURE = 4, 1
 
 
 def make_solver(name: str) -> Solver:
-    """The solver of ``conf/pde/<name>.yaml`` (KS falls back to its constructor defaults)."""
+    """The solver of ``conf/pde/<name>.yaml`` (KS falls back to its constructor defaults), its frames one
+    solver step apart (the benchmark measures data rates, not the preset's output interval)."""
     path = ROOT / "conf" / "pde" / f"{name}.yaml"
     if path.is_file():
-        return instantiate(OmegaConf.load(path))
+        config = OmegaConf.load(path)
+        return instantiate(config, dt_out=config.dt)
     from solvers.ks import KuramotoSivashinsky
 
-    return KuramotoSivashinsky()
+    return KuramotoSivashinsky(dt_out=0.25)  # its default dt
 
 
 def rate(batches: Iterable[dict[str, Any]], steps: int, warmup: int, sync: Callable[[], None]) -> float:
@@ -103,9 +105,8 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
     stream_kwargs = dict(
         seed=0,
         time_history=TIME_HISTORY,
-        time_future=TIME_FUTURE,
-        dt_out=None,
-        rollout_steps=args.rollout,
+        target_frames=TIME_FUTURE,
+        frames=args.frames,
         solver_batch=args.solver_batch,
         batch_size=args.batch_size,
         buffer={"policy": "reservoir", "capacity": 8192, "max_reuse": args.max_reuse, "watermark": 1024},
@@ -125,8 +126,8 @@ def bench(name: str, args: argparse.Namespace, device: torch.device) -> dict[str
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{name}.h5"
-        times = output_times(solver.dt, args.rollout)
-        write_split(path, "train", solver, times, args.file_trajectories, seed=0, chunk=16, progress=False)
+        grid = TimeGrid.of_solver(solver, args.frames)
+        write_split(path, "train", solver, grid, args.file_trajectories, seed=0, chunk=16, progress=False)
         reader = HDF5Windows(path, "train", TIME_HISTORY, TIME_FUTURE)
         h5 = DataLoader(reader, batch_size=args.batch_size, shuffle=True, num_workers=args.workers)
         results["hdf5 reader"] = rate(itertools.cycle(h5), args.steps, warmup=2, sync=cpu_sync)
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=20, help="optimizer steps timed per training loop")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rollout", type=int, default=64, help="frames per generated trajectory")
+    parser.add_argument("--frames", type=int, default=64, help="frames per generated trajectory")
     parser.add_argument("--solver-batch", type=int, default=32)
     parser.add_argument("--max-reuse", type=int, default=4, help="reservoir: mean uses per sample")
     parser.add_argument("--file-trajectories", type=int, default=32)

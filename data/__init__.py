@@ -5,6 +5,7 @@ from data.datamodule import OfflineDataModule, OnlineDataModule
 from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectories, write_split
 from data.normalize import Normalizer
 from data.stream import TrajectoryStream
+from data.timegrid import TimeGrid
 from data.trajectories import trajectory_seed
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "OfflineDataModule",
     "OnlineDataModule",
     "ReplayBuffer",
+    "TimeGrid",
     "TrajectoryStream",
     "inspect_split",
     "open_dataset",

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
-from data.trajectories import describe_solver, generate, output_times, resolve_dt_out
+from data.timegrid import TimeGrid, output_interval
+from data.trajectories import describe_solver, generate
 from solvers.base import ConfigError, Solver, check_choice, check_int
 
 GENERATION = ("cpu", "device")
@@ -65,9 +66,10 @@ class PDEDataModule(pl.LightningDataModule):
     """What online and offline data share: windows, batch size, workers, normalisation, rollout sets.
 
     Args:
-        pde: the solver, or its config (``_target_`` + constructor keys, as in ``conf/pde``).
-        time_history, time_future: input and target frames of a training window.
-        dt_out: the model's output interval (a multiple of the solver's ``dt``; ``None``: one step).
+        pde: the solver, or its config (``_target_`` + constructor keys, as in ``conf/pde``); its ``dt_out``
+            is the model's time step.
+        time_history, target_frames: input and target frames of a training window (``target_frames``
+            covers every unrolled network call: ``conf/train.yaml`` derives it from the model and module).
         batch_size: training samples (and validation trajectories) per batch.
         num_workers: DataLoader worker processes of the training loader (the in-memory validation and test
             sets need none).
@@ -78,23 +80,23 @@ class PDEDataModule(pl.LightningDataModule):
         self,
         pde: Solver | Mapping[str, Any],
         time_history: int = 4,
-        time_future: int = 1,
-        dt_out: float | None = None,
+        target_frames: int = 1,
         batch_size: int = 32,
         num_workers: int = 0,
         stats_trajectories: int = 16,
     ) -> None:
         super().__init__()
         self.solver, self.pde_yaml = as_solver(pde)
+        output_interval(self.solver)  # refused here when the preset lacks it
         for key, value, low in (
             ("time_history", time_history, 1),
-            ("time_future", time_future, 1),
+            ("target_frames", target_frames, 1),
             ("batch_size", batch_size, 1),
             ("num_workers", num_workers, 0),
             ("stats_trajectories", stats_trajectories, 1),
         ):
             check_int(f"data.{key}", value, low)
-        self.time_history, self.time_future, self.dt_out_config = time_history, time_future, dt_out
+        self.time_history, self.target_frames = time_history, target_frames
         self.batch_size, self.num_workers, self.stats_trajectories = (
             batch_size,
             num_workers,
@@ -104,12 +106,14 @@ class PDEDataModule(pl.LightningDataModule):
         self._rollouts: dict[str, dict[str, Any]] = {}
 
     @property
-    def dt_out(self) -> float:
-        return resolve_dt_out(self.solver, self.dt_out_config)
+    def time_grid(self) -> TimeGrid:
+        """The grid of the training data: the model's step ``dt_out`` (stored in the run's checkpoint)."""
+        raise NotImplementedError
 
     # -------------------------------------------------------------- shared API
     def trajectories(self, split: str) -> dict[str, Any]:
-        """Fixed ``val``/``test`` trajectories: ``u`` ``[N, T, C, *S]``, ``params`` ``{name: [N]}``, ``t`` ``[T]``."""
+        """Fixed ``val``/``test`` trajectories: ``u`` ``[N, T, C, *S]``, ``params`` ``{name: [N]}``, their
+        :class:`~data.timegrid.TimeGrid` ``grid`` and ``index`` ``[N]``."""
         check_choice("split", split, ("val", "test"))
         if split not in self._rollouts:
             self._rollouts[split] = self._load_trajectories(split)
@@ -120,7 +124,7 @@ class PDEDataModule(pl.LightningDataModule):
         """Per-channel statistics and conditioning scales (estimated on first use; deterministic)."""
         if self._normalizer is None:
             mean, std = channel_stats(self._stats_sample())
-            self._normalizer = Normalizer.from_solver(self.solver, mean, std, self.dt_out)
+            self._normalizer = Normalizer.from_solver(self.solver, mean, std, self.time_grid.dt_out)
         return self._normalizer
 
     def val_dataloader(self) -> DataLoader:
@@ -131,9 +135,10 @@ class PDEDataModule(pl.LightningDataModule):
 
     def _rollout_loader(self, split: str) -> DataLoader:
         data = self.trajectories(split)
-        dt = float(data["t"][1] - data["t"][0])
         return DataLoader(
-            TrajectorySet(data["u"], data["params"], dt), batch_size=self.batch_size, shuffle=False
+            TrajectorySet(data["u"], data["params"], data["grid"].dt_out),
+            batch_size=self.batch_size,
+            shuffle=False,
         )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
@@ -147,7 +152,7 @@ class OnlineDataModule(PDEDataModule):
     """Training batches from a :class:`~data.stream.TrajectoryStream`; validation/test sets cached as HDF5.
 
     Args (besides those of :class:`PDEDataModule`):
-        rollout_steps: frames per generated trajectory (also the length of validation/test trajectories).
+        frames: frames per generated trajectory (also the length of validation/test trajectories).
         solver_batch: trajectories per solver call.
         buffer: replay buffer ``policy`` (fifo · firo · reservoir), ``capacity``, ``max_reuse``, ``watermark``.
         seed: base seed; train, val, test and statistics use disjoint streams of it.
@@ -166,12 +171,11 @@ class OnlineDataModule(PDEDataModule):
         self,
         pde: Solver | Mapping[str, Any],
         time_history: int = 4,
-        time_future: int = 1,
-        dt_out: float | None = None,
+        target_frames: int = 1,
         batch_size: int = 32,
         num_workers: int = 1,
         stats_trajectories: int = 16,
-        rollout_steps: int = 100,
+        frames: int = 100,
         solver_batch: int = 32,
         buffer: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -182,20 +186,19 @@ class OnlineDataModule(PDEDataModule):
         num_test_trajectories: int = 32,
         cache_dir: str = ".cache/pdestream",
     ) -> None:
-        super().__init__(pde, time_history, time_future, dt_out, batch_size, num_workers, stats_trajectories)
+        super().__init__(pde, time_history, target_frames, batch_size, num_workers, stats_trajectories)
         check_choice("data.generation", generation, GENERATION)
         check_int("data.num_val_trajectories", num_val_trajectories, 1)
         check_int("data.num_test_trajectories", num_test_trajectories, 1)
         self.generation, self.seed, self.cache_dir = generation, int(seed), Path(cache_dir)
-        self.rollout_steps, self.max_divergence_fraction = rollout_steps, max_divergence_fraction
+        self.max_divergence_fraction = max_divergence_fraction
         self.num_rollouts = {"val": num_val_trajectories, "test": num_test_trajectories}
         self.stream = TrajectoryStream(
             self.solver,
             seed=self.seed,
             time_history=time_history,
-            time_future=time_future,
-            dt_out=dt_out,
-            rollout_steps=rollout_steps,
+            target_frames=target_frames,
+            frames=frames,
             solver_batch=solver_batch,
             batch_size=batch_size,
             buffer=dict(buffer or {}),
@@ -206,6 +209,11 @@ class OnlineDataModule(PDEDataModule):
         self.shard_stats: dict[int, dict[str, float]] = {}
         self.stream.resume_state = self.stream_state
 
+    @property
+    def time_grid(self) -> TimeGrid:
+        """Every trajectory's grid: ``frames`` frames at the solver's ``dt_out``."""
+        return self.stream.grid
+
     # -------------------------------------------------------------- rollout sets
     @property
     def cache_path(self) -> Path:
@@ -213,8 +221,7 @@ class OnlineDataModule(PDEDataModule):
         key = {
             "solver": describe_solver(self.solver),
             "seed": self.seed,
-            "dt_out": self.dt_out,
-            "rollout_steps": self.rollout_steps,
+            "time_grid": self.time_grid.to_dict(),
             "num": self.num_rollouts,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -236,7 +243,7 @@ class OnlineDataModule(PDEDataModule):
                 self.cache_path,
                 split,
                 self.solver,
-                output_times(self.dt_out, self.rollout_steps),
+                self.time_grid,
                 count,
                 self.seed,
                 config_yaml=self.pde_yaml,
@@ -249,7 +256,7 @@ class OnlineDataModule(PDEDataModule):
         return read_trajectories(self.cache_path, split, self.solver)
 
     def _stats_sample(self) -> Tensor:
-        times = output_times(self.dt_out, self.rollout_steps)
+        times = self.time_grid.times()
         return generate(self.solver, self.seed, "stats", range(self.stats_trajectories), times).u
 
     # -------------------------------------------------------------- training stream
@@ -349,8 +356,8 @@ class OfflineDataModule(PDEDataModule):
 
     Args (besides those of :class:`PDEDataModule`):
         paths: ``{"train": file, "val": file, "test": file}`` (one file may hold several splits).
-    The files must match ``pde`` (class, resolution, parameters); ``dt_out`` must be a multiple of the
-    file's output interval (``None``: the file's).
+    The files must match ``pde`` (class, resolution, parameters); its ``dt_out`` must be a multiple of each
+    file's output interval (a finer file is read every k-th frame).
     """
 
     def __init__(
@@ -358,13 +365,12 @@ class OfflineDataModule(PDEDataModule):
         pde: Solver | Mapping[str, Any],
         paths: Mapping[str, str],
         time_history: int = 4,
-        time_future: int = 1,
-        dt_out: float | None = None,
+        target_frames: int = 1,
         batch_size: int = 32,
         num_workers: int = 0,
         stats_trajectories: int = 16,
     ) -> None:
-        super().__init__(pde, time_history, time_future, dt_out, batch_size, num_workers, stats_trajectories)
+        super().__init__(pde, time_history, target_frames, batch_size, num_workers, stats_trajectories)
         missing = {"train", "val", "test"} - set(paths or {})
         if missing:
             raise ConfigError(
@@ -373,23 +379,24 @@ class OfflineDataModule(PDEDataModule):
         self.paths = {k: str(v) for k, v in paths.items()}
         self.train_set: HDF5Windows | None = None
 
-    def _stride(self, split: str) -> tuple[int, float]:
-        """Frames between model steps in ``split``'s file, and the file's interval."""
-        file_dt = inspect_split(self.paths[split], split, self.solver).dt_out
-        if self.dt_out_config is None:
-            return 1, file_dt
-        ratio = float(self.dt_out_config) / file_dt
-        if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
+    def _stride(self, split: str) -> tuple[int, TimeGrid]:
+        """File frames per model step in ``split``'s file, and the file's grid."""
+        grid = inspect_split(self.paths[split], split, self.solver).grid
+        dt_out = output_interval(self.solver)
+        stride = grid.frames_per(dt_out)
+        if stride < 1:
             raise ConfigError(
-                f"data.dt_out={self.dt_out_config!r} is not a multiple of the interval {file_dt:g} of "
-                f"{self.paths[split]!r}; allowed: {file_dt:g}, {2 * file_dt:g}, ... or null"
+                f"pde.dt_out={dt_out:g} is not a multiple of the interval {grid.dt_out:g} of "
+                f"{self.paths[split]!r}; allowed: {grid.dt_out:g}, {2 * grid.dt_out:g}, ... "
+                "(or generate the file with this pde.dt_out)"
             )
-        return round(ratio), file_dt
+        return stride, grid
 
     @property
-    def dt_out(self) -> float:
-        stride, file_dt = self._stride("train")
-        return stride * file_dt
+    def time_grid(self) -> TimeGrid:
+        """The training file's grid, every k-th frame: frames ``pde.dt_out`` apart."""
+        stride, grid = self._stride("train")
+        return grid.every(stride)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
@@ -397,7 +404,7 @@ class OfflineDataModule(PDEDataModule):
                 self.paths["train"],
                 "train",
                 self.time_history,
-                self.time_future,
+                self.target_frames,
                 stride=self._stride("train")[0],
                 solver=self.solver,
             )
@@ -415,20 +422,20 @@ class OfflineDataModule(PDEDataModule):
         )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
-        stride, file_dt = self._stride(split)
+        stride, file_grid = self._stride(split)
         data = read_trajectories(self.paths[split], split, self.solver)
+        grid = file_grid.every(stride)
         if stride > 1:  # legitimate, but it shortens the rollouts: say so
-            frames = len(data["t"][::stride])
             log.info(
-                "data: %s holds %s frames every %g; data.dt_out=%g keeps every %d-th: %d frames per trajectory",
+                "data: %s holds %s frames every %g; pde.dt_out=%g keeps every %d-th: %d frames per trajectory",
                 self.paths[split],
                 split,
-                file_dt,
-                stride * file_dt,
+                file_grid.dt_out,
+                grid.dt_out,
                 stride,
-                frames,
+                grid.frames,
             )
-        return {**data, "u": data["u"][:, ::stride], "t": data["t"][::stride]}
+        return {**data, "u": data["u"][:, ::stride], "grid": grid}
 
     def _stats_sample(self) -> Tensor:
         return read_trajectories(self.paths["train"], "train", self.solver, limit=self.stats_trajectories)[

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.hdf5 import SplitInfo, write_split
-from data.trajectories import output_times, resolve_dt_out
+from data.timegrid import TimeGrid
 from solvers.base import ConfigError, check_choice
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -39,12 +39,11 @@ def run(cfg: DictConfig) -> SplitInfo:
     workers = cfg.workers
     if workers is None:
         workers = (os.cpu_count() or 1) if device == "cpu" else 0
-    times = output_times(resolve_dt_out(solver, cfg.dt_out), cfg.rollout)
     return write_split(
         cfg.path,
         cfg.split,
         solver,
-        times,
+        TimeGrid.of_solver(solver, cfg.frames),
         cfg.num_trajectories,
         cfg.seed,
         config_yaml=OmegaConf.to_yaml(cfg),

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.progress import Progress
+from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate
 from solvers.base import ConfigError, Solver, check_int
 
@@ -73,15 +74,11 @@ class SplitInfo:
     path: str
     split: str
     num_trajectories: int
-    times: Tensor
+    grid: TimeGrid
     channels: tuple[str, ...]
     spatial: tuple[int, ...]
     param_names: tuple[str, ...]
     solver: dict[str, Any]
-
-    @property
-    def dt_out(self) -> float:
-        return float(self.times[1] - self.times[0])
 
 
 def inspect_split(path: str | Path, split: str, solver: Solver | None = None) -> SplitInfo:
@@ -102,7 +99,8 @@ def inspect_split(path: str | Path, split: str, solver: Solver | None = None) ->
             complete = bool(attrs["complete"])
             info_solver = json.loads(attrs["solver"])
             u = group["u"]
-            times = torch.from_numpy(group["t"][:])
+            times = group["t"][:]
+            grid = TimeGrid(float(info_solver["dt"]), float(attrs["dt_out"]), len(times))
             channels = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in group["channel"][:])
             params = tuple(info_solver["params"])
             shapes_ok = (
@@ -110,6 +108,7 @@ def inspect_split(path: str | Path, split: str, solver: Solver | None = None) ->
                 and u.shape[1] == len(times)
                 and u.shape[2] == len(channels)
                 and all(group[name].shape == (target,) for name in params)
+                and np.allclose(times, grid.times().numpy())
             )
         except (KeyError, ValueError, OSError) as error:
             raise ConfigError(
@@ -124,7 +123,7 @@ def inspect_split(path: str | Path, split: str, solver: Solver | None = None) ->
             raise ConfigError(
                 f"{str(path)!r} split {split!r} is corrupt: its arrays have inconsistent shapes"
             )
-        info = SplitInfo(str(path), split, target, times, channels, tuple(u.shape[3:]), params, info_solver)
+        info = SplitInfo(str(path), split, target, grid, channels, tuple(u.shape[3:]), params, info_solver)
     if solver is not None:
         check_matches(info, solver)
     return info
@@ -155,13 +154,13 @@ class _Chunks(Dataset):
         solver: Solver,
         seed: int,
         split: str,
-        times: Tensor,
+        grid: TimeGrid,
         start: int,
         size: int,
         device: str,
         dtype: torch.dtype,
     ) -> None:
-        self.solver, self.seed, self.split, self.times = solver, seed, split, times
+        self.solver, self.seed, self.split, self.times = solver, seed, split, grid.times()
         self.start, self.size, self.device, self.dtype = start, size, device, dtype
 
     def __len__(self) -> int:
@@ -174,9 +173,10 @@ class _Chunks(Dataset):
 
 
 def _create_split(
-    file: h5py.File, split: str, solver: Solver, times: Tensor, num_trajectories: int, attrs: dict[str, Any]
+    file: h5py.File, split: str, solver: Solver, grid: TimeGrid, num_trajectories: int, attrs: dict[str, Any]
 ) -> h5py.Group:
     group = file.create_group(split)
+    times = grid.times()
     frame = (len(solver.channels), *([solver.n] * solver.ndim))
     u = group.create_dataset(
         "u", shape=(num_trajectories, len(times), *frame), dtype="f4", chunks=(1, len(times), *frame)
@@ -206,7 +206,7 @@ def write_split(
     path: str | Path,
     split: str,
     solver: Solver,
-    times: Tensor,
+    grid: TimeGrid,
     num_trajectories: int,
     seed: int,
     config_yaml: str = "",
@@ -217,7 +217,8 @@ def write_split(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> SplitInfo:
-    """Generate ``num_trajectories`` trajectories of ``split`` into ``path``, resuming a partial write.
+    """Generate ``num_trajectories`` trajectories of ``split`` at the times of ``grid`` into ``path``,
+    resuming a partial write.
 
     Trajectories ``0, 1, 2, …`` of the ``(seed, split)`` stream are solved ``chunk`` at a time (in
     ``workers`` DataLoader processes on the CPU, or in this process on ``device``); diverged ones are
@@ -233,16 +234,16 @@ def write_split(
         "solver_class": describe_solver(solver)["class"],
         "seed": int(seed),
         "num_trajectories": num_trajectories,
-        "dt_out": float(times[1] - times[0]) if len(times) > 1 else 0.0,
+        "dt_out": grid.dt_out,
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with _open(path, "a") as file:
         if split in file:
             group = file[split]
-            _check_resumable(path, split, group, identity, times)
+            _check_resumable(path, split, group, identity, grid)
         else:
             attrs = {**identity, "config": config_yaml, "pdestream_version": pdestream_version()}
-            group = _create_split(file, split, solver, times, num_trajectories, attrs)
+            group = _create_split(file, split, solver, grid, num_trajectories, attrs)
         written = int(group.attrs["num_written"])
         counter = DivergenceCounter(
             max_divergence_fraction, int(group.attrs["attempted"]), int(group.attrs["diverged"])
@@ -255,7 +256,7 @@ def write_split(
             done=written,
         )
         start = int(group.attrs["next_index"])
-        chunks = _Chunks(solver, seed, split, times.to(torch.float64), start, chunk, device, dtype)
+        chunks = _Chunks(solver, seed, split, grid, start, chunk, device, dtype)
         for k, made in enumerate(_run_chunks(chunks, workers) if written < num_trajectories else ()):
             counter.update(made, solver)
             take = min(len(made.index), num_trajectories - written)
@@ -293,7 +294,7 @@ def _run_chunks(chunks: _Chunks, workers: int) -> Iterator[Trajectories]:
         yield from DataLoader(chunks, batch_size=None, num_workers=workers, prefetch_factor=2)
 
 
-def _check_resumable(path: str | Path, split: str, group: h5py.Group, identity: dict, times: Tensor) -> None:
+def _check_resumable(path: str | Path, split: str, group: h5py.Group, identity: dict, grid: TimeGrid) -> None:
     if "num_written" not in group.attrs:  # killed between creating the group and writing its metadata
         raise ConfigError(
             f"{str(path)!r} holds a split {split!r} without metadata, left by a write interrupted while "
@@ -308,7 +309,7 @@ def _check_resumable(path: str | Path, split: str, group: h5py.Group, identity: 
                 f"{str(path)!r} already holds split {split!r} made with {key}={have!r}, not {want!r}: "
                 "choose another path or delete the file"
             )
-    if "t" not in group or not np.allclose(group["t"][:], times.numpy()):
+    if "t" not in group or not np.allclose(group["t"][:], grid.times().numpy()):
         raise ConfigError(f"{str(path)!r} split {split!r} has other output times: choose another path")
 
 
@@ -318,8 +319,8 @@ def read_trajectories(
 ) -> dict[str, Any]:
     """A split (its first ``limit`` trajectories) in memory.
 
-    Returns ``u`` ``[N, T, C, *S]`` (float32), ``params`` ``{name: [N]}``, ``t`` ``[T]`` and ``index``
-    ``[N]`` (each trajectory's index in its seed stream).
+    Returns ``u`` ``[N, T, C, *S]`` (float32), ``params`` ``{name: [N]}``, the :class:`~data.timegrid.TimeGrid`
+    ``grid`` and ``index`` ``[N]`` (each trajectory's index in its seed stream).
     """
     info = inspect_split(path, split, solver)
     rows = slice(0, limit)
@@ -328,7 +329,7 @@ def read_trajectories(
         return {
             "u": torch.from_numpy(group["u"][rows]),
             "params": {name: torch.from_numpy(group[name][rows]) for name in info.param_names},
-            "t": info.times,
+            "grid": info.grid,
             "index": torch.from_numpy(group["trajectory"][rows]),
         }
 
@@ -342,7 +343,7 @@ def open_dataset(path: str | Path, split: str) -> xr.Dataset:
 class HDF5Windows(Dataset):
     """Training windows read lazily from a split: sample ``i`` is window ``i % W`` of trajectory ``i // W``.
 
-    A window is ``time_history + time_future`` frames ``stride`` file frames apart (so the model's
+    A window is ``time_history + target_frames`` frames ``stride`` file frames apart (so the model's
     interval is ``stride · dt_file``). The file is opened on first access in each process (never
     shared across a fork). Items are ``{"x", "y", "params": {name: scalar}, "dt": scalar}`` (float32).
     """
@@ -352,7 +353,7 @@ class HDF5Windows(Dataset):
         path: str | Path,
         split: str,
         time_history: int,
-        time_future: int,
+        target_frames: int,
         stride: int = 1,
         solver: Solver | None = None,
         cache_bytes: int = 64 * 2**20,
@@ -360,15 +361,15 @@ class HDF5Windows(Dataset):
         self.info = inspect_split(path, split, solver)
         self.path, self.split, self.cache_bytes = str(path), split, cache_bytes
         self.time_history, self.stride = time_history, stride
-        self.span = (time_history + time_future - 1) * stride + 1
-        frames = len(self.info.times)
+        self.span = (time_history + target_frames - 1) * stride + 1
+        frames = self.info.grid.frames
         if self.span > frames:
             raise ConfigError(
-                f"{self.path!r} has {frames} frames per trajectory; a window of time_history + time_future = "
-                f"{time_history + time_future} frames at stride {stride} needs {self.span}"
+                f"{self.path!r} has {frames} frames per trajectory; a window of time_history + target_frames = "
+                f"{time_history + target_frames} frames at stride {stride} needs {self.span}"
             )
         self.windows = frames - self.span + 1
-        self.dt = torch.tensor(self.info.dt_out * stride, dtype=torch.float32)
+        self.dt = torch.tensor(stride * self.info.grid.dt_out, dtype=torch.float32)
         self._file: h5py.File | None = None
         self._pid = -1
         self._params: dict[str, Tensor] = {}

@@ -1,4 +1,4 @@
-"""Per-channel normalisation of fields and unit-range scaling of the conditioning vector.
+"""Per-channel normalisation of fields, the conditioning vector's layout and its unit-range scaling.
 
 The statistics are estimated once (from solver output or from a file) by the DataModule; the
 :class:`Normalizer` is an ``nn.Module`` whose buffers travel in the LightningModule's checkpoint.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,12 +16,46 @@ from torch import Tensor, nn
 
 from solvers.base import Solver
 
+TIME_STEP = "dt"
+"""The conditioning vector's last entry: the model's time step."""
+
+
+@dataclass(frozen=True)
+class CondLayout:
+    """The conditioning vector ``[B, P]``: the PDE's parameters in their solver's order, then the time step.
+
+    The one place that order is decided: the stream stores the parameters of its windows in it, the
+    :class:`Normalizer` stacks and scales it, and ``model.cond_dim`` is its length (``conf/train.yaml``
+    reads the names from the solver class and its config, :meth:`~solvers.base.Solver.param_names`,
+    without building a solver).
+    """
+
+    params: tuple[str, ...]
+
+    @classmethod
+    def of(cls, solver: Solver) -> CondLayout:
+        return cls(tuple(solver.params))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.params, TIME_STEP)
+
+    def __len__(self) -> int:
+        return len(self.params) + 1
+
+    def stack(self, params: Mapping[str, Tensor], dt: Tensor) -> Tensor:
+        """The raw vector ``[B, P]`` (dtype and device of ``dt``) from ``{name: [B]}`` and ``dt`` ``[B]``."""
+        missing = set(self.params) - set(params)
+        if missing:
+            raise ValueError(f"conditioning: missing parameter(s) {sorted(missing)}; has {sorted(params)}")
+        return torch.stack([params[k].to(dt) for k in self.params] + [dt], dim=-1)
+
 
 class Normalizer(nn.Module):
     """``normalize(u) = (u - mean_c) / std_c`` per channel ``c`` of ``[B, T, C, *S]``, and the conditioning.
 
-    The conditioning vector ``[B, P]`` is the PDE parameters (in ``param_names`` order) followed by
-    the time step, each mapped to about ``[-1, 1]``: a range ``[low, high]`` by
+    The conditioning vector ``[B, P]`` (:class:`CondLayout`: the PDE parameters in ``param_names`` order,
+    then the time step) has each entry mapped to about ``[-1, 1]``: a range ``[low, high]`` by
     ``(p - (low + high)/2) / ((high - low)/2)`` (in ``log p`` for log-uniform ranges), a fixed value
     ``v ≠ 0`` by ``p / |v|``.
 
@@ -36,7 +71,7 @@ class Normalizer(nn.Module):
         super().__init__()
         if bool((std <= 0).any()) or not bool(torch.isfinite(std).all() and torch.isfinite(mean).all()):
             raise ValueError(f"Normalizer: std must be finite and > 0, got {std.tolist()}")
-        self.param_names = list(param_names)
+        self.layout = CondLayout(tuple(param_names))
         self.register_buffer("mean", mean.double().clone())
         self.register_buffer("std", std.double().clone())
         self.register_buffer("center", center.double().clone())
@@ -60,13 +95,22 @@ class Normalizer(nn.Module):
         scale.append(dt_out)
         log.append(False)
         return cls(
-            mean, std, list(solver.params), torch.tensor(center), torch.tensor(scale), torch.tensor(log)
+            mean,
+            std,
+            list(CondLayout.of(solver).params),
+            torch.tensor(center),
+            torch.tensor(scale),
+            torch.tensor(log),
         )
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.layout.params)
 
     @property
     def cond_dim(self) -> int:
         """Length ``P`` of the conditioning vector (parameters and the time step)."""
-        return len(self.param_names) + 1
+        return len(self.layout)
 
     def _channel_shape(self, u: Tensor) -> tuple[int, ...]:
         if u.ndim < 3 or u.shape[2] != len(self.mean):
@@ -83,10 +127,7 @@ class Normalizer(nn.Module):
 
     def cond(self, params: Mapping[str, Tensor], dt: Tensor) -> Tensor:
         """The scaled conditioning vector ``[B, P]`` (dtype and device of ``dt``)."""
-        missing = set(self.param_names) - set(params)
-        if missing:
-            raise ValueError(f"Normalizer.cond: missing parameter(s) {sorted(missing)}; has {sorted(params)}")
-        raw = torch.stack([params[k].to(dt) for k in self.param_names] + [dt], dim=-1)
+        raw = self.layout.stack(params, dt)
         raw = torch.where(self.log.to(raw.device), raw.clamp_min(1e-30).log(), raw)
         return (raw - self.center.to(raw)) / self.scale.to(raw)
 
@@ -94,7 +135,7 @@ class Normalizer(nn.Module):
         return {"param_names": self.param_names}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.param_names = list(state["param_names"])
+        self.layout = CondLayout(tuple(state["param_names"]))
 
 
 def channel_stats(u: Tensor) -> tuple[Tensor, Tensor]:

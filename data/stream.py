@@ -28,8 +28,10 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from data.buffer import ReplayBuffer
+from data.normalize import CondLayout
 from data.progress import Progress
-from data.trajectories import DivergenceCounter, Trajectories, generate, output_times, resolve_dt_out
+from data.timegrid import TimeGrid
+from data.trajectories import DivergenceCounter, Trajectories, generate
 from solvers.base import ConfigError, Solver, check_int
 
 STREAM_KEY = "stream"
@@ -66,15 +68,14 @@ def start_rounds(state: Mapping[str, Any] | None, num_shards: int) -> dict[int, 
 class TrajectoryStream(IterableDataset):
     """An infinite stream of training batches cut from freshly solved trajectories.
 
-    A batch is ``{"x": [B, time_history, C, *S], "y": [B, time_future, C, *S], "params": {name: [B]},
+    A batch is ``{"x": [B, time_history, C, *S], "y": [B, target_frames, C, *S], "params": {name: [B]},
     "dt": [B]}`` (float32, not normalised) plus :data:`STREAM_KEY`.
 
     Args:
-        solver: the PDE solver.
+        solver: the PDE solver; its ``dt_out`` is the interval between frames.
         seed: base seed of the ``"train"`` split.
-        time_history, time_future: input and target frames per window.
-        dt_out: output interval, a multiple of ``solver.dt`` (``None``: one step).
-        rollout_steps: frames per generated trajectory; each gives ``rollout_steps - window + 1`` windows.
+        time_history, target_frames: input and target frames per window.
+        frames: frames per generated trajectory; each gives ``frames - window + 1`` windows.
         solver_batch: trajectories per solver call.
         batch_size: samples per yielded batch.
         buffer: ``policy``, ``capacity``, ``max_reuse``, ``watermark`` of the :class:`ReplayBuffer`.
@@ -89,9 +90,8 @@ class TrajectoryStream(IterableDataset):
         solver: Solver,
         seed: int,
         time_history: int,
-        time_future: int,
-        dt_out: float | None,
-        rollout_steps: int,
+        target_frames: int,
+        frames: int,
         solver_batch: int,
         batch_size: int,
         buffer: Mapping[str, Any],
@@ -102,21 +102,21 @@ class TrajectoryStream(IterableDataset):
         super().__init__()
         for key, value in (
             ("time_history", time_history),
-            ("time_future", time_future),
+            ("target_frames", target_frames),
             ("solver_batch", solver_batch),
             ("batch_size", batch_size),
         ):
             check_int(key, value, 1)
         self.solver, self.seed = solver, int(seed)
-        self.time_history, self.time_future = time_history, time_future
-        self.dt_out = resolve_dt_out(solver, dt_out)
-        self.times = output_times(self.dt_out, rollout_steps)
-        window = time_history + time_future
-        if rollout_steps < window:
+        self.time_history, self.target_frames = time_history, target_frames
+        self.grid = TimeGrid.of_solver(solver, frames)
+        self.times = self.grid.times()
+        window = time_history + target_frames
+        if frames < window:
             raise ConfigError(
-                f"rollout_steps={rollout_steps} is shorter than a window of time_history + time_future = {window}"
+                f"frames={frames} is shorter than a window of time_history + target_frames = {window}"
             )
-        self.windows_per_trajectory = rollout_steps - window + 1
+        self.windows_per_trajectory = frames - window + 1
         self.solver_batch, self.batch_size = solver_batch, batch_size
         self.buffer_config = dict(buffer)
         unknown = set(self.buffer_config) - {"policy", "capacity", "max_reuse", "watermark"}
@@ -150,8 +150,8 @@ class TrajectoryStream(IterableDataset):
         return {
             **self._make_buffer(0).state_config(),
             "solver_batch": self.solver_batch,
-            "frames": len(self.times),
-            "window": self.time_history + self.time_future,
+            "frames": self.grid.frames,
+            "window": self.time_history + self.target_frames,
             "pool_size": self.pool_size,
         }
 
@@ -183,7 +183,7 @@ class TrajectoryStream(IterableDataset):
         if self.pool_size is not None:
             indices = [i % self.pool_size for i in indices]
         made = generate(self.solver, self.seed, "train", indices, self.times, self.device)
-        windows = cut_windows(made.u, self.time_history + self.time_future)
+        windows = cut_windows(made.u, self.time_history + self.target_frames)
         repeat = self.windows_per_trajectory
         fields = {
             "window": windows,
@@ -192,7 +192,7 @@ class TrajectoryStream(IterableDataset):
                 [torch.full((len(windows),), counter), torch.arange(len(windows))], dim=1
             ).to(self.device),
         }
-        names = list(self.solver.params)
+        names = CondLayout.of(self.solver).params
         if names:
             params = torch.stack([made.params[k] for k in names], dim=-1)
             fields["params"] = params.to(self.device, torch.float32).repeat_interleave(repeat, dim=0)
@@ -243,8 +243,8 @@ class TrajectoryStream(IterableDataset):
             divergence.attempted, divergence.diverged = int(snapshot["attempted"]), int(snapshot["diverged"])
             for _ in range(samples):  # the batches served since the snapshot
                 buffer.sample(self.batch_size)
-        dt = torch.full((self.batch_size,), self.dt_out, dtype=torch.float32, device=self.device)
-        names = list(self.solver.params)
+        dt = torch.full((self.batch_size,), self.grid.dt_out, dtype=torch.float32, device=self.device)
+        names = CondLayout.of(self.solver).params
         target = max(buffer.policy.watermark, self.batch_size)  # samples before the first batch
         fill: Progress | None = Progress(
             target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size

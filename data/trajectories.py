@@ -8,7 +8,6 @@ does not depend on which batch, worker or rank produced it.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,26 +25,6 @@ def trajectory_seed(seed: int, split: str, index: int) -> int:
     check_choice("split", split, SPLITS)
     digest = hashlib.blake2b(f"{int(seed)}/{split}/{int(index)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def resolve_dt_out(solver: Solver, dt_out: float | None) -> float:
-    """The output interval: ``dt_out`` (a positive multiple of ``solver.dt``) or ``solver.dt`` for ``None``."""
-    if dt_out is None:
-        return solver.dt
-    ratio = float(dt_out) / solver.dt if math.isfinite(float(dt_out)) else math.nan
-    if not (dt_out > 0 and math.isfinite(ratio) and round(ratio) >= 1 and abs(ratio - round(ratio)) < 1e-6):
-        raise ConfigError(
-            f"dt_out={dt_out!r} is not allowed: it must be a positive multiple of the solver's "
-            f"dt={solver.dt:g} (e.g. {solver.dt:g}, {2 * solver.dt:g}, ...) or null for one solver step"
-        )
-    return round(ratio) * solver.dt
-
-
-def output_times(dt_out: float, steps: int) -> Tensor:
-    """``steps`` output times ``0, dt_out, …`` (float64); burn-in is integrated by the solver before ``t = 0``."""
-    if not isinstance(steps, int) or steps < 2:
-        raise ConfigError(f"rollout_steps={steps!r} is not allowed: give an int >= 2 frames per trajectory")
-    return torch.arange(steps, dtype=torch.float64) * dt_out
 
 
 def describe_solver(solver: Solver) -> dict[str, Any]:

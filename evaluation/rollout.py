@@ -24,12 +24,12 @@ def rollout(predict: Predictor, history: Tensor, steps: int) -> Tensor:
     return torch.cat(frames, dim=1)
 
 
-def rollout_steps(total_frames: int, time_history: int, time_future: int) -> int:
-    """How many predictor calls fit into a trajectory of ``total_frames`` after the history."""
-    steps = (total_frames - time_history) // time_future
+def rollout_steps(frames: int, time_history: int, time_future: int) -> int:
+    """How many predictor calls fit into a trajectory of ``frames`` after the history."""
+    steps = (frames - time_history) // time_future
     if steps < 1:
         raise ValueError(
-            f"a trajectory of {total_frames} frames is too short for time_history={time_history} "
+            f"a trajectory of {frames} frames is too short for time_history={time_history} "
             f"and time_future={time_future}"
         )
     return steps

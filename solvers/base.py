@@ -113,6 +113,23 @@ def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
     return value
 
 
+MULTIPLE_TOLERANCE = 1e-6
+"""How far ``value / unit`` may lie from a whole number for :func:`whole_multiple` (rounding of decimal steps)."""
+
+
+def whole_multiple(value: float, unit: float) -> int:
+    """``k`` when ``value`` is ``k >= 1`` times ``unit`` (``|value / unit - k| < 1e-6``), else 0.
+
+    The one test of "a positive multiple of" that output intervals, file intervals and model steps use.
+    """
+    numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (value, unit))
+    if not numbers or not unit > 0 or not math.isfinite(value / unit):
+        return 0
+    ratio = value / unit
+    k = round(ratio)
+    return k if k >= 1 and abs(ratio - k) < MULTIPLE_TOLERANCE else 0
+
+
 class ParamSpec:
     """One PDE parameter: fixed value, uniform range or log-uniform range, with validation."""
 
@@ -187,6 +204,9 @@ class Solver(ABC):
         n: grid points per spatial dimension of the outputs.
         length: side of the periodic domain ``[0, length)^ndim``.
         dt: largest internal time step; output intervals are split into equal sub-steps ``<= dt``.
+        dt_out: the interval between the frames a trajectory stores (the model's time step), a positive
+            multiple of ``dt``; ``None`` (a solver used directly, e.g. by :meth:`solve` with explicit times)
+            leaves it unset, and trajectory data refuse such a solver.
         burn_in: time integrated before ``t = 0`` so that transients are dropped (0: none).
         blowup: an output with ``max |u|`` above this (or any non-finite value) marks its
             trajectory as diverged.
@@ -195,6 +215,8 @@ class Solver(ABC):
 
     ndim: int = 1
     channels: tuple[str, ...] = ("u",)
+    param_order: tuple[str, ...] = ()
+    """The PDE parameters in the order the constructor adds them (see :meth:`param_names`)."""
 
     def __init__(
         self,
@@ -204,6 +226,7 @@ class Solver(ABC):
         burn_in: float = 0.0,
         blowup: float = 1e6,
         n_solve: int | None = None,
+        dt_out: float | None = None,
     ) -> None:
         require(isinstance(n, int) and n >= 8 and n % 2 == 0, f"n={n!r}: must be an even int >= 8")
         n_solve = n if n_solve is None else n_solve
@@ -217,11 +240,28 @@ class Solver(ABC):
         check_number("burn_in", burn_in, low=0)
         check_number("blowup", blowup, low=0, low_open=True)
         self.n, self.n_solve, self.length, self.dt = n, n_solve, float(length), float(dt)
+        self.dt_out: float | None = None
+        if dt_out is not None:
+            steps = whole_multiple(dt_out, self.dt)
+            require(
+                steps >= 1,
+                f"dt_out={dt_out!r} is not allowed: it must be a positive multiple of the solver's "
+                f"dt={self.dt:g} (e.g. {self.dt:g}, {2 * self.dt:g}, ...)",
+            )
+            self.dt_out = steps * self.dt
         self.burn_in, self.blowup = float(burn_in), float(blowup)
         self.params: dict[str, ParamSpec] = {}
 
     # ----------------------------------------------------------------- parameters
+    @classmethod
+    def param_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The PDE parameters a solver built from ``config`` (its constructor keys) has, in order; read
+        without building it (a subclass whose parameters depend on a setting overrides this)."""
+        return cls.param_order
+
     def add_param(self, name: str, value: ParamValue, positive: bool = False) -> None:
+        if name not in self.param_order:
+            raise TypeError(f"{type(self).__name__}.param_order does not list the parameter {name!r}")
         self.params[name] = ParamSpec(name, value, positive)
 
     def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:

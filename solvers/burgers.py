@@ -65,6 +65,7 @@ class Burgers(Solver):
         n: grid points.
         length: domain length ``L`` (default ``2π``).
         dt: largest output-interval step; each is split further into CFL-safe SSP-RK3 sub-steps.
+        dt_out: interval between stored frames, a multiple of ``dt`` (see :class:`~solvers.base.Solver`).
         nu: viscosity ``ν >= 0`` (units length²/time): a number, ``[low, high]`` or ``[low, high, "log"]``.
         cfl: advective Courant number ``max|u| h / Δx`` of a sub-step, in ``(0, 1]``.
         burn_in: time integrated before ``t = 0``.
@@ -74,11 +75,14 @@ class Burgers(Solver):
         n_solve: cells of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
     """
 
+    param_order = ("nu",)
+
     def __init__(
         self,
         n: int = 256,
         length: float = 2 * math.pi,
         dt: float = 0.05,
+        dt_out: float | None = None,
         nu: ParamValue = (1e-3, 5e-2, "log"),
         cfl: float = 0.4,
         burn_in: float = 0.0,
@@ -87,7 +91,7 @@ class Burgers(Solver):
         max_mode: int = 3,
         n_solve: int | None = None,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
+        super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out)
         check_number("cfl", cfl, low=0, high=1, low_open=True)
         check_int("waves", waves, 1)
         check_int("max_mode", max_mode, 1, n // 2 - 1)

@@ -86,6 +86,7 @@ class KuramotoSivashinsky(Solver):
         length: domain length ``L``.
         dt: largest internal step. The default 0.25 (Kassam & Trefethen's h) is within ~1.5e-4 (t = 2)
             and ~1e-3 (t = 10) relative L2 error of dt = 1/512 from a chaotic state at nu = 1.
+        dt_out: interval between stored frames, a multiple of ``dt`` (see :class:`~solvers.base.Solver`).
         nu: fourth-order (hyper-)viscosity: a number, ``[low, high]`` or ``[low, high, "log"]``.
         burn_in: time integrated before ``t = 0`` (transient dropped).
         blowup: ``max |u|`` above which a trajectory counts as diverged (solutions are O(nu^-1/2)).
@@ -97,12 +98,14 @@ class KuramotoSivashinsky(Solver):
 
     ndim = 1
     channels = ("u",)
+    param_order = ("nu",)
 
     def __init__(
         self,
         n: int = 256,
         length: float = 64.0,
         dt: float = 0.25,
+        dt_out: float | None = None,
         nu: ParamValue = 1.0,
         burn_in: float = 72.0,
         blowup: float = 1e3,
@@ -111,7 +114,7 @@ class KuramotoSivashinsky(Solver):
         contour_points: int = 32,
         n_solve: int | None = None,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, n_solve=n_solve)
+        super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out)
         self.add_param("nu", nu, positive=True)
         nu_low = self.params["nu"].low
         require(

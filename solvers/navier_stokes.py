@@ -20,6 +20,8 @@ and ``dt`` is an accuracy setting, not a stability one.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -72,6 +74,7 @@ class NavierStokes2D(Solver):
         n: grid points per dimension (even, >= 8).
         length: side ``L`` of the periodic square.
         dt: largest internal time step (time units of the equation).
+        dt_out: interval between stored frames, a multiple of ``dt`` (see :class:`~solvers.base.Solver`).
         nu: kinematic viscosity: number, ``[low, high]`` or ``[low, high, "log"]``.
         drag: linear (Rayleigh) drag coefficient, same forms, >= 0.
         forcing: one of :data:`FORCINGS`.
@@ -89,12 +92,20 @@ class NavierStokes2D(Solver):
 
     ndim = 2
     channels = ("vorticity",)
+    param_order = ("nu", "drag", "forcing_amplitude")
+
+    @classmethod
+    def param_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
+        """``nu``, ``drag`` and, unless ``forcing`` is ``none``, ``forcing_amplitude``."""
+        forced = config.get("forcing", "fno") != "none"
+        return cls.param_order if forced else cls.param_order[:2]
 
     def __init__(
         self,
         n: int,
         length: float,
         dt: float,
+        dt_out: float | None = None,
         nu: ParamValue = 1e-3,
         drag: ParamValue = 0.0,
         forcing: str = "fno",
@@ -108,7 +119,7 @@ class NavierStokes2D(Solver):
         cfl: float = 1.0,
         n_solve: int | None = None,
     ) -> None:
-        super().__init__(n, length, dt, burn_in, blowup, n_solve)
+        super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out)
         check_choice("forcing", forcing, FORCINGS)
         check_choice("ic", ic, INITIAL_CONDITIONS)
         check_number("ic_alpha", ic_alpha, low=1, low_open=True)

@@ -57,7 +57,7 @@ def test_stream_benchmark() -> None:
     out = run_benchmark(
         "stream",
         *("--pde", "ks", "--steps", "3", "--train-steps", "2", "--workers", "1"),
-        *("--rollout", "16", "--file-trajectories", "4", "--solver-batch", "4"),
+        *("--frames", "16", "--file-trajectories", "4", "--solver-batch", "4"),
     )
     rows = [re.split(r"\s{2,}", line.strip()) for line in out.splitlines()[2:] if line.strip()]
     rates = {label: numbers(" ".join(values)) for label, *values in rows}

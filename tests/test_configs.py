@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from data.normalize import CondLayout
 from models import NETWORKS
 from tests.test_train import compose_train, tiny
 from training.presets import OBJECTIVES, available
@@ -60,6 +62,18 @@ def test_every_option_composes_and_resolves(override, tmp_path):
         OmegaConf.to_container(cfg[key], resolve=True)
 
 
+@pytest.mark.parametrize("pde", ["ks", "burgers", "navier_stokes", "kolmogorov"])
+def test_cond_dim_is_read_without_building_the_solver(pde, tmp_path, monkeypatch):
+    cfg = compose_train([f"pde={pde}", *tiny(tmp_path)])
+    solver = hydra.utils.instantiate(cfg.pde)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("model.cond_dim built a solver")
+
+    monkeypatch.setattr(type(solver), "__init__", refuse)
+    assert cfg.model.cond_dim == len(CondLayout.of(solver)) == len(solver.params) + 1
+
+
 @pytest.mark.parametrize("config", ["evaluate", "generate"])
 def test_entry_point_configs_compose(config):
     GlobalHydra.instance().clear()
@@ -83,7 +97,7 @@ def test_every_model_preset_trains_one_step(model, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_one_step(experiment, tmp_path):
     # tiny grids (solved at 64, stored at 32) and trajectories; frames for the input history plus a target
-    one_step([f"experiment={experiment}", "data.rollout_steps=12", "pde.n_solve=64"], tmp_path)
+    one_step([f"experiment={experiment}", "data.frames=12", "pde.n_solve=64"], tmp_path)
 
 
 @pytest.mark.parametrize(

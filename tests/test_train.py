@@ -36,7 +36,7 @@ def tiny(tmp: Path) -> list[str]:
         "pde.n=32",
         "pde.burn_in=0",
         "data.num_workers=0",
-        "data.rollout_steps=10",
+        "data.frames=10",
         "data.solver_batch=2",
         "data.batch_size=4",
         "data.stats_trajectories=2",
@@ -187,8 +187,8 @@ def test_generated_files_hold_the_frames_training_uses(pde, tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         generate = compose("generate", overrides=[f"pde={pde}"], return_hydra_config=True)
     HydraConfig().set_config(generate)
-    assert generate.dt_out == train.data.dt_out
-    assert generate.rollout == compose_train([f"pde={pde}"]).data.rollout_steps
+    assert generate.pde.dt_out == train.pde.dt_out is not None
+    assert generate.frames == compose_train([f"pde={pde}"]).data.frames
 
 
 # --------------------------------------------------------------------------- short runs
@@ -237,7 +237,7 @@ def test_fast_dev_run_skips_the_untrained_validation_and_shrinks_the_data(tmp_pa
     assert "untrained/corr_time" not in results and "val/corr_time" in results
     run = build(cfg)
     assert run.datamodule.batch_size == 4 and run.datamodule.num_rollouts == {"val": 2, "test": 2}
-    assert run.datamodule.rollout_steps == 4 + 1 + 4
+    assert run.datamodule.time_grid.frames == 4 + 1 + 4
 
 
 def test_thread_budget_shares_the_cpus_with_registered_runs(tmp_path):
@@ -497,6 +497,14 @@ def other_model_checkpoint(tmp: Path) -> Path:
     [
         (["model.modes=40"], "model"),
         (["pde.nu=-1.0"], "nu"),
+        (
+            ["pde.dt_out=null"],
+            r"data: pde\.dt_out is missing for KuramotoSivashinsky: give the output interval",
+        ),
+        (
+            ["pde.dt_out=0.3"],
+            r"dt_out=0\.3 is not allowed: it must be a positive multiple of the solver's dt=0\.25",
+        ),
         (["pde=navier_stokes", "pde.cfl=2.0"], "cfl"),
         (["pde=navier_stokes", "pde.n_solve=48"], "n_solve"),
         (["ckpt_path=/nonexistent/last.ckpt"], "no such checkpoint"),

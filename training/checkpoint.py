@@ -8,12 +8,13 @@ A checkpoint written by ``train.py`` holds the composed, resolved run configurat
 tensors and plain containers unless the user trusts the file, and nothing the stored config names is called
 unless it is pdestream's own (:mod:`data.config`; a network only if it is registered in
 :data:`models.base.NETWORKS`).
+The model's time step is the ``dt_out`` of the training data's :class:`~data.timegrid.TimeGrid`, stored
+in the config as ``time_grid``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -24,7 +25,9 @@ import torch
 
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
+from data.timegrid import TimeGrid
 from models import NETWORKS, SurrogateNet
+from solvers.base import ConfigError
 from training.module import SurrogateModule
 from training.presets import module_class, network_config
 
@@ -125,6 +128,13 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
             f"{str(file)!r} is not a pdestream checkpoint: it lacks hyper_parameters.config or state_dict"
         )
     config = dict(config)
+    try:
+        TimeGrid.from_dict(config.get("time_grid"), "hyper_parameters.config.time_grid")
+    except ConfigError as error:
+        raise CheckpointError(
+            f"{str(file)!r} does not record its training time grid ({error}); it was written by an older "
+            "train.py: retrain it"
+        ) from None
     for key, allowed in (("pde", SOLVER_TARGETS), ("data", DATA_TARGETS)):
         target = config[key].get("_target_") if isinstance(config.get(key), Mapping) else None
         if target not in allowed:
@@ -151,9 +161,10 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
     return module.eval(), config
 
 
-def model_dt(module: SurrogateModule) -> float:
-    """The time step the model was trained on: the normaliser scales the conditioning ``dt`` by it."""
-    return float(module.normalizer.scale[-1])
+def model_grid(config: Mapping[str, Any]) -> TimeGrid:
+    """The time grid of the data a checkpoint's model was trained on (its ``dt_out`` is the model's step);
+    ``config`` is one :func:`load_checkpoint` returned (checked there)."""
+    return TimeGrid.from_dict(config["time_grid"])
 
 
 def check_compatible(config: Mapping[str, Any], reference: Mapping[str, Any], label: str, what: str) -> None:
@@ -167,12 +178,12 @@ def check_compatible(config: Mapping[str, Any], reference: Mapping[str, Any], la
             )
 
 
-def frame_stride(dt_model: float, dt_data: float, label: str) -> int:
+def frame_stride(dt_model: float, data: TimeGrid, label: str) -> int:
     """How many test-set frames one model step spans; the model's step must be a multiple of the data's."""
-    ratio = dt_model / dt_data
-    if round(ratio) < 1 or not math.isclose(ratio, round(ratio), rel_tol=1e-6):
+    stride = data.frames_per(dt_model)
+    if stride < 1:
         raise CheckpointError(
-            f"checkpoint {label} steps dt={dt_model:g} but the test set's interval is {dt_data:g}; "
+            f"checkpoint {label} steps dt={dt_model:g} but the test set's interval is {data.dt_out:g}; "
             f"the model's step must be a multiple of it"
         )
-    return round(ratio)
+    return stride

@@ -139,7 +139,7 @@ class SurrogateModule(pl.LightningModule):
         **_: Any,
     ) -> None:
         """Refuse bad ``module.*`` settings with one sentence (:class:`ConfigError`); also called before the data
-        is built, since ``data.time_future`` derives from ``unroll_steps``."""
+        is built, since ``data.target_frames`` derives from ``unroll_steps``."""
         check_choice("module.loss", loss, list(LOSSES))
         check_int("module.unroll_steps", unroll_steps, 0)
         check_number("module.input_noise", input_noise, low=0)
@@ -180,7 +180,7 @@ class SurrogateModule(pl.LightningModule):
         if y.shape[1] < steps * t_out:
             raise ValueError(
                 f"the data gives {y.shape[1]} target frames but unroll_steps={steps - 1} with "
-                f"time_future={t_out} needs {steps * t_out}; set data.time_future accordingly"
+                f"model.time_future={t_out} needs {steps * t_out}; set data.target_frames accordingly"
             )
         if self.hparams.input_noise:
             x = x + self.hparams.input_noise * torch.randn_like(x)

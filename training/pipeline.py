@@ -47,7 +47,7 @@ from training.checkpoint import (
     check_compatible,
     frame_stride,
     load_checkpoint,
-    model_dt,
+    model_grid,
 )
 from training.module import RefinerModule, SurrogateModule
 
@@ -70,6 +70,11 @@ class Model:
     @property
     def is_refiner(self) -> bool:
         return isinstance(self.module, RefinerModule)
+
+    @property
+    def dt(self) -> float:
+        """The model's time step: the output interval of the data it was trained on."""
+        return model_grid(self.config).dt_out
 
 
 @dataclass
@@ -190,10 +195,10 @@ def load_models(paths: Sequence[str], trust: bool) -> list[Model]:
     first = models[0]
     for model in models[1:]:
         check_compatible(model.config, first.config["pde"], model.path, f"checkpoint {first.path}")
-        if abs(model_dt(model.module) - model_dt(first.module)) > 1e-9 * model_dt(first.module):
+        if abs(model.dt - first.dt) > 1e-9 * first.dt:
             raise CheckpointError(
-                f"checkpoint {model.path} steps dt={model_dt(model.module):g} but {first.path} steps "
-                f"dt={model_dt(first.module):g}; evaluate checkpoints of one time step together"
+                f"checkpoint {model.path} steps dt={model.dt:g} but {first.path} steps "
+                f"dt={first.dt:g}; evaluate checkpoints of one time step together"
             )
     return models
 
@@ -533,9 +538,8 @@ def evaluate(cfg: DictConfig) -> Path:
     models = load_models(paths, bool(cfg.trust_checkpoints))
     first = models[0]
     data = load_test_set(cfg, first.config, first.path)
-    dt_data = float(data["t"][1] - data["t"][0])
-    dt = model_dt(first.module)
-    stride = frame_stride(dt, dt_data, first.path)
+    dt = first.dt
+    stride = frame_stride(dt, data["grid"], first.path)
     u = data["u"][:, ::stride].float()
     params = data["params"]
     for model in models:

@@ -31,6 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
+from data.normalize import CondLayout
 from models import network_class
 from solvers.base import ConfigError, check_int
 from training.callbacks import ThreadBudget
@@ -55,8 +56,8 @@ def register_resolvers() -> None:
     resolvers = {
         "pde_ndim": lambda *, _root_: _solver_class(_root_).ndim,
         "pde_channels": lambda *, _root_: len(_solver_class(_root_).channels),
-        # the Normalizer's conditioning vector: every PDE parameter, then the time step
-        "pde_cond_dim": lambda *, _root_: len(hydra.utils.instantiate(_root_.pde).params) + 1,
+        # the conditioning vector: every PDE parameter (named by the solver class and its config), then dt
+        "pde_cond_dim": lambda *, _root_: len(CondLayout(_solver_class(_root_).param_names(_root_.pde))),
         "mul": lambda a, b: a * b,
         "add": lambda a, b: a + b,
     }
@@ -162,8 +163,8 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
         for key, most in FAST_DEV_DATA.items():
             if key in data:
                 data[key] = min(int(data[key]), most)
-        if "rollout_steps" in data:
-            data.rollout_steps = min(int(data.rollout_steps), data.time_history + data.time_future + 4)
+        if "frames" in data:
+            data.frames = min(int(data.frames), data.time_history + data.target_frames + 4)
         if data.get("buffer") is not None:
             data.buffer.watermark = data.batch_size
     log.info(
@@ -266,7 +267,7 @@ def build(cfg: DictConfig) -> Run:
             normalizer=datamodule.normalizer,
             optimizer=optimizer,
             scheduler=scheduler,
-            config=resolved(cfg),
+            config={**resolved(cfg), "time_grid": datamodule.time_grid.to_dict()},
             **cfg.module,
         )
     except (ValueError, TypeError) as error:
@@ -313,7 +314,7 @@ def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataMod
     val = datamodule.trajectories("val")
     x = val["u"][:1, : module.net.time_history]
     params = {k: v[:1] for k, v in val["params"].items()}
-    dt = (val["t"][1:2] - val["t"][0:1]).to(x.dtype)
+    dt = torch.tensor([val["grid"].dt_out], dtype=x.dtype)
     try:
         with torch.no_grad():
             module(x, params, dt)

@@ -17,19 +17,22 @@ from solvers.base import ParamValue, Solver, Stepper, wavenumbers
 
 
 class Heat(Solver):
-    """Heat equation on ``[0, length)^ndim`` with random low-mode initial conditions."""
+    """Heat equation on ``[0, length)^ndim`` with random low-mode initial conditions; frames 0.2 apart."""
+
+    param_order = ("nu",)
 
     def __init__(
         self,
         n: int = 16,
         length: float = 2 * math.pi,
         dt: float = 0.1,
+        dt_out: float | None = 0.2,
         ndim: int = 1,
         nu: ParamValue = (0.01, 0.1),
         burn_in: float = 0.0,
         blowup: float = 1e6,
     ) -> None:
-        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup)
+        super().__init__(n=n, length=length, dt=dt, burn_in=burn_in, blowup=blowup, dt_out=dt_out)
         self.ndim = ndim
         self.add_param("nu", list(nu) if not isinstance(nu, int | float) else nu)
         k = wavenumbers(n, length)

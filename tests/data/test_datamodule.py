@@ -15,7 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 import data.datamodule as datamodule_module
 from data import OfflineDataModule, OnlineDataModule, write_split
 from data.generate import run as generate_run
-from data.trajectories import generate, output_times
+from data.timegrid import TimeGrid
+from data.trajectories import generate
 from solvers.base import ConfigError
 from tests.data.conftest import Heat
 
@@ -26,11 +27,10 @@ def online_kwargs(tmp_path, **overrides):
     """Keyword arguments of a tiny OnlineDataModule (generation in this process)."""
     kwargs = dict(
         time_history=2,
-        time_future=1,
-        dt_out=0.2,
+        target_frames=1,
         batch_size=8,
         num_workers=0,
-        rollout_steps=6,
+        frames=6,
         solver_batch=4,
         buffer={"policy": "reservoir", "capacity": 64, "max_reuse": 2, "watermark": 16},
         seed=1,
@@ -51,14 +51,14 @@ def test_rollout_sets_are_cached_per_config_and_reused(tmp_path, heat1d, monkeyp
     dm = online(tmp_path, heat1d)
     val = dm.trajectories("val")
     assert val["u"].shape == (5, 6, 1, 16) and dm.trajectories("test")["u"].shape == (3, 6, 1, 16)
-    torch.testing.assert_close(val["t"], output_times(0.2, 6))
+    assert val["grid"] == dm.time_grid == TimeGrid(0.1, 0.2, 6)
     assert dm.cache_path.is_file()
 
     def no_writes(*args, **kwargs):
         raise AssertionError("the cached file should have been reused")
 
     monkeypatch.setattr(datamodule_module, "write_split", no_writes)
-    again = online(tmp_path, Heat(n=16, dt=0.1, ndim=1))
+    again = online(tmp_path, Heat(n=16, dt=0.1, dt_out=0.2, ndim=1))
     assert again.cache_path == dm.cache_path
     assert torch.equal(again.trajectories("val")["u"], val["u"])
     assert online(tmp_path, heat1d, seed=2).cache_path != dm.cache_path
@@ -68,7 +68,8 @@ def test_rollout_sets_are_cached_per_config_and_reused(tmp_path, heat1d, monkeyp
     assert torch.allclose(batch["dt"], torch.tensor(0.2))
 
     # val, test and train are different seed streams: their trajectory 0 differ
-    first = [generate(heat1d, 1, split, [0], output_times(0.2, 6)).u[0] for split in ("train", "val", "test")]
+    times = TimeGrid(0.1, 0.2, 6).times()
+    first = [generate(heat1d, 1, split, [0], times).u[0] for split in ("train", "val", "test")]
     torch.testing.assert_close(first[1], val["u"][0], atol=0, rtol=0)
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])
 
@@ -108,7 +109,7 @@ def test_normalizer_statistics_and_conditioning(tmp_path, heat1d):
     [
         ({"generation": "gpu"}, "data.generation"),
         ({"batch_size": 0}, "data.batch_size"),
-        ({"dt_out": 0.25}, "dt_out"),
+        ({"frames": 1}, "frames"),
     ],
 )
 def test_bad_online_config_names_the_key(tmp_path, heat1d, overrides, key):
@@ -116,21 +117,28 @@ def test_bad_online_config_names_the_key(tmp_path, heat1d, overrides, key):
         online(tmp_path, heat1d, **overrides)
 
 
+def test_a_pde_without_dt_out_is_refused_not_stepped_once(tmp_path):
+    with pytest.raises(ConfigError, match=r"pde\.dt_out is missing for Heat"):
+        online(tmp_path, Heat(dt_out=None))
+    with pytest.raises(ConfigError, match=r"pde\.dt_out is missing for Heat"):
+        OfflineDataModule(Heat(dt_out=None), {"train": "a.h5", "val": "a.h5", "test": "a.h5"})
+
+
 def test_offline_datamodule_reads_windows_and_rollouts(tmp_path, heat1d):
     path = tmp_path / "heat.h5"
     for split, n in (("train", 6), ("val", 3), ("test", 2)):
-        write_split(path, split, heat1d, output_times(0.1, 9), n, seed=0, progress=False)
+        write_split(path, split, heat1d, TimeGrid(0.1, 0.1, 9), n, seed=0, progress=False)
     paths = {"train": str(path), "val": str(path), "test": str(path)}
-    dm = OfflineDataModule(heat1d, paths, time_history=2, time_future=2, dt_out=0.2, batch_size=4)
-    assert dm.dt_out == pytest.approx(0.2)
+    dm = OfflineDataModule(heat1d, paths, time_history=2, target_frames=2, batch_size=4)
+    assert dm.time_grid == TimeGrid(0.1, 0.2, 5)  # the file's 0.1, every 2nd frame
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (4, 2, 1, 16) and batch["y"].shape == (4, 2, 1, 16)
     assert torch.allclose(batch["dt"], torch.tensor(0.2))
     val = dm.trajectories("val")
-    assert val["u"].shape == (3, 5, 1, 16) and torch.allclose(val["t"], output_times(0.2, 5))
+    assert val["u"].shape == (3, 5, 1, 16) and val["grid"] == TimeGrid(0.1, 0.2, 5)
     assert dm.normalizer.cond_dim == 2
     with pytest.raises(ConfigError, match=r"not a multiple of the interval 0\.1"):
-        _ = OfflineDataModule(heat1d, paths, dt_out=0.15).dt_out
+        _ = OfflineDataModule(Heat(dt=0.05, dt_out=0.15), paths).time_grid
     with pytest.raises(ConfigError, match=r"config has n=8"):
         OfflineDataModule(Heat(n=8), paths).setup("fit")
     with pytest.raises(ConfigError, match=r"data\.paths is missing"):
@@ -141,22 +149,23 @@ def generate_conf(tmp: Path) -> Path:
     """A config directory with ``generate.yaml`` (and what it includes) and a ``pde=heat`` option."""
     conf = tmp / "conf"
     (conf / "pde").mkdir(parents=True)
-    for name in ("generate.yaml", "output_intervals.yaml"):
-        shutil.copy(ROOT / "conf" / name, conf / name)
-    (conf / "pde" / "heat.yaml").write_text("_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\n")
+    shutil.copy(ROOT / "conf" / "generate.yaml", conf / "generate.yaml")
+    (conf / "pde" / "heat.yaml").write_text(
+        "_target_: tests.data.conftest.Heat\nn: 16\ndt: 0.1\ndt_out: 0.1\n"
+    )
     return conf
 
 
 def test_generate_cli_config_writes_a_complete_file(tmp_path):
     conf = generate_conf(tmp_path)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        overrides = ["pde=heat", "num_trajectories=6", "rollout=5", "dt_out=0.2", "chunk=4", "workers=0"]
+        overrides = ["pde=heat", "num_trajectories=6", "frames=5", "pde.dt_out=0.2", "chunk=4", "workers=0"]
         cfg = compose("generate", overrides=overrides, return_hydra_config=True)
         HydraConfig().set_config(cfg)
         assert cfg.path == "datasets/heat.h5"
         cfg.path = str(tmp_path / "heat.h5")
         info = generate_run(cfg)
-    assert info.num_trajectories == 6 and info.dt_out == pytest.approx(0.2)
+    assert info.num_trajectories == 6 and info.grid == TimeGrid(0.1, 0.2, 5)
 
 
 def half_created(path):
@@ -174,10 +183,11 @@ def half_created(path):
             r"already holds split 'train' made with num_trajectories=4, not 8",
         ),
         (
-            ["dt_out=0.15"],
+            ["pde.dt_out=0.15"],
             None,
-            r"dt_out=0.15 is not allowed: it must be a positive multiple of the solver's dt",
+            r"dt_out=0.15 is not allowed: it must be a positive multiple of the solver's dt=0.1",
         ),
+        (["pde.dt_out=null"], None, r"pde\.dt_out is missing for Heat"),
         (["path={tmp}/file/x.h5"], None, r"the directory of path=.*file' is not a writable directory"),
         ([], "half", r"without metadata, left by a write interrupted .* delete the file"),
         ([], "garbage", r"is not a readable HDF5 file .*; delete it or choose another path"),
@@ -190,8 +200,8 @@ def test_generate_refuses_bad_input_before_solving(tmp_path, overrides, prepare,
     base = [
         "pde=heat",
         "num_trajectories=4",
-        "rollout=5",
-        "dt_out=0.2",
+        "frames=5",
+        "pde.dt_out=0.2",
         "chunk=4",
         "workers=0",
         f"path={path}",

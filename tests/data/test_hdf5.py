@@ -8,11 +8,12 @@ import xarray as xr
 from torch.utils.data import DataLoader
 
 from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectories, write_split
-from data.trajectories import generate, output_times
+from data.timegrid import TimeGrid
+from data.trajectories import generate
 from solvers.base import ConfigError
 from tests.data.conftest import Heat
 
-TIMES = output_times(0.2, 6)
+GRID = TimeGrid(0.1, 0.2, 6)
 
 
 def write(path, solver, n=10, chunk=4, **kwargs):
@@ -20,7 +21,7 @@ def write(path, solver, n=10, chunk=4, **kwargs):
         path,
         "train",
         solver,
-        TIMES,
+        GRID,
         n,
         seed=5,
         config_yaml="pde: heat\n",
@@ -35,10 +36,10 @@ def test_round_trip_matches_generated_trajectories(tmp_path, heat2d):
     info = write(path, heat2d)
     assert info.num_trajectories == 10 and info.spatial == (8, 8) and info.param_names == ("nu",)
     data = read_trajectories(path, "train", heat2d)
-    expected = generate(heat2d, 5, "train", range(10), TIMES)
+    expected = generate(heat2d, 5, "train", range(10), GRID.times())
     torch.testing.assert_close(data["u"], expected.u, atol=0, rtol=0)
     torch.testing.assert_close(data["params"]["nu"], expected.params["nu"])
-    assert torch.equal(data["index"], torch.arange(10))
+    assert torch.equal(data["index"], torch.arange(10)) and data["grid"] == GRID == info.grid
     with h5py.File(path) as f:
         assert f["train"].attrs["config"] == "pde: heat\n" and f["train"].attrs["complete"] == 1
         assert f["train"]["u"].chunks == (1, 6, 1, 8, 8)
@@ -56,7 +57,7 @@ def test_opens_in_xarray_with_named_dims(tmp_path, heat2d):
     for ds in (direct, helper):
         assert ds["u"].dims == ("trajectory", "t", "channel", "x", "y")
         assert ds["nu"].dims == ("trajectory",)
-        np.testing.assert_allclose(ds["t"].values, TIMES.numpy())
+        np.testing.assert_allclose(ds["t"].values, GRID.times().numpy())
         np.testing.assert_allclose(ds["x"].values, heat2d.grid[0].numpy())
         assert list(ds["channel"].values) == ["u"]
         assert ds.attrs["solver_class"].endswith("Heat")
@@ -99,7 +100,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, heat1d):
     path = tmp_path / "heat.h5"
     write(path, heat1d)
     with pytest.raises(ConfigError, match="seed=5, not 6"):
-        write_split(path, "train", heat1d, TIMES, 10, seed=6, progress=False)
+        write_split(path, "train", heat1d, GRID, 10, seed=6, progress=False)
 
 
 def test_truncated_and_garbage_files_give_clear_errors(tmp_path, heat1d):
@@ -134,7 +135,7 @@ def test_windows_read_lazily_with_stride(tmp_path, heat1d):
     path = tmp_path / "heat.h5"
     write(path, heat1d)
     u = read_trajectories(path, "train")["u"]
-    windows = HDF5Windows(path, "train", time_history=2, time_future=1, stride=2, solver=heat1d)
+    windows = HDF5Windows(path, "train", time_history=2, target_frames=1, stride=2, solver=heat1d)
     assert len(windows) == 10 * 2 and torch.isclose(windows.dt, torch.tensor(0.4))
     item = windows[3]  # trajectory 1, start 1
     assert torch.equal(item["x"], u[1, [1, 3]]) and torch.equal(item["y"], u[1, [5]])

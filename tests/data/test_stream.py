@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 import data.stream as stream_module
 from data import OnlineDataModule
 from data.stream import STREAM_KEY, TrajectoryStream, cut_windows, start_rounds
-from data.trajectories import generate, output_times, trajectory_seed
+from data.timegrid import TimeGrid
+from data.trajectories import generate, trajectory_seed
 from solvers.base import ConfigError
 from tests.data.conftest import Heat
 
@@ -26,9 +27,8 @@ def make_stream(solver, **overrides):
     kwargs = dict(
         seed=7,
         time_history=3,
-        time_future=2,
-        dt_out=0.2,
-        rollout_steps=8,
+        target_frames=2,
+        frames=8,
         solver_batch=4,
         batch_size=16,
         buffer=BUFFER,
@@ -53,7 +53,7 @@ def test_windows_are_dt_out_apart_in_exact_solution(heat1d):
 
 
 def test_trajectory_is_a_pure_function_of_seed_split_index(heat2d):
-    times = output_times(0.1, 4)
+    times = TimeGrid(0.1, 0.1, 4).times()
     together = generate(heat2d, 3, "train", [5, 9, 11], times)
     alone = generate(heat2d, 3, "train", [9], times)
     torch.testing.assert_close(together.u[1], alone.u[0], atol=0, rtol=0)
@@ -81,10 +81,9 @@ def test_cut_windows_slices_consecutive_frames():
     assert torch.equal(w[4], u[1, 1:5])
 
 
-@pytest.mark.parametrize("dt_out", [0.15, -0.2, 0.0])
-def test_dt_out_must_be_a_multiple_of_solver_dt(heat1d, dt_out):
-    with pytest.raises(ConfigError, match="dt_out"):
-        make_stream(heat1d, dt_out=dt_out)
+def test_stream_refuses_a_solver_without_dt_out():
+    with pytest.raises(ConfigError, match=r"pde\.dt_out is missing for Heat: .* multiple of pde\.dt=0\.1"):
+        make_stream(Heat(dt_out=None))
 
 
 def test_too_small_buffer_is_refused(heat1d):
@@ -145,7 +144,7 @@ def test_resume_with_other_shard_count_repeats_no_trajectory(heat1d, monkeypatch
 def default_online(tmp_path, solver, policy, **overrides):
     """An OnlineDataModule with conf/data/online.yaml's settings (buffer sizes, batch, trajectory sizes)."""
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "online.yaml"))
-    for key in ("_target_", "pde", "dt_out", "cache_dir"):
+    for key in ("_target_", "pde", "cache_dir"):
         config.pop(key)
     config["buffer"]["policy"] = policy
     config.update(overrides)
@@ -186,7 +185,7 @@ def test_resume_continues_bit_for_bit_with_default_buffers(tmp_path, heat1d, pol
 
 def test_diverged_trajectories_are_dropped_and_counted():
     solver = Heat(n=16, nu=[-1.0, 1.0], blowup=20.0)
-    stream = make_stream(solver, max_divergence_fraction=0.9, rollout_steps=12)
+    stream = make_stream(solver, max_divergence_fraction=0.9, frames=12)
     batches = take(stream, 10)
     stats = batches[-1][STREAM_KEY]["stats"]
     assert 0 < stats["diverged"] < stats["attempted"]
@@ -199,7 +198,7 @@ def test_diverged_trajectories_are_dropped_and_counted():
 def test_unstable_config_ends_the_stream_with_one_sentence(workers):
     """In the training process or a DataLoader worker, the failure arrives as the stream's last item."""
     solver = Heat(n=16, nu=[-1.0, 1.0], blowup=20.0)
-    stream = make_stream(solver, max_divergence_fraction=0.05, rollout_steps=12)
+    stream = make_stream(solver, max_divergence_fraction=0.05, frames=12)
     items = list(itertools.islice(DataLoader(stream, batch_size=None, num_workers=workers), 20))
     assert len(items) < 20 and all("error" not in item[STREAM_KEY] for item in items[:-1])
     assert re.fullmatch(
@@ -213,7 +212,7 @@ def test_generation_on_device_refuses_workers(heat1d, monkeypatch):
     stream.device = torch.device("meta")
     monkeypatch.setattr(stream_module, "get_worker_info", lambda: SimpleNamespace(id=0, num_workers=2))
     assert "set num_workers=0" in take(stream, 1)[0][STREAM_KEY]["error"]
-    assert math.isclose(stream.dt_out, 0.2)
+    assert math.isclose(stream.grid.dt_out, 0.2)
 
 
 FIFO = {"policy": "fifo", "capacity": 64}
@@ -248,7 +247,7 @@ def test_pool_cycles_are_shared_disjointly_by_ranks_and_workers(heat1d, monkeypa
 def test_pool_serves_the_online_streams_first_trajectories(tmp_path, heat1d):
     """Pool trajectory k is online trajectory k: the first cycle's batches and the normalisation equal
     the online stream's; the second cycle repeats the pool where the online stream moves on."""
-    settings = dict(time_history=2, time_future=1, dt_out=0.2, rollout_steps=6, solver_batch=4, batch_size=8)
+    settings = dict(time_history=2, target_frames=1, frames=6, solver_batch=4, batch_size=8)
     settings.update(buffer=FIFO, num_workers=0, seed=3, cache_dir=str(tmp_path))
     online = OnlineDataModule(heat1d, **settings)
     pool = OnlineDataModule(heat1d, pool_size=8, **settings)

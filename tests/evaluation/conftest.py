@@ -14,8 +14,8 @@ from training.run import build, register_resolvers
 TINY = [
     "pde.n=32",
     "pde.burn_in=2.0",
-    "data.rollout_steps=12",
-    "data.dt_out=0.25",  # one solver step: 12 frames span t = 0 … 2.75
+    "data.frames=12",
+    "pde.dt_out=0.25",  # one solver step: 12 frames span t = 0 … 2.75
     "data.num_val_trajectories=2",
     "data.num_test_trajectories=4",
     "data.solver_batch=4",

@@ -8,7 +8,8 @@ import pytest
 import torch
 import xarray as xr
 
-from data.trajectories import generate, output_times
+from data.timegrid import TimeGrid
+from data.trajectories import generate
 from evaluation import registry
 from evaluation.baseline import run_solver
 from evaluation.report import same_as_reference, solver_table
@@ -55,7 +56,9 @@ def test_persistence_repeats_the_last_input_frame(tmp_path):
 
 def _solver_dataset(pde: dict, dt_out: float, steps: int) -> xr.Dataset:
     """The solver part of a metrics dataset for ``pde``: real solves, timings interleaved, 5 repeats."""
-    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), output_times(dt_out, steps + 4))
+    truth = generate(
+        hydra.utils.instantiate(pde), 0, "test", range(2), TimeGrid(dt_out, dt_out, steps + 4).times()
+    )
     u = truth.u.float()
     runs = run_solver(pde, u[:, 3], truth.params, dt_out, steps, 2, [2], [2, 4])
     jobs = {r.label: r.job(steps) for r in runs if r.job is not None}

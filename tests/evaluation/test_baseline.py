@@ -2,7 +2,8 @@ import math
 
 import hydra
 
-from data.trajectories import generate, output_times
+from data.timegrid import TimeGrid
+from data.trajectories import generate
 from evaluation import metrics
 from evaluation.baseline import run_solver
 
@@ -11,7 +12,7 @@ KS = {"_target_": "solvers.ks.KuramotoSivashinsky", "n": 64, "length": 32.0, "dt
 
 def test_solver_baseline_marks_diverged_and_refused_settings():
     pde = {**KS, "nu": 0.2}  # n/2 under-resolves and blows up; KS refuses dt > 2 nu = 0.4
-    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), output_times(0.25, 14))
+    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), TimeGrid(0.25, 0.25, 14).times())
     u = truth.u.float()
     runs = {r.label: r for r in run_solver(pde, u[:, 3], truth.params, 0.25, 10, 2, [2], [2, 4])}
     assert list(runs) == ["reference", "n/2", "2×dt", "4×dt"]
@@ -28,7 +29,7 @@ def test_solver_baseline_marks_diverged_and_refused_settings():
 
 def test_solver_baseline_coarse_grid_and_larger_step():
     pde = {**KS, "nu": 1.0}
-    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), output_times(0.25, 12))
+    truth = generate(hydra.utils.instantiate(pde), 0, "test", range(2), TimeGrid(0.25, 0.25, 12).times())
     u, true = truth.u.float(), truth.u[:, 4:].double()
     reference, coarse, step = run_solver(pde, u[:, 3], truth.params, 0.25, 8, 2, [2], [2])
     assert coarse.pred.shape == reference.pred.shape == (2, 8, 1, 64)  # interpolated back to n

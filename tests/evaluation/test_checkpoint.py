@@ -10,10 +10,10 @@ import torch
 from omegaconf import OmegaConf
 
 from data.hdf5 import write_split
-from data.trajectories import output_times
+from data.timegrid import TimeGrid
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
-from training.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from training.checkpoint import CheckpointError, frame_stride, load_checkpoint, model_grid, resolve_checkpoint
 from training.module import RefinerModule, SurrogateModule
 from training.pipeline import evaluate, load_models, load_test_set
 
@@ -92,6 +92,23 @@ def _modified(run, tmp_path, name, edit):
     return path
 
 
+def test_the_model_step_comes_from_the_stored_time_grid(fno_run, tmp_path):
+    _, config = load_checkpoint(fno_run)
+    assert model_grid(config) == TimeGrid(0.25, 0.25, 12)  # pde.dt_out=0.25, data.frames=12
+    old = _modified(fno_run, tmp_path, "old.ckpt", lambda c: c.pop("time_grid"))
+    with pytest.raises(CheckpointError, match=r"does not record its training time grid .*: retrain it"):
+        load_checkpoint(old)
+
+
+def test_frame_stride_takes_every_kth_test_frame():
+    test_set = TimeGrid(0.25, 0.25, 8)
+    assert frame_stride(0.25, test_set, "a") == 1 and frame_stride(0.75, test_set, "a") == 3
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint a steps dt=0\.3 but the test set's interval is 0\.25"
+    ):
+        frame_stride(0.3, test_set, "a")
+
+
 def test_weights_that_do_not_fit_the_config(fno_run, tmp_path):
     path = _modified(fno_run, tmp_path, "wide.ckpt", lambda c: c["model"].update(width=8))
     with pytest.raises(CheckpointError, match="weights do not fit"):
@@ -107,7 +124,7 @@ def test_checkpoints_of_different_grids_are_refused(fno_run, tmp_path):
 def test_test_set_of_another_resolution_is_refused(fno_run, tmp_path):
     path = tmp_path / "ks64.h5"
     solver = KuramotoSivashinsky(n=64, burn_in=0.0)
-    write_split(path, "test", solver, output_times(0.25, 8), 2, seed=0, progress=False)
+    write_split(path, "test", solver, TimeGrid(0.25, 0.25, 8), 2, seed=0, progress=False)
     cfg = eval_config(
         [f"checkpoints=[{fno_run}]", f"test_path={path}", f"paths.output_dir={tmp_path / 'out'}"]
     )

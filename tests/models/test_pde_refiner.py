@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from data.normalize import channel_stats
-from data.trajectories import generate, output_times
+from data.timegrid import TimeGrid
+from data.trajectories import generate
 from models.layers import ResidualBlock
 from models.pde_refiner import PDERefiner
 from solvers.ks import KuramotoSivashinsky
@@ -172,7 +173,7 @@ def test_ks_preset_refines_at_the_references_signal_to_noise() -> None:
     to check that the estimate it noises is ``target_scale ·`` target.
     """
     solver = KuramotoSivashinsky()
-    times = output_times(0.8, 160)
+    times = TimeGrid(0.8, 0.8, 160).times()
     _, std = channel_stats(generate(solver, 0, "stats", range(16), times).u)
     u = generate(solver, 0, "train", range(16), times).u / std.float().reshape(1, 1, -1, 1)
     x, y = u[:, :-1].flatten(0, 1)[:, None], (u[:, 1:] - u[:, :-1]).flatten(0, 1)[:, None]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import hydra
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from solvers.base import (
     ConfigError,
@@ -16,11 +19,13 @@ from solvers.base import (
     dealias_mask,
     spectral_resample,
     wavenumbers,
+    whole_multiple,
 )
 from solvers.burgers import Burgers
 from solvers.ks import KuramotoSivashinsky
 
 F64 = torch.float64
+CONF = Path(__file__).resolve().parents[2] / "conf" / "pde"
 
 
 def _solver(**kwargs: object) -> KuramotoSivashinsky:
@@ -239,6 +244,56 @@ def test_solve_fine_store_coarse_in_1d(cls: type) -> None:
 def test_n_solve_must_be_a_multiple_of_n(n_solve: object) -> None:
     with pytest.raises(ConfigError, match="n_solve"):
         _solver(n_solve=n_solve)
+
+
+@pytest.mark.parametrize(
+    ("dt", "dt_out", "steps"),
+    [(0.25, 1.0, 4), (0.2, 0.8, 4), (0.1, 0.3, 3), (0.05, 0.05, 1), (0.25, None, 0)],
+)
+def test_dt_out_is_a_whole_number_of_solver_steps(dt: float, dt_out: float | None, steps: int) -> None:
+    solver = _solver(dt=dt, dt_out=dt_out)
+    assert solver.dt_out == (None if dt_out is None else steps * dt)
+
+
+@pytest.mark.parametrize("dt_out", [0.3, 0.1, -0.25, 0.0, math.inf, math.nan, "1.0"])
+def test_dt_out_must_be_a_positive_multiple_of_dt(dt_out: object) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"dt_out=.* is not allowed: it must be a positive multiple of the solver's dt=0\.25",
+    ):
+        _solver(dt_out=dt_out)
+
+
+def test_whole_multiple_tolerates_decimal_rounding_only() -> None:
+    assert whole_multiple(0.3, 0.1) == 3 and 0.3 / 0.1 != 3  # 2.9999999999999996
+    assert whole_multiple(1.0 + 1e-5, 0.25) == 0 and whole_multiple(1.0, 0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        (OmegaConf.load(CONF / "ks.yaml"), ("nu",)),
+        (OmegaConf.load(CONF / "burgers.yaml"), ("nu",)),
+        (OmegaConf.load(CONF / "navier_stokes.yaml"), ("nu", "drag", "forcing_amplitude")),
+        (OmegaConf.merge(OmegaConf.load(CONF / "kolmogorov.yaml"), {"forcing": "none"}), ("nu", "drag")),
+    ],
+)
+def test_param_names_read_from_the_class_match_the_built_solver(config, names) -> None:
+    cls = hydra.utils.get_class(config._target_)
+    assert cls.param_names(config) == names == tuple(hydra.utils.instantiate(config).params)
+
+
+def test_a_parameter_missing_from_param_order_is_refused() -> None:
+    class Unlisted(KuramotoSivashinsky):
+        param_order = ()
+
+    with pytest.raises(TypeError, match=r"Unlisted\.param_order does not list the parameter 'nu'"):
+        Unlisted(n=32)
+
+
+def test_every_pde_preset_carries_its_output_interval() -> None:
+    intervals = {p.stem: OmegaConf.load(p).get("dt_out") for p in CONF.glob("*.yaml")}
+    assert intervals == {"ks": 1.0, "burgers": 0.1, "navier_stokes": 1.0, "kolmogorov": 0.2}
 
 
 # ----------------------------------------------------------------------------- spectral resampling
