@@ -44,7 +44,7 @@ SETUPS: dict[str, list[str]] = {
     "ks": ["pde=ks", "pde.nu=[0.5,1.5]"],
     "burgers": ["pde=burgers"],
 }
-QUICK = ["pde.n=32", "data.rollout_steps=12", "data.num_val_trajectories=4", "data.num_test_trajectories=8"]
+QUICK = ["pde.n=64", "data.frames=12", "data.num_val_trajectories=4", "data.num_test_trajectories=8"]
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -65,7 +65,7 @@ class Run:
 
 def plan(args: argparse.Namespace) -> list[Run]:
     """Every run of the comparison, in an order that interleaves data settings (load lands on all alike)."""
-    settings = [(f"pool {n}", [f"+data.pool_size={n}"]) for n in args.pools] + [("online", [])]
+    settings = [(f"pool {n}", [f"data.pool_size={n}"]) for n in args.pools] + [("online", [])]
     if args.adaptive:
         settings.append(("adaptive", ["data.sampling=adaptive"]))
     return [

@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from data.datamodule import OfflineDataModule, OnlineDataModule
-from solvers import Burgers, KuramotoSivashinsky, NavierStokes2D
-from solvers.base import ConfigError
+from solvers.base import SOLVERS, ConfigError
 
 
 def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
@@ -27,7 +26,7 @@ def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
     return out
 
 
-SOLVER_TARGETS = targets(KuramotoSivashinsky, Burgers, NavierStokes2D)
+SOLVER_TARGETS = targets(*SOLVERS.values())  # importing solvers.base runs solvers/__init__: all are defined
 DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule), **SOLVER_TARGETS}
 IGNORED_KEYS = ("_convert_", "_recursive_")
 """Hydra keys that are not constructor arguments (``_recursive_: false`` keeps nested nodes unbuilt)."""

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
 from data.normalize import Normalizer, channel_stats
+from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.timegrid import TimeGrid, output_interval
 from data.trajectories import describe_solver, generate
@@ -163,6 +164,9 @@ class OnlineDataModule(PDEDataModule):
         pool_size: ``None``: every training trajectory is new (an unbounded online stream); ``N``: the
             stream cycles over a fixed pool of the training trajectories ``0 … N-1`` (see
             :mod:`data.stream`).
+        sampling: ``"uniform"`` (the solver's parameter ranges) or ``"adaptive"`` (new trajectories' parameters
+            follow the training loss over the parameter space; :mod:`data.sampling`).
+        adaptive: the adaptive sampler's ``bins``, ``mix``, ``temperature``, ``memory``.
         num_val_trajectories, num_test_trajectories: sizes of the fixed rollout sets.
         cache_dir: where the rollout sets are cached, one file per configuration.
     """
@@ -182,6 +186,8 @@ class OnlineDataModule(PDEDataModule):
         generation: str = "device",
         max_divergence_fraction: float = 0.05,
         pool_size: int | None = None,
+        sampling: str = "uniform",
+        adaptive: Mapping[str, Any] | None = None,
         num_val_trajectories: int = 32,
         num_test_trajectories: int = 32,
         cache_dir: str = ".cache/pdestream",
@@ -204,6 +210,8 @@ class OnlineDataModule(PDEDataModule):
             buffer=dict(buffer or {}),
             max_divergence_fraction=max_divergence_fraction,
             pool_size=pool_size,
+            sampling=sampling,
+            adaptive=adaptive,
         )
         self.stream_state: dict[str, Any] = {"num_shards": 1, "shards": {}}
         self.shard_stats: dict[int, dict[str, float]] = {}
@@ -309,6 +317,17 @@ class OnlineDataModule(PDEDataModule):
         if info["snapshot"] is not None:
             entry["snapshot"] = info["snapshot"]
         self.shard_stats[shard] = {k: float(v) for k, v in info["stats"].items()}
+        entry["drawn"] = info["drawn"]
+
+    @property
+    def sampler(self) -> ParameterSampler:
+        """Where new training trajectories' parameters come from (the training loop feeds it losses)."""
+        return self.stream.sampler
+
+    def drawn(self) -> Tensor:
+        """Training trajectories drawn per parameter cell by this rank's shards (its DataLoader workers)."""
+        counts = [entry["drawn"] for entry in self.stream_state["shards"].values() if "drawn" in entry]
+        return torch.stack(counts).sum(0) if counts else torch.zeros_like(self.sampler.drawn)
 
     def stream_stats(self) -> dict[str, float]:
         """This rank's stream statistics, summed over its shards (its DataLoader workers, whose counters
@@ -343,12 +362,16 @@ class OnlineDataModule(PDEDataModule):
             gathered: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, shards)
             shards = {k: v for part in gathered for k, v in part.items()}
-        return {"stream": {"num_shards": self.stream_state["num_shards"], "shards": shards}}
+        return {
+            "stream": {"num_shards": self.stream_state["num_shards"], "shards": shards},
+            "sampler": self.sampler.state_dict(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict["stream"]
         self.stream_state["num_shards"] = int(saved["num_shards"])
         self.stream_state["shards"] = {int(k): dict(v) for k, v in saved["shards"].items()}
+        self.sampler.load_state_dict(state_dict["sampler"])
 
 
 class OfflineDataModule(PDEDataModule):

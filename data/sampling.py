@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamSpec
+from solvers.base import ConfigError, ParamSpec, check_choice, check_int, check_number
 
 SAMPLINGS = ("uniform", "adaptive")
 
@@ -56,10 +56,9 @@ class ParameterSampler:
         bins: int = 8,
         mix: float = 0.2,
         temperature: float = 1.0,
-        memory: float = 0.9,
+        memory: float = 0.99,
     ) -> None:
-        if mode not in SAMPLINGS:
-            raise ConfigError(f"data.sampling={mode!r} is not allowed; allowed: {', '.join(SAMPLINGS)}")
+        check_choice("data.sampling", mode, SAMPLINGS)
         self.specs = dict(specs)
         self.varying = [name for name, spec in self.specs.items() if not spec.fixed]
         if mode == "adaptive" and not self.varying:
@@ -67,26 +66,18 @@ class ParameterSampler:
                 "data.sampling=adaptive needs a PDE parameter given as a range ([low, high]); "
                 f"every parameter of this pde is fixed ({', '.join(self.specs) or 'it has none'})"
             )
-        for key, value, ok, allowed in (
-            ("bins", bins, isinstance(bins, int) and bins >= 1, "an int >= 1"),
-            ("mix", mix, isinstance(mix, int | float) and 0 < mix <= 1, "a number in (0, 1]"),
-            (
-                "temperature",
-                temperature,
-                isinstance(temperature, int | float) and temperature > 0,
-                "a number > 0",
-            ),
-            ("memory", memory, isinstance(memory, int | float) and 0 <= memory < 1, "a number in [0, 1)"),
-        ):
-            if not ok:
-                raise ConfigError(f"data.adaptive.{key}={value!r} is not allowed; give {allowed}")
+        check_int("data.adaptive.bins", bins, 1)
+        check_number("data.adaptive.mix", mix, 0, 1, low_open=True)
+        check_number("data.adaptive.temperature", temperature, 0, low_open=True)
+        check_number("data.adaptive.memory", memory, 0, 1, high_open=True)
         self.mode, self.bins = mode, bins
         self.mix, self.temperature, self.memory = float(mix), float(temperature), float(memory)
         cells = bins ** len(self.varying)
         self.loss = torch.full((cells,), math.nan, dtype=torch.float64)  # moving average per cell
         self.pending = torch.zeros(2, cells, dtype=torch.float64)  # loss sums, counts since the last update
         self.drawn = torch.zeros(cells, dtype=torch.float64)  # trajectories drawn per cell
-        self.probs = torch.full((cells,), 1.0 / cells, dtype=torch.float64)
+        # shared memory: DataLoader workers (generation=cpu) draw from the training process's latest update
+        self.probs = torch.full((cells,), 1.0 / cells, dtype=torch.float64).share_memory_()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -116,6 +107,11 @@ class ParameterSampler:
             )
         self.drawn[self._flat(cell)] += 1
         return out
+
+    def skip(self, generator: torch.Generator) -> None:
+        """Consume ``generator`` as :meth:`draw` does (one number per varying parameter), drawing nothing."""
+        for _ in self.varying:
+            torch.rand(1, generator=generator, dtype=torch.float64)
 
     def cells_of(self, params: Mapping[str, Tensor]) -> Tensor:
         """The flat cell index ``[B]`` of each trajectory's parameters."""
@@ -157,7 +153,7 @@ class ParameterSampler:
         old = self.loss[seen]
         self.loss[seen] = torch.where(old.isnan(), mean, self.memory * old + (1 - self.memory) * mean)
         self.pending.zero_()
-        self.probs = self.probabilities()
+        self.probs.copy_(self.probabilities())
 
     def probabilities(self) -> Tensor:
         """The adaptive distribution over cells from the current estimates (uniform before any estimate)."""
@@ -171,18 +167,31 @@ class ParameterSampler:
         focus = weight / total if total > 0 else torch.full_like(weight, 1.0 / cells)
         return (1 - self.mix) * focus + self.mix / cells
 
+    def cell_labels(self) -> list[str]:
+        """A name per cell, e.g. ``nu=0.5-0.625`` (joined by ``,`` for several varying parameters)."""
+        edges = {name: self.cell_edges(name).tolist() for name in self.varying}
+        labels = [""]
+        for name in self.varying:
+            e = edges[name]
+            labels = [
+                f"{prefix}{',' if prefix else ''}{name}={e[i]:.3g}-{e[i + 1]:.3g}"
+                for prefix in labels
+                for i in range(self.bins)
+            ]
+        return labels
+
     def cell_edges(self, name: str) -> Tensor:
         """The ``bins + 1`` cell edges of parameter ``name`` in its own units."""
         return self.specs[name].from_unit(torch.linspace(0, 1, self.bins + 1, dtype=torch.float64))
 
     # ----------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
+        """The learned distribution (the same on every rank); the draw counts are the stream shards' own."""
         return {
             "mode": self.mode,
             "bins": self.bins,
             "loss": self.loss.clone(),
             "pending": self.pending.clone(),
-            "drawn": self.drawn.clone(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -191,10 +200,8 @@ class ParameterSampler:
                 f"the checkpoint's parameter sampler (sampling={state.get('mode')!r}, bins={state.get('bins')!r}) "
                 f"differs from this run's (sampling={self.mode!r}, bins={self.bins}); resume with the same settings"
             )
-        self.loss, self.pending, self.drawn = (
-            state[k].clone().double() for k in ("loss", "pending", "drawn")
-        )
-        self.probs = self.probabilities() if self.mode == "adaptive" else self.probs
+        self.loss, self.pending = (state[k].clone().double() for k in ("loss", "pending"))
+        self.probs.copy_(self.probabilities())
 
 
 def _inverse_cdf(masses: Tensor, u: float) -> tuple[int, float]:

@@ -30,6 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from data.buffer import ReplayBuffer
 from data.normalize import CondLayout
 from data.progress import Progress
+from data.sampling import ParameterSampler
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, generate
 from solvers.base import ConfigError, Solver, check_int
@@ -81,6 +82,9 @@ class TrajectoryStream(IterableDataset):
         buffer: ``policy``, ``capacity``, ``max_reuse``, ``watermark`` of the :class:`ReplayBuffer`.
         max_divergence_fraction: stop when a larger fraction of trajectories diverged.
         pool_size: ``None``: an unbounded stream of new trajectories; ``N``: cycle over trajectories ``0 … N-1``.
+        sampling: how new trajectories' PDE parameters are drawn: ``"uniform"`` (the solver's ranges) or
+            ``"adaptive"`` (toward high training loss; :class:`~data.sampling.ParameterSampler`).
+        adaptive: settings of the adaptive sampler (``bins``, ``mix``, ``temperature``, ``memory``).
         device: where the solver runs (``"cpu"`` in DataLoader workers, or the training device with
             no workers).
     """
@@ -97,6 +101,8 @@ class TrajectoryStream(IterableDataset):
         buffer: Mapping[str, Any],
         max_divergence_fraction: float = 0.05,
         pool_size: int | None = None,
+        sampling: str = "uniform",
+        adaptive: Mapping[str, Any] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
         super().__init__()
@@ -135,6 +141,12 @@ class TrajectoryStream(IterableDataset):
         DivergenceCounter(max_divergence_fraction)  # validates
         self.max_divergence_fraction = max_divergence_fraction
         self.pool_size = None if pool_size is None else check_int("pool_size", pool_size, 1)
+        self.sampler = ParameterSampler(solver.params, sampling, **dict(adaptive or {}))
+        if sampling == "adaptive" and pool_size is not None:
+            raise ConfigError(
+                f"data.sampling=adaptive draws the parameters of new trajectories, but data.pool_size={pool_size} "
+                "fixes them; allowed: sampling=uniform with a pool, or pool_size=null with adaptive sampling"
+            )
         self.device = torch.device(device)
         self.rank, self.world_size = 0, 1
         self.resume_state: dict[str, Any] = {}
@@ -176,13 +188,31 @@ class TrajectoryStream(IterableDataset):
             turn = sum(int(saved[s]["batches"]) for s in mine if s in saved) % workers
         return self.rank * workers + (worker + turn) % workers, num_shards
 
-    def _solve(self, counter: int, shard: int, num_shards: int) -> tuple[Trajectories, dict[str, Tensor]]:
+    def _solve(
+        self, counter: int, shard: int, num_shards: int, drawn: Tensor | None = None
+    ) -> tuple[Trajectories, dict[str, Tensor], Tensor]:
         """Solve the ``solver_batch`` trajectories of one call from round ``counter`` and cut them into
-        buffer fields; ``origin`` records ``(counter, row)`` so that a saved buffer can be refilled."""
+        buffer fields; ``origin`` records ``(counter, row)`` so that a saved buffer can be refilled.
+
+        The parameters are drawn by the stream's sampler, or replayed from ``drawn`` (``[solver_batch, P]``,
+        float64, the solver's parameter order) when a saved buffer is refilled; they are returned so that
+        the refill can replay them (an adaptive draw depends on the sampler's state when it was made).
+        """
         indices = [(counter + j) * num_shards + shard for j in range(self.solver_batch)]
         if self.pool_size is not None:
             indices = [i % self.pool_size for i in indices]
-        made = generate(self.solver, self.seed, "train", indices, self.times, self.device)
+        rows: list[dict[str, Tensor]] = []
+        names = list(self.solver.params)
+
+        def draw(generator: torch.Generator, row: int) -> dict[str, Tensor]:
+            if drawn is None:
+                rows.append(self.sampler.draw(generator))
+            else:
+                self.sampler.skip(generator)
+                rows.append({name: drawn[row, i : i + 1] for i, name in enumerate(names)})
+            return rows[-1]
+
+        made = generate(self.solver, self.seed, "train", indices, self.times, self.device, draw_params=draw)
         windows = cut_windows(made.u, self.time_history + self.target_frames)
         repeat = self.windows_per_trajectory
         fields = {
@@ -192,11 +222,16 @@ class TrajectoryStream(IterableDataset):
                 [torch.full((len(windows),), counter), torch.arange(len(windows))], dim=1
             ).to(self.device),
         }
-        names = CondLayout.of(self.solver).params
-        if names:
-            params = torch.stack([made.params[k] for k in names], dim=-1)
+        layout = CondLayout.of(self.solver).params
+        if layout:
+            params = torch.stack([made.params[k] for k in layout], dim=-1)
             fields["params"] = params.to(self.device, torch.float32).repeat_interleave(repeat, dim=0)
-        return made, fields
+        draws = (
+            torch.stack([torch.cat([r[k] for k in names]) for r in rows])
+            if names
+            else torch.zeros(len(rows), 0)
+        )
+        return made, fields, draws.double()
 
     def _restore(
         self, buffer: ReplayBuffer, snapshot: Mapping[str, Any], shard: int, num_shards: int
@@ -208,7 +243,7 @@ class TrajectoryStream(IterableDataset):
         fields: dict[str, Tensor] = {}
         for counter in origin[occupied, 0].unique().tolist():
             slots = (occupied & (origin[:, 0] == counter)).nonzero().flatten()
-            _, made = self._solve(int(counter), shard, num_shards)
+            _, made, _ = self._solve(int(counter), shard, num_shards, snapshot["draws"][int(counter)])
             for key, value in made.items():
                 if key not in fields:
                     fields[key] = value.new_zeros((buffer.capacity, *value.shape[1:]))
@@ -237,8 +272,11 @@ class TrajectoryStream(IterableDataset):
             int(saved.get("samples", 0)),
             int(saved.get("batches", 0)),
         )
+        draws: dict[int, Tensor] = {}  # each buffered call's parameters, for a refill to replay
+        self.sampler.drawn = torch.as_tensor(saved.get("drawn", torch.zeros_like(self.sampler.drawn))).clone()
         if snapshot is not None and snapshot["layout"] == self.layout:
             self._restore(buffer, snapshot, shard, num_shards)
+            draws = dict(snapshot["draws"])
             counter_k = int(snapshot["next"])
             divergence.attempted, divergence.diverged = int(snapshot["attempted"]), int(snapshot["diverged"])
             for _ in range(samples):  # the batches served since the snapshot
@@ -252,7 +290,7 @@ class TrajectoryStream(IterableDataset):
         while True:
             fresh = False
             while buffer.needs_data(self.batch_size):
-                made, fields = self._solve(counter_k, shard, num_shards)
+                made, fields, draws[counter_k] = self._solve(counter_k, shard, num_shards)
                 counter_k += self.solver_batch
                 divergence.update(made, self.solver)
                 if len(made.index):
@@ -264,11 +302,14 @@ class TrajectoryStream(IterableDataset):
                 fill.close()
                 fill = None
             if fresh:  # the state to refill the buffer from, sent once with the next batch
+                present = set(buffer.fields["origin"][:, 0].cpu()[buffer.count >= 0].tolist())
+                draws = {k: v for k, v in draws.items() if k in present}
                 snapshot = {
                     "layout": self.layout,
                     "next": counter_k,
                     "buffer": buffer.state_dict(),
                     "origin": buffer.fields["origin"].to("cpu", copy=True),
+                    "draws": dict(draws),
                     "attempted": divergence.attempted,
                     "diverged": divergence.diverged,
                 }
@@ -292,5 +333,6 @@ class TrajectoryStream(IterableDataset):
                     "batches": batches,
                     "index": sample["index"],
                     "stats": stats,
+                    "drawn": self.sampler.drawn.clone(),
                 },
             }

@@ -8,7 +8,7 @@ does not depend on which batch, worker or rank produced it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,17 +117,22 @@ def generate(
     times: Tensor,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    draw_params: Callable[[torch.Generator, int], dict[str, Tensor]] | None = None,
 ) -> Trajectories:
     """Solve the trajectories ``indices`` of ``split`` at ``times``; diverged ones are dropped and counted.
 
     Parameters (float64) and initial conditions are drawn on the CPU from each trajectory's own
-    generator, then the whole batch is integrated at once on ``device``.
+    generator, then the whole batch is integrated at once on ``device``. ``draw_params(generator, row)``
+    replaces the solver's own parameter draw (the training stream's :class:`~data.sampling.ParameterSampler`);
+    it must consume the generator as the solver does, so that the initial conditions stay the same.
     """
     params: list[dict[str, Tensor]] = []
     states = []
-    for index in indices:
+    for row, index in enumerate(indices):
         generator = torch.Generator().manual_seed(trajectory_seed(seed, split, index))
-        params.append(solver.sample_params(1, generator))
+        params.append(
+            solver.sample_params(1, generator) if draw_params is None else draw_params(generator, row)
+        )
         states.append(solver.initial_condition(1, generator, device="cpu", dtype=torch.float64))
     batch_params = {name: torch.cat([p[name] for p in params]) for name in solver.params}
     u0 = torch.cat(states).to(device=device, dtype=dtype)

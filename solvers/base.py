@@ -130,6 +130,11 @@ def whole_multiple(value: float, unit: float) -> int:
     return k if k >= 1 and abs(ratio - k) < MULTIPLE_TOLERANCE else 0
 
 
+SOLVERS: dict[str, type[Solver]] = {}
+"""pdestream's solver classes under their import path (``solvers.ks.KuramotoSivashinsky``), registered when
+defined: the ``pde._target_`` values a stored config may name (:mod:`data.config`)."""
+
+
 class ParamSpec:
     """One PDE parameter: fixed value, uniform range or log-uniform range, with validation."""
 
@@ -217,6 +222,11 @@ class Solver(ABC):
     channels: tuple[str, ...] = ("u",)
     param_order: tuple[str, ...] = ()
     """The PDE parameters in the order the constructor adds them (see :meth:`param_names`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("solvers."):  # pdestream's own solvers; a checkpoint may name only these
+            SOLVERS[f"{cls.__module__}.{cls.__qualname__}"] = cls
 
     def __init__(
         self,

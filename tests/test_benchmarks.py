@@ -100,3 +100,50 @@ def test_contention_benchmark() -> None:
     assert_rates(rates)
     cuts = [line for line in out.splitlines() if "cuts the throughput" in line]
     assert len(cuts) == 2 and "(goal <= 2.5)" in cuts[0]
+
+
+def test_online_vs_offline_scores_and_summaries_by_hand() -> None:
+    import numpy as np
+    import xarray as xr
+
+    from benchmarks.online_vs_offline import Run, compare, score, summarise
+
+    rng = np.random.default_rng(0)
+    error = rng.uniform(0.1, 1.0, (2, 40, 6))  # model, trajectory, time
+    nu = np.linspace(0.5, 1.5, 40)
+    ds = xr.Dataset(
+        {
+            "rel_l2": (("model", "trajectory", "time"), error),
+            "corr_time": (("model", "trajectory", "threshold"), rng.uniform(1, 9, (2, 40, 2))),
+        },
+        coords={
+            "model": ["untrained", "net"],
+            "kind": ("model", ["untrained", "trained"]),
+            "threshold": [0.8, 0.9],
+            "param_nu": ("trajectory", nu),
+        },
+    )
+    got = score(ds, [1, 4])
+    mine = error[1, :, :4].mean(1)
+    assert got["nrmse@4"] == pytest.approx(error[1, :, 3].mean())
+    assert got["corr_time"] == pytest.approx(ds.corr_time.values[1, :, 0].mean())
+    assert got["p99"] == pytest.approx(np.percentile(mine, 99)) and got["worst"] == pytest.approx(mine.max())
+    assert got["worst_cell"] == pytest.approx(max(mine[5 * c : 5 * c + 5].mean() for c in range(8)))
+    runs = [
+        Run("ks", data, seed, [], {"nrmse@4": value, "p99": 2 * value})
+        for data, values in (("pool 32", [1.0, 1.2, 1.4]), ("online", [0.5, 0.6, 0.7]))
+        for seed, value in enumerate(values)
+    ]
+    rows = summarise(runs)
+    assert rows[0]["nrmse@4"] == pytest.approx(1.2)
+    assert rows[0]["nrmse@4_ci"] == pytest.approx(4.303 * 0.2 / math.sqrt(3))  # t(2) 95 % half-width
+    assert compare(rows, [1, 4]) == ["ks: online vs pool 32: nrmse@4 +50.0% lower (goal: >= 16 % lower)"]
+
+
+@pytest.mark.slow
+def test_online_vs_offline_benchmark(tmp_path: Path) -> None:
+    out = run_benchmark(
+        "online_vs_offline", "--quick", "--pdes", "ks", "--seeds", "0", "--out", str(tmp_path)
+    )
+    assert "| ks | pool 32 |" in out and "| ks | online |" in out and "online vs pool 32" in out
+    assert (tmp_path / "error_vs_pool.png").stat().st_size > 0 and (tmp_path / "summary.md").is_file()

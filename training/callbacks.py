@@ -8,6 +8,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -16,7 +17,9 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
+from data.datamodule import OnlineDataModule
 from data.progress import duration
+from solvers.base import ConfigError
 from solvers.threads import Registry, intra_op_threads
 
 log = logging.getLogger("pdestream")
@@ -90,6 +93,53 @@ class StreamStatistics(pl.Callback):
         stats = stream_stats()
         if stats:
             pl_module.log_dict({f"stream/{k}": v for k, v in stats.items()}, batch_size=batch["x"].shape[0])
+
+
+class ParameterSampling(pl.Callback):
+    """Feeds the adaptive parameter sampler and logs where the stream drew its trajectories' parameters.
+
+    Each training step (``data.sampling=adaptive``): the batch's per-sample training losses
+    (``outputs["sample_losses"]``) are binned by their windows' PDE parameters and folded into the sampler's
+    distribution (:meth:`data.sampling.ParameterSampler.update`, a collective under DDP: every rank calls it
+    at the same step). After each validation, for either sampling: the share of training trajectories drawn
+    per parameter cell (summed over ranks and DataLoader workers) as ``sampling/drawn/<cell>`` and, when
+    adaptive, the sampler's probabilities as ``sampling/prob/<cell>``.
+    """
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, OnlineDataModule) or datamodule.sampler.mode != "adaptive":
+            return
+        losses = outputs.get("sample_losses") if isinstance(outputs, Mapping) else None
+        if losses is None:
+            raise ConfigError(
+                f"data.sampling=adaptive needs per-sample training losses, but {type(pl_module).__name__} "
+                "reports none; allowed: sampling=uniform for this model's objective"
+            )
+        datamodule.sampler.record(batch["params"], losses)
+        datamodule.sampler.update()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, OnlineDataModule) or not datamodule.sampler.varying:
+            return
+        drawn = datamodule.drawn().double()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(drawn)
+        if drawn.sum() == 0:  # validation before the first training batch
+            return
+        sampler = datamodule.sampler
+        labels = sampler.cell_labels()
+        values = {
+            f"sampling/drawn/{label}": float(v) for label, v in zip(labels, drawn / drawn.sum(), strict=True)
+        }
+        if sampler.mode == "adaptive":
+            values.update(
+                {f"sampling/prob/{label}": float(p) for label, p in zip(labels, sampler.probs, strict=True)}
+            )
+        pl_module.log_dict(values)
 
 
 class RolloutFigure(pl.Callback):

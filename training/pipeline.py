@@ -596,7 +596,7 @@ def evaluate(cfg: DictConfig) -> Path:
     samples = {
         f.label: (r.samples, u[: len(r.samples), f.time_history :])
         for f, r in zip(forecasters, results, strict=True)
-        if f.kind == "trained"
+        if f.kind == "trained" and r.samples is not None  # num_sample_plots=0 draws none
     }
     figures = write_report(dataset, samples, out, cfg)
     if cfg.get("logger"):

@@ -285,3 +285,62 @@ def test_pool_is_in_the_checkpoint_and_resumes_bit_for_bit(tmp_path, heat1d):
 def test_pool_size_must_be_a_positive_int(heat1d):
     with pytest.raises(ConfigError, match=r"^pool_size=0 is not allowed; allowed: an int >= 1$"):
         make_stream(heat1d, pool_size=0)
+
+
+def consume_adaptive(datamodule, count):
+    """``count`` batches, each fed back as if the loss grew with ν (the sampler learns after every batch)."""
+    datamodule.setup("fit")
+    out = []
+    for batch in itertools.islice(iter(datamodule.train_dataloader()), count):
+        batch = datamodule.on_before_batch_transfer(batch, 0)
+        datamodule.sampler.record(batch["params"], batch["params"]["nu"].double() ** 4)
+        datamodule.sampler.update()
+        out.append(batch)
+    return out
+
+
+def test_adaptive_stream_draws_toward_high_loss_and_resumes_bit_for_bit(tmp_path, heat1d):
+    """The sampler's state changes between the draws; a resumed stream refills its buffer with the
+    parameters the calls drew then (not redrawn from the later state) and continues as the straight run."""
+    adaptive = {"bins": 4, "mix": 0.2, "temperature": 0.25, "memory": 0.5}
+    settings = dict(sampling="adaptive", adaptive=adaptive, frames=12, solver_batch=8)
+    straight_dm = default_online(tmp_path, heat1d, "reservoir", **settings)
+    straight = consume_adaptive(straight_dm, 300)
+    first = default_online(tmp_path, heat1d, "reservoir", **settings)
+    consume_adaptive(first, 200)
+    saved = tmp_path / "state.pt"
+    torch.save(first.state_dict(), saved)
+    state = torch.load(saved, weights_only=True)
+    assert state["sampler"]["mode"] == "adaptive" and not state["sampler"]["loss"].isnan().any()
+    second = default_online(tmp_path, heat1d, "reservoir", **settings)
+    second.load_state_dict(state)
+    resumed = consume_adaptive(second, 100)
+    for a, b in zip(straight[200:], resumed, strict=True):
+        for key in ("x", "y", "dt"):
+            assert torch.equal(a[key], b[key]), key
+        assert torch.equal(a["params"]["nu"], b["params"]["nu"])
+    assert torch.equal(straight_dm.drawn(), second.drawn())
+    # ν ∈ [0.01, 0.1] in 4 cells: the loss ν^4 puts most of the mass, and of the draws, in the last cell
+    probs, drawn = straight_dm.sampler.probs, straight_dm.drawn()
+    assert probs[-1] > 0.6 and probs.min() >= 0.2 / 4 - 1e-12
+    assert (
+        drawn[-1] > drawn[0] and drawn.min() > 0 and drawn.sum() == straight_dm.stream_stats()["trajectories"]
+    )
+
+
+def test_uniform_stream_draws_as_before_and_counts_its_draws(tmp_path, heat1d):
+    """The sampler in uniform mode is the solver's draw: the same batches as trajectories seeded alone."""
+    dm = default_online(tmp_path, heat1d, "fifo", frames=12, solver_batch=8)
+    batch = consume(dm, 1)[0]
+    index = batch[STREAM_KEY]["index"] if STREAM_KEY in batch else None
+    assert index is None  # the bookkeeping is taken out before the model sees the batch
+    made = generate(heat1d, 0, "train", range(8), dm.time_grid.times())
+    assert set(batch["params"]["nu"].tolist()) <= set(made.params["nu"].float().tolist())
+    assert dm.drawn().sum() == dm.stream_stats()["trajectories"] > 0
+
+
+def test_adaptive_sampling_refuses_a_fixed_pool_and_a_fixed_pde(heat1d):
+    with pytest.raises(ConfigError, match=r"data\.sampling=adaptive .* data\.pool_size=8"):
+        make_stream(heat1d, sampling="adaptive", pool_size=8)
+    with pytest.raises(ConfigError, match="needs a PDE parameter given as a range"):
+        make_stream(Heat(n=16, nu=0.05), sampling="adaptive")

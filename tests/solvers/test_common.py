@@ -322,3 +322,16 @@ def test_spectral_resample_drops_unresolved_modes():
     x = torch.arange(32, dtype=torch.float64) * L / 32
     coarse = spectral_resample(torch.sin(x) + torch.sin(12 * x), 16, 1)  # 12 > 16 / 2: not representable
     assert torch.allclose(coarse, torch.sin(torch.arange(16, dtype=torch.float64) * L / 16), atol=1e-12)
+
+
+def test_solvers_register_themselves_and_only_pdestreams_are_allowed_in_stored_configs():
+    from data.config import SOLVER_TARGETS
+    from solvers.base import SOLVERS
+    from tests.data.conftest import Heat
+
+    assert set(SOLVERS) == {
+        "solvers.ks.KuramotoSivashinsky",
+        "solvers.burgers.Burgers",
+        "solvers.navier_stokes.NavierStokes2D",
+    }
+    assert Heat not in SOLVERS.values() and "solvers.KuramotoSivashinsky" in SOLVER_TARGETS
