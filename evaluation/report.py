@@ -381,10 +381,11 @@ def varying_parameters(ds: xr.Dataset) -> list[str]:
 
 
 def parameter_label(ds: xr.Dataset, name: str) -> str:
-    """Axis label of a parameter: meaning, config key and units (``viscosity ν, pde.nu (length units²/time unit)``)."""
+    """Axis label of a parameter: meaning, then config key and units (``viscosity ν`` / ``pde.nu (length
+    units²/time unit)``) on a second line."""
     attrs = ds[f"param_{name}"].attrs
     units = f" ({attrs['units']})" if attrs.get("units") else ""
-    return f"{attrs.get('long_name', name)}, {attrs.get('config_key', name)}{units}"
+    return f"{attrs.get('long_name', name)}\n{attrs.get('config_key', name)}{units}"
 
 
 def _training_law(ds: xr.Dataset, name: str) -> str:
@@ -419,14 +420,14 @@ def parameter_quantities(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str,
             out.append(
                 (
                     error.name,
-                    f"{error.label}, t = {t:g}",
+                    f"{error.label},\nt = {_units(t, TIME_UNITS)}",
                     {"time": ds.time.values[h - 1]},
                     f"{error.label} at t = {_units(t, TIME_UNITS)} ({h} step{'s' * (h != 1)})",
                 )
             )
     threshold = float(ds.threshold.values[0])
-    label = f"{corr_time.label} @{threshold:g} ({corr_time.unit})"
-    return [*out, (corr_time.name, label, {"threshold": threshold}, label)]
+    label = f"{corr_time.label}\n@{threshold:g} ({corr_time.unit})"
+    return [*out, (corr_time.name, label, {"threshold": threshold}, label.replace("\n", " "))]
 
 
 def _trajectory_params(ds: xr.Dataset, trajectory: int) -> str:
@@ -465,8 +466,9 @@ def tail_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]]:
     return tables
 
 
-def parameter_note(ds: xr.Dataset) -> str:
-    """What the parameter-space figure shows and what its test set is, or why there is no such figure."""
+def parameter_coverage(ds: xr.Dataset) -> str:
+    """Which PDE parameters vary over the test set, where its trajectories were drawn from and how many lie
+    inside the training range; why there is no parameter-space figure when none varies."""
     names = parameters(ds)
     varying = varying_parameters(ds)
     if not varying:
@@ -479,20 +481,28 @@ def parameter_note(ds: xr.Dataset) -> str:
         return f"No figure of the error over the PDE parameters: {why}."
     count = ds.sizes["trajectory"]
     laws = "; ".join(f"{n}: {_training_law(ds, n)}" for n in names)
-    shape = (
-        "a map of the binned mean per model (cells without test trajectories blank), dots the test trajectories, "
-        "the dashed box the training range"
-        if len(varying) == 2
-        else "lines the binned means (band: mean ± 1.96 standard errors), dots single trajectories, the shaded "
-        "span the training range, where the training density is constant on the axis shown (a log axis for a "
-        "log-uniform parameter)"
-    )
     return (
-        f"Error over the PDE parameters {', '.join(varying)} on {count} test trajectories: {shape}. Training "
-        f"distribution (the checkpoint's pde config): {laws}. Test set: {ds.attrs.get('test_draw', 'unknown')}; "
+        f"Varying over the {count} test trajectories: {', '.join(varying)}. Training distribution (the "
+        f"checkpoint's pde config): {laws}. Test set: {ds.attrs.get('test_draw', 'origin not recorded')}; "
         f"{int(inside_training_range(ds).sum())} of {count} test trajectories lie inside the training range "
         "of every parameter."
     )
+
+
+def parameter_caption(ds: xr.Dataset) -> str:
+    """The caption of the parameter-space figure: what it shows, then :func:`parameter_coverage`."""
+    if len(varying_parameters(ds)) == 2:
+        shown = (
+            "per trained model, the binned mean over the two varying parameters (blank: no test trajectory "
+            "in the cell); dots: the test trajectories; dashed box: the training range"
+        )
+    else:
+        shown = (
+            "per varying parameter, the binned mean of each row (band: mean ± 1.96 standard errors for the "
+            "trained models), dots single trajectories; shaded: the training range, where the training "
+            "density is constant on the axis shown (a log axis for a log-uniform parameter)"
+        )
+    return f"{PARAMETER_FIGURE}: {shown}. {parameter_coverage(ds)}"
 
 
 # ----------------------------------------------------------------------------- figures
@@ -637,11 +647,12 @@ def _field_images(
     return f"\n{100 * outside:.2g}% outside the truth's range (yellow/green)" if outside else ""
 
 
-def _log_ticks(ax: plt.Axes) -> None:
-    """Readable log-scale x ticks: 1, 2, 5 per decade as plain numbers, no minor labels."""
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+def _log_ticks(ax: plt.Axes, axis: str = "x") -> None:
+    """Readable log-scale ticks on ``axis``: 1, 2, 5 per decade as plain numbers, no minor labels."""
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    scale.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    scale.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    scale.set_minor_formatter(NullFormatter())
 
 
 def _annotate(ax: plt.Axes, points: list[tuple[float, float, str]]) -> None:
@@ -809,9 +820,10 @@ def _parameter_curves(ds: xr.Dataset, quantities: list[tuple[str, str, dict, str
                 line = ax.plot(centres, mean, "o-", lw=1.8, ms=3, label=str(model))[0]
                 color = line.get_color()
                 ax.fill_between(centres, mean - 1.96 * error, mean + 1.96 * error, color=color, alpha=0.2)
-                ax.scatter(x, y, s=6, color=color, alpha=0.35, lw=0)
+                ax.scatter(x, y, s=10, color=color, alpha=0.5, lw=0)
             if log:
                 ax.set_xscale("log")
+                _log_ticks(ax)
             if _is_error(variable):
                 ax.set_yscale("log")
             ax.set_xlabel(parameter_label(ds, name), fontsize=8)
@@ -852,10 +864,10 @@ def _parameter_maps(ds: xr.Dataset, quantities: list[tuple[str, str, dict, str]]
             low_y, high_y = float(attrs_y["training_low"]), float(attrs_y["training_high"])
             box = Rectangle((low_x, low_y), high_x - low_x, high_y - low_y, fill=False, ls="--", ec="tab:red")
             ax.add_patch(box)
-            if _is_log(ds, first):
-                ax.set_xscale("log")
-            if _is_log(ds, second):
-                ax.set_yscale("log")
+            for axis, name in (("x", first), ("y", second)):
+                if _is_log(ds, name):
+                    getattr(ax, f"set_{axis}scale")("log")
+                    _log_ticks(ax, axis)
             ax.set_xlabel(parameter_label(ds, first), fontsize=8)
             ax.set_ylabel(parameter_label(ds, second), fontsize=8)
             ax.set_title(str(model), fontsize=9)
@@ -973,8 +985,8 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     card, card_table = protocol_card(ds)
     tables = metric_tables(ds, horizons)
     tails = tail_tables(ds, horizons)
-    parameter = parameter_note(ds)
-    captions = {PARAMETER_FIGURE: parameter}
+    parameter = parameter_coverage(ds)
+    captions = {PARAMETER_FIGURE: parameter_caption(ds)}
     defined = definitions(ds)
     md = ["# Surrogate evaluation report", "", "## Protocol", "", *(f"- {line}" for line in card), ""]
     md += [_md_table(card_table), "", "Metrics:", "", *(f"- {line}" for line in defined), ""]
