@@ -445,6 +445,11 @@ TAIL_NOTE = (
 )
 
 
+def _tail_cell(value: float) -> str:
+    """A tail value; an infinite one is a rollout that blew up (:func:`~evaluation.metrics.tail`)."""
+    return "inf (blow-up)" if math.isinf(value) else _fmt(value)
+
+
 def tail_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]]:
     """Per quantity of :func:`parameter_quantities`: mean, median, p90, p99 and worst over the test
     trajectories of every model and anchor, and the worst trajectory; ``[(title, table)]``."""
@@ -458,7 +463,7 @@ def tail_tables(ds: xr.Dataset, horizons: list[int]) -> list[tuple[str, Table]]:
             tail = ds[f"{name}_tail"].sel(model=model, **sel)
             worst = int(ds[f"{name}_worst_trajectory"].sel(model=model, **sel))
             mean = float(ds[name].sel(model=model, **sel).mean())
-            cells = [_fmt(float(tail.sel(tail=s))) for s in ds["tail"].values]
+            cells = [_tail_cell(float(tail.sel(tail=s))) for s in ds["tail"].values]
             rows.append(
                 [str(model), _fmt(mean), *cells, _trajectory_params(ds, worst) if worst >= 0 else "—"]
             )

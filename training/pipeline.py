@@ -59,7 +59,7 @@ TIME_UNITS = "time units"
 TAIL_METRICS = ("fno_rel_l2", "corr_time")
 """The metrics whose tail over the test trajectories ``metrics.nc`` holds (``<name>_tail``): the per-frame error
 averaged over the frames up to each lead time (FNO's convention) and the correlation time."""
-TAIL_STATS = ("median", "p90", "p99", "worst")
+TAIL_STATS = (*("median" if p == 50 else f"p{p:g}" for p in metrics.TAIL_PERCENTS), "worst")
 PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
     ("KuramotoSivashinsky", "nu"): ("hyper-viscosity ν (coefficient of u_xxxx)", "length units²"),
     ("Burgers", "nu"): ("viscosity ν", "length units²/time unit"),

@@ -182,6 +182,17 @@ def test_tail_table_is_numpys_percentiles_with_the_worst_trajectorys_parameters(
     assert float(corr_rows[0][4]) == pytest.approx(np.percentile(z, 1), rel=5e-3)
 
 
+def test_a_blown_up_trajectory_is_the_worst_in_the_tail_table():
+    solver = KuramotoSivashinsky(n=32, length=64.0, dt=0.25, nu=[0.5, 1.5])
+    params = solver.sample_params(10, torch.Generator().manual_seed(4))
+    error = torch.linspace(0.1, 1.0, 10, dtype=torch.float64)[:, None].repeat(1, 2)
+    error[3, 1] = math.nan  # trajectory 103 blew up before the second step
+    ds = _dataset(solver, params, error, torch.ones(10, 1))
+    _, (_, rows) = tail_tables(ds, [2])[0]
+    assert rows[0][5:] == ["inf (blow-up)", f"103 (nu = {float(params['nu'][3]):.4g})"]
+    assert rows[0][2] == "0.65"  # median of 0.1, 0.2, 0.3, 0.5, …, 1, inf: between 0.6 and 0.7
+
+
 # ----------------------------------------------------------------------------- end to end, KS with ν ∈ [0.5, 1.5]
 @pytest.fixture(scope="module")
 def conditional_report(tmp_path_factory, cache_dir):
