@@ -439,9 +439,9 @@ def _trajectory_params(ds: xr.Dataset, trajectory: int) -> str:
 
 TAIL_NOTE = (
     "The tail of each model's score over the test trajectories, on the bad side: median, p90 and p99 (the "
-    "values that 50, 90 and 99 % of the trajectories do at least as well as: numpy's linear percentiles of "
-    "the error, of the negated correlation time) and the worst trajectory with its PDE parameters. A blown-up "
-    "rollout counts as the worst value possible (inf)."
+    "values that 50, 90 and 99 % of the trajectories do at least as well as: numpy's linear percentiles 50, "
+    "90 and 99 of an error, 50, 10 and 1 of the correlation time) and the worst trajectory with its PDE "
+    "parameters. A blown-up rollout counts as the worst value possible (inf)."
 )
 
 
@@ -764,19 +764,18 @@ def _edges(values: np.ndarray, bins: int, log: bool) -> np.ndarray:
     return np.linspace(low, high, bins + 1)
 
 
-def binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean of ``y`` per bin of ``x`` (the last bin closed), its standard error (NaN below two values) and
-    the count per bin."""
+def binned(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``y`` per bin of ``x`` (the last bin closed; NaN when empty) and its standard error (NaN
+    below two values)."""
     index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    mean, error, count = (np.full(len(edges) - 1, np.nan) for _ in range(3))
+    mean, error = np.full(len(edges) - 1, np.nan), np.full(len(edges) - 1, np.nan)
     for b in range(len(edges) - 1):
         chosen = y[index == b]
-        count[b] = len(chosen)
         if len(chosen):
             mean[b] = chosen.mean()
         if len(chosen) > 1:
             error[b] = chosen.std(ddof=1) / np.sqrt(len(chosen))
-    return mean, error, count
+    return mean, error
 
 
 def _is_error(variable: str) -> bool:
@@ -788,16 +787,15 @@ def _is_log(ds: xr.Dataset, name: str) -> bool:
     return ds[f"param_{name}"].attrs.get("training_law") == "log-uniform"
 
 
-def _training_span(ax: plt.Axes, ds: xr.Dataset, name: str, axis: str = "x") -> None:
-    """The training range of ``name`` shaded (a fixed training value: a line)."""
+def _training_span(ax: plt.Axes, ds: xr.Dataset, name: str) -> None:
+    """The training range of ``name`` shaded along x (a fixed training value: a line)."""
     attrs = ds[f"param_{name}"].attrs
     low, high = float(attrs["training_low"]), float(attrs["training_high"])
     label = f"training: {_training_law(ds, name)}"
-    span, line = (ax.axvspan, ax.axvline) if axis == "x" else (ax.axhspan, ax.axhline)
     if low == high:
-        line(low, color="tab:green", lw=1, ls="--", label=label)
+        ax.axvline(low, color="tab:green", lw=1, ls="--", label=label)
     else:
-        span(low, high, color="tab:green", alpha=0.1, lw=0, label=label)
+        ax.axvspan(low, high, color="tab:green", alpha=0.1, lw=0, label=label)
 
 
 def _parameter_curves(ds: xr.Dataset, quantities: list[tuple[str, str, dict, str]]) -> plt.Figure:
@@ -818,7 +816,7 @@ def _parameter_curves(ds: xr.Dataset, quantities: list[tuple[str, str, dict, str
             _training_span(ax, ds, name)
             for model, kind in zip(ds.model.values, ds.kind.values, strict=True):
                 y = ds[variable].sel(model=model, **sel).values
-                mean, error, _ = binned(x, y, edges)
+                mean, error = binned(x, y, edges)
                 if kind != "trained":
                     ax.plot(centres, mean, lw=1.2, label=str(model), **ANCHOR_STYLE[str(kind)])
                     continue
@@ -857,7 +855,7 @@ def _parameter_maps(ds: xr.Dataset, quantities: list[tuple[str, str, dict, str]]
     for row, model in enumerate(models):
         for ax, (variable, label, sel, _) in zip(axes[row], quantities, strict=True):
             values = ds[variable].sel(model=model, **sel).values
-            mean, _, _ = binned(cell.astype(float), values, np.arange(bins * bins + 1, dtype=float))
+            mean, _ = binned(cell.astype(float), values, np.arange(bins * bins + 1, dtype=float))
             grid = mean.reshape(bins, bins).T  # rows: the second parameter
             positive = grid[np.isfinite(grid) & (grid > 0)]
             norm = LogNorm() if _is_error(variable) and positive.size else None
