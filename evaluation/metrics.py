@@ -170,6 +170,40 @@ def bootstrap_ci(
     return mean[0], low, high
 
 
+TAIL_PERCENTS = (50.0, 90.0, 99.0)
+"""The percentiles of :func:`tail` (median, p90, p99); the worst value follows them."""
+
+
+def tail(
+    values: Tensor, higher_is_better: bool = False, percents: tuple[float, ...] = TAIL_PERCENTS
+) -> tuple[Tensor, Tensor]:
+    """The tail of a metric over trajectories (dim 0), on its bad side.
+
+    Returns the ``percents``-th percentiles and the worst value stacked first, ``[len(percents) + 1, *rest]``,
+    and the index of the worst trajectory, ``[*rest]``. For a lower-is-better metric the ``p``-th percentile
+    is numpy's default (linear interpolation between the order statistics at ``p / 100 · (N − 1)``); for a
+    higher-is-better one it is the ``(100 − p)``-th: in both cases the value that ``p`` % of the
+    trajectories do at least as well as. A NaN (a rollout that blew up) counts as the worst value possible
+    (±inf), so a blow-up shows in the tail instead of disappearing from it.
+    """
+    if values.ndim < 1 or len(values) < 1:
+        raise ValueError(f"tail: need values [N >= 1, ...], got shape {tuple(values.shape)}")
+    sign = -1.0 if higher_is_better else 1.0
+    bad = (sign * values.double()).nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+    ordered, order = bad.sort(dim=0, stable=True)
+    last = len(bad) - 1
+    out = []
+    for p in percents:
+        position = p / 100 * last
+        low = math.floor(position)
+        frac = position - low
+        a, b = ordered[low], ordered[min(low + 1, last)]
+        between = torch.where(torch.isinf(b), b, a + (b - a) * frac)
+        out.append(a if frac == 0 else between)
+    out.append(ordered[last])
+    return sign * torch.stack(out), order[last]
+
+
 def over_horizon(values: Tensor, dim: int = 1) -> Tensor:
     """Mean over the lead times up to each one along ``dim`` (``[B, T]``: dim 1): entry ``t`` averages steps
     ``1 … t`` (a per-step error reported as the papers report it, averaged over the predicted frames)."""

@@ -39,7 +39,7 @@ from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.rollout import Predictor, rollout, rollout_steps
 from evaluation.timing import device_description, median_seconds, time_interleaved
-from solvers.base import ConfigError
+from solvers.base import ConfigError, Solver
 from training.checkpoint import (
     CheckpointError,
     EvaluationError,
@@ -56,6 +56,19 @@ log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda", "auto")
 STATS = ("mean", "low", "high")
 TIME_UNITS = "time units"
+TAIL_METRICS = ("fno_rel_l2", "corr_time")
+"""The metrics whose tail over the test trajectories ``metrics.nc`` holds (``<name>_tail``): the per-frame error
+averaged over the frames up to each lead time (FNO's convention) and the correlation time."""
+TAIL_STATS = (*("median" if p == 50 else f"p{p:g}" for p in metrics.TAIL_PERCENTS), "worst")
+PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("KuramotoSivashinsky", "nu"): ("hyper-viscosity ν (coefficient of u_xxxx)", "length units²"),
+    ("Burgers", "nu"): ("viscosity ν", "length units²/time unit"),
+    ("NavierStokes2D", "nu"): ("kinematic viscosity ν", "length units²/time unit"),
+    ("NavierStokes2D", "drag"): ("linear drag", "1/time unit"),
+    ("NavierStokes2D", "forcing_amplitude"): ("forcing amplitude A (vorticity source)", "1/time units²"),
+}
+"""``(solver class, parameter) → (meaning, units)`` of each PDE parameter, for the axes that show it (units as
+the solvers' docstrings give them: KS time is scaled so that the coefficient of ``u_xx`` is 1)."""
 
 
 @dataclass
@@ -225,6 +238,23 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
     return {**data, "source": what}
 
 
+def origin_of_test_set(cfg: DictConfig, config: Mapping[str, Any]) -> str:
+    """Where the test trajectories' PDE parameters come from, as the report states it."""
+    if cfg.test_path:
+        return (
+            f"read from test_path={cfg.test_path}: drawn by whatever made that file, not necessarily from "
+            "the training distribution"
+        )
+    data = config["data"]
+    if str(data["_target_"]).endswith("OnlineDataModule"):
+        return (
+            "drawn by the run's own solver from the training distribution of every parameter (uniform over "
+            "its range, uniform in log for a log range), each trajectory from its own seed (seed, split, "
+            "index), disjoint from the training stream"
+        )
+    return f"the run's fixed test file {(data.get('paths') or {}).get('test')}: drawn by whatever made it"
+
+
 # ----------------------------------------------------------------------------- rollouts
 def _batch(
     u: Tensor, params: Mapping[str, Tensor], part: slice, dt: float, device: torch.device
@@ -333,13 +363,14 @@ def measure_costs(
 
 
 # ----------------------------------------------------------------------------- assembling
-def _pad(x: Tensor, length: int, dim: int) -> np.ndarray:
-    """``x`` NaN-padded along ``dim`` to ``length`` (models with longer histories predict fewer frames)."""
+def _pad(x: Tensor, length: int, dim: int, fill: float = float("nan")) -> np.ndarray:
+    """``x`` padded with ``fill`` along ``dim`` to ``length`` (models with longer histories predict fewer
+    frames)."""
     missing = length - x.shape[dim]
     if missing > 0:
         shape = list(x.shape)
         shape[dim] = missing
-        x = torch.cat([x, x.new_full(shape, float("nan"))], dim=dim)
+        x = torch.cat([x, x.new_full(shape, fill)], dim=dim)
     return x.numpy()
 
 
@@ -383,6 +414,50 @@ def _metric_variables(
     return data
 
 
+def _tail_variables(
+    results: Sequence[ModelRollouts], length: int, trajectory: np.ndarray
+) -> dict[str, tuple[Any, ...]]:
+    """The tail over the test trajectories of each metric of :data:`TAIL_METRICS` for every row
+    (:func:`~evaluation.metrics.tail`): ``<name>_tail`` (median, p90, p99, worst along ``tail``, on the
+    metric's bad side) and ``<name>_worst_trajectory`` (the worst trajectory's id, −1 past a row's horizon),
+    NaN-padded along ``time`` to ``length`` steps."""
+    data: dict[str, tuple[Any, ...]] = {}
+    ids = torch.as_tensor(trajectory)
+    for name in TAIL_METRICS:
+        metric = registry.by_name(name)
+        time = metric.dims.index("time") if "time" in metric.dims else None
+        stats, worst = [], []
+        for r in results:
+            values, index = metrics.tail(r.cat(name), metric.better == registry.HIGHER)
+            values, index = values.movedim(0, -1), ids[index]
+            stats.append(_pad(values, length, time) if time is not None else values.numpy())
+            worst.append(_pad(index, length, time, fill=-1) if time is not None else index.numpy())
+        attrs = {**_described(metric), "tail": "percentiles and worst value on the bad side (metrics.tail)"}
+        data[f"{name}_tail"] = (("model", *metric.dims, "tail"), np.stack(stats), attrs)
+        data[f"{name}_worst_trajectory"] = (("model", *metric.dims), np.stack(worst))
+    return data
+
+
+def _parameter_coords(solver: Solver, params: Mapping[str, Tensor]) -> dict[str, tuple[Any, ...]]:
+    """``param_<name>`` along ``trajectory``: each test trajectory's value of every PDE parameter, with the
+    training distribution the checkpoint's ``pde`` config gives it (``training_law`` uniform, log-uniform
+    or fixed on ``[training_low, training_high]``) and the parameter's meaning and units."""
+    coords = {}
+    for name, spec in solver.params.items():
+        meaning, units = PARAMETERS.get((type(solver).__name__, name), (name, ""))
+        law = "fixed" if spec.fixed else "log-uniform" if spec.log else "uniform"
+        attrs = {
+            "long_name": meaning,
+            "units": units,
+            "config_key": f"pde.{name}",
+            "training_law": law,
+            "training_low": spec.low,
+            "training_high": spec.high,
+        }
+        coords[f"param_{name}"] = ("trajectory", params[name].double().numpy(), attrs)
+    return coords
+
+
 def build_dataset(
     models: Sequence[Model],
     forecasters: Sequence[Forecaster],
@@ -393,6 +468,8 @@ def build_dataset(
     dt: float,
     cfg: DictConfig,
     attrs: Mapping[str, Any],
+    solver: Solver,
+    params: Mapping[str, Tensor],
 ) -> xr.Dataset:
     """All metrics as one labelled dataset (dims model, trajectory, time, wavenumber, threshold, band, …).
 
@@ -400,7 +477,8 @@ def build_dataset(
     ``kind`` along ``model``) with their ``results``. ``truth`` is the rollout part of the test trajectories
     the solver runs are compared with (``[N, T_s, C, *S]``, starting after the first model's history).
     ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the test data, the timing
-    device).
+    device). ``params`` are the test trajectories' PDE parameters (``param_<name>`` coordinates along
+    ``trajectory``, with the training distribution of the first checkpoint's ``solver``).
     """
     length = max(r.cat("spectrum_true").shape[1] for r in results)
     times = dt * np.arange(1, length + 1)
@@ -432,6 +510,7 @@ def build_dataset(
     )
     data["step_seconds"] = (("model", "repeat"), _repeats([r.seconds for r in results], cfg.timing.repeats))
     data["num_parameters"] = (("model",), np.array([m.num_parameters for m in forecasters]))
+    data.update(_tail_variables(results, length, trajectory.numpy()))
     coords: dict[str, Any] = {
         "model": [m.label for m in forecasters],
         "kind": ("model", [m.kind for m in forecasters]),
@@ -442,6 +521,8 @@ def build_dataset(
         "threshold": thresholds,
         "band": bands,
         "stat": list(STATS),
+        "tail": list(TAIL_STATS),
+        **_parameter_coords(solver, params),
         **{dim: labels for metric in registry.METRICS for dim, labels in metric.coords.items()},
     }
     if runs:
@@ -589,8 +670,11 @@ def evaluate(cfg: DictConfig) -> Path:
         "length": side,
         "channels": ", ".join(solver.channels),
         "test_data": f"{data['source']}, {len(u)} trajectories of {u.shape[1]} frames",
+        "test_draw": origin_of_test_set(cfg, first.config),
     }
-    dataset = build_dataset(models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs)
+    dataset = build_dataset(
+        models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs, solver, params
+    )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = {

@@ -68,6 +68,19 @@ def test_metrics_dataset(report):
     assert "fno-small" in ds.attrs["model_configs"] and "checkpoints" in ds.attrs["evaluation_config"]
 
 
+def test_a_fixed_parameter_draws_no_parameter_figure_and_says_why(report):
+    out, _ = report
+    ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
+    assert (ds.param_nu == 1.0).all() and ds.param_nu.attrs["training_law"] == "fixed"
+    assert ds.fno_rel_l2_tail.dims == ("model", "time", "tail") and ds.corr_time_tail.sizes["threshold"] == 3
+    assert not (out / "parameter_space.png").exists()
+    text = (out / "report.md").read_text()
+    assert (
+        "No figure of the error over the PDE parameters: every PDE parameter is the same for all test "
+        "trajectories (nu = 1)." in text
+    )
+
+
 def test_html_is_self_contained(report):
     out, _ = report
     page = (out / "report.html").read_text()
