@@ -6,7 +6,9 @@ from: a fixed pool of N trajectories (``data.pool_size=N``, cycled for as many e
 or the unbounded online stream (``data.pool_size=null``). Both go through the same stream, buffer and
 normalisation. ``--adaptive`` adds online runs with ``data.sampling=adaptive``.
 
-Each run is ``python train.py`` (validation only at the end, so the scored weights are those after the
+Every window is served once (``firo`` buffer, ``max_reuse=1``), so that the online stream solves many more
+trajectories than the largest pool (printed as ``trajectories``) and the pools are cycled. Each run is
+``python train.py`` (validation only at the end, so the scored weights are those after the
 last step) followed by ``python evaluate.py`` on the run's test set; the figures are the test correlation
 time (Pearson > 0.8, mean over trajectories) and the relative L2 error (nRMSE) at fixed horizons, as the
 mean over seeds with a 95 % t-interval, plus the error's tail over the parameter space (median, p90, p99
@@ -25,6 +27,7 @@ The conditional set-ups (the parameter range is what makes data diversity matter
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 import platform
@@ -44,6 +47,9 @@ SETUPS: dict[str, list[str]] = {
     "ks": ["pde=ks", "pde.nu=[0.5,1.5]"],
     "burgers": ["pde=burgers"],
 }
+# Every window is served once (firo, max_reuse 1), so that a run consumes many more trajectories than the
+# largest pool (about batch_size × steps / windows per trajectory: 1000 at the defaults) and a pool cycles.
+BUFFER = ["data.buffer.policy=firo", "data.buffer.max_reuse=1"]
 QUICK = ["pde.n=64", "data.frames=12", "data.num_val_trajectories=4", "data.num_test_trajectories=8"]
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -83,7 +89,7 @@ def command(script: str, overrides: Sequence[str]) -> list[str]:
 def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
     """Train and evaluate one run; raises with the tail of its log if either fails."""
     run_dir, eval_dir = out / "runs" / run.name, out / "eval" / run.name
-    common = [*(QUICK if args.quick else []), f"model={args.model}"]
+    common = [*BUFFER, *(QUICK if args.quick else []), f"model={args.model}"]
     train = [
         *run.overrides,
         *common,
@@ -115,7 +121,18 @@ def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
             raise RuntimeError(f"{script} failed for {run.name} (exit {done.returncode}):\n{tail}")
     run.metrics = score(xr.open_dataset(eval_dir / "metrics.nc", engine="h5netcdf"), args.horizons)
+    run.metrics["trajectories"] = trajectories_seen(run_dir)
     return run
+
+
+def trajectories_seen(run_dir: Path) -> float:
+    """Training trajectories the run solved (the last ``stream/trajectories`` of its CSV log)."""
+    log = sorted((run_dir / "csv").glob("version_*/metrics.csv"))[-1]
+    with log.open() as file:
+        values = [
+            row["stream/trajectories"] for row in csv.DictReader(file) if row.get("stream/trajectories")
+        ]
+    return float(values[-1]) if values else math.nan
 
 
 def score(ds: xr.Dataset, horizons: Sequence[int]) -> dict[str, float]:
@@ -158,7 +175,7 @@ def summarise(runs: Sequence[Run]) -> list[dict[str, str | float]]:
 
 
 def table(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> str:
-    keys = ["corr_time", *(f"nrmse@{h}" for h in horizons), "p99", "worst", "worst_cell"]
+    keys = ["corr_time", *(f"nrmse@{h}" for h in horizons), "p99", "worst", "worst_cell", "trajectories"]
     keys = [k for k in keys if k in rows[0]]
     lines = ["| pde | data | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for row in rows:

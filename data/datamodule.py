@@ -8,10 +8,12 @@ Both serve the same training batches ``{"x": [B, T_in, C, *S], "y": [B, T_out, C
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,27 @@ class PDEDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
 
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while a cache file is checked, written or read.
+
+    Runs started together (a sweep, two trainings, parallel evaluations) need the same validation/test
+    file: the first generates it, the others wait and then read it, instead of failing on HDF5's own
+    lock or writing it twice.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process that is writing %s", path)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class OnlineDataModule(PDEDataModule):
     """Training batches from a :class:`~data.stream.TrajectoryStream`; validation/test sets cached as HDF5.
 
@@ -243,6 +266,10 @@ class OnlineDataModule(PDEDataModule):
         self._prepare("val")
 
     def _prepare(self, split: str) -> None:
+        with cache_lock(self.cache_path):
+            self._write_once(split)
+
+    def _write_once(self, split: str) -> None:
         try:
             inspect_split(self.cache_path, split, self.solver)
         except ConfigError:
@@ -260,8 +287,9 @@ class OnlineDataModule(PDEDataModule):
             )
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
-        self._prepare(split)
-        return read_trajectories(self.cache_path, split, self.solver)
+        with cache_lock(self.cache_path):  # runs started together share one cache file
+            self._write_once(split)
+            return read_trajectories(self.cache_path, split, self.solver)
 
     def _stats_sample(self) -> Tensor:
         times = self.time_grid.times()

@@ -312,3 +312,29 @@ def test_checkpoint_resume_serves_the_uninterrupted_batches(tmp_path, heat1d):
     trainer(9).fit(Linear(), datamodule=second, ckpt_path=ckpt)
     assert second.consumed == straight.consumed[3:]  # the same windows, drawn from the restored buffer
     assert second.stream_stats()["windows_inserted"] > first.stream_stats()["windows_inserted"]
+
+
+def test_runs_started_together_share_one_cache_file(tmp_path, heat1d, monkeypatch):
+    """Two processes asking for the same test set: one writes it, the other waits and reads it."""
+    import threading
+
+    writes = []
+    original = datamodule_module.write_split
+
+    def slow_write(*args, **kwargs):
+        writes.append(args[1])
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(datamodule_module, "write_split", slow_write)
+    modules = [online(tmp_path, heat1d) for _ in range(2)]
+    results: list = [None, None]
+
+    def load(i):
+        results[i] = modules[i].trajectories("test")["u"]
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert writes == ["test"] and torch.equal(results[0], results[1])
