@@ -21,7 +21,8 @@ The conditional set-ups (the parameter range is what makes data diversity matter
 
 ``python -m benchmarks.online_vs_offline [--pdes ks burgers] [--model fno-small] [--pools 32 128 512]
 [--seeds 0 1 2] [--steps 3000] [--jobs 2] [--adaptive] [--out benchmarks/results/online_vs_offline]``
-(from the repository root). ``--quick`` is a smoke run of a minute.
+(from the repository root). ``--quick`` is a smoke run of a minute. Runs already evaluated under ``--out``
+are reused, so an interrupted comparison continues and ``--adaptive`` can be added later.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
         f"output_dir={eval_dir}",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
-    for script, overrides in (("train.py", train), ("evaluate.py", evaluate)):
+    done_before = (eval_dir / "metrics.nc").is_file()  # a finished run of an earlier invocation is reused
+    for script, overrides in () if done_before else (("train.py", train), ("evaluate.py", evaluate)):
         done = subprocess.run(command(script, overrides), cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
