@@ -11,8 +11,8 @@ trajectories than the largest pool (printed as ``trajectories``) and the pools a
 ``python train.py`` (validation only at the end, so the scored weights are those after the
 last step) followed by ``python evaluate.py`` on the run's test set; the figures are the test correlation
 time (Pearson > 0.8, mean over trajectories) and the relative L2 error (nRMSE) at fixed horizons, as the
-mean over seeds with a 95 % t-interval, plus the error's tail over the parameter space (median, p90, p99
-and worst over test trajectories; the worst parameter cell).
+mean over seeds with a 95 % t-interval, plus the tail of the error averaged over the first 10 steps (median,
+p90, p99 and worst over test trajectories; the worst of 8 equal-count cells of the parameter).
 
 The conditional set-ups (the parameter range is what makes data diversity matter):
 
@@ -137,14 +137,20 @@ def trajectories_seen(run_dir: Path) -> float:
     return float(values[-1]) if values else math.nan
 
 
+def headline(horizons: Sequence[int]) -> int:
+    """The horizon the comparison is judged at: the second one given (10 by default), before a chaotic
+    system's error saturates at decorrelation (at 50 steps every KS model is near 1.4)."""
+    return sorted(horizons)[min(1, len(horizons) - 1)]
+
+
 def score(ds: xr.Dataset, horizons: Sequence[int]) -> dict[str, float]:
     """The trained model's test figures: correlation time, nRMSE at the horizons, the error's tail."""
     model = ds.sel(model=ds.model[ds.kind == "trained"][0])
     out = {"corr_time": float(model.corr_time.sel(threshold=0.8).mean())}
     for h in horizons:
         out[f"nrmse@{h}"] = float(model.rel_l2.isel(time=h - 1).mean())
-    # tail over test trajectories of the error averaged over the first max(horizons) steps
-    error = model.rel_l2.isel(time=slice(0, max(horizons))).mean("time").values
+    # tail over test trajectories of the error averaged over the first headline(horizons) steps
+    error = model.rel_l2.isel(time=slice(0, headline(horizons))).mean("time").values
     for label, q in (("median", 50), ("p90", 90), ("p99", 99)):
         out[label] = float(np.percentile(error, q))
     out["worst"] = float(error.max())
@@ -189,7 +195,7 @@ def table(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> st
 def compare(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> list[str]:
     """The headline ratios: online vs the largest pool, adaptive vs uniform online."""
     lines = []
-    key = f"nrmse@{max(horizons)}"
+    key = f"nrmse@{headline(horizons)}"
     for pde in dict.fromkeys(str(r["pde"]) for r in rows):
         mine = {str(r["data"]): r for r in rows if r["pde"] == pde}
         pools = sorted((k for k in mine if k.startswith("pool")), key=lambda k: int(k.split()[1]))
@@ -216,7 +222,7 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    key = f"nrmse@{max(horizons)}"
+    key = f"nrmse@{headline(horizons)}"
     pdes = list(dict.fromkeys(str(r["pde"]) for r in rows))
     fig, axes = plt.subplots(1, len(pdes), figsize=(5 * len(pdes), 3.8), squeeze=False)
     for ax, pde in zip(axes[0], pdes, strict=True):
@@ -240,7 +246,7 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
                         ax.axhspan(mean - half, mean + half, color=colour, alpha=0.15)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training trajectories N (pool size)")
-        ax.set_ylabel(f"test relative L2 at step {max(horizons)}")
+        ax.set_ylabel(f"test relative L2 at step {headline(horizons)}")
         ax.set_title(f"{pde}: equal gradient steps")
         ax.legend(fontsize=8)
     fig.tight_layout()
