@@ -322,3 +322,8 @@ def test_spectral_resample_drops_unresolved_modes():
     x = torch.arange(32, dtype=torch.float64) * L / 32
     coarse = spectral_resample(torch.sin(x) + torch.sin(12 * x), 16, 1)  # 12 > 16 / 2: not representable
     assert torch.allclose(coarse, torch.sin(torch.arange(16, dtype=torch.float64) * L / 16), atol=1e-12)
+
+
+def test_a_ranged_setting_the_solver_does_not_support_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"length=\[6.0, 7.0\] is not allowed for Burgers: give a number"):
+        Burgers(length=[6.0, 7.0])
