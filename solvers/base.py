@@ -42,7 +42,10 @@ ATen's own element-wise kernels stay serial below 32768 elements for the same re
 ParamValue = float | Sequence[Any]
 """A PDE parameter in a config: a number (fixed) or ``[low, high]`` (uniform) or ``[low, high, "log"]``."""
 
-RANGED_SETTINGS = ("length", "time_scale")
+TIME_SCALE = "time_scale"
+"""The parameter that stretches each trajectory's time axis (see :data:`RANGED_SETTINGS`)."""
+
+RANGED_SETTINGS = ("length", TIME_SCALE)
 """Settings of every solver that a preset may give as a per-trajectory range (a solver that supports one
 lists it in its ``param_order``). Given as a range, such a setting becomes a PDE parameter, sampled per
 trajectory like ``nu``; given as a number it stays a setting, so fixed presets keep their parameters.
