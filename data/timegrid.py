@@ -76,12 +76,9 @@ class TimeGrid:
         return whole_multiple(interval, self.dt_out)
 
     def spacing(self, params: Mapping[str, Tensor], batch: int) -> Tensor:
-        """Each of ``batch`` trajectories' interval between frames, float64 ``[batch]``: ``s_b · dt_out`` for the
-        per-trajectory time scales ``params["time_scale"]`` (:data:`~solvers.base.RANGED_SETTINGS`), else
-        ``dt_out``. The grid's times are the nominal ones; trajectory ``b``'s are ``s_b`` times them."""
-        if TIME_SCALE in params:
-            return self.dt_out * params[TIME_SCALE].double().reshape(batch)
-        return torch.full((batch,), self.dt_out, dtype=torch.float64)
+        """Each of ``batch`` trajectories' interval between frames (:func:`trajectory_steps` of ``dt_out``).
+        The grid's times are the nominal ones; trajectory ``b``'s are ``s_b`` times them."""
+        return trajectory_steps(self.dt_out, params, batch)
 
     def every(self, k: int) -> TimeGrid:
         """The grid of every ``k``-th frame (``k · dt_out`` apart)."""
@@ -96,3 +93,11 @@ def output_interval(solver: Solver) -> float:
             f"step) in its conf/pde preset, a positive multiple of pde.dt={solver.dt:g}"
         )
     return solver.dt_out
+
+
+def trajectory_steps(step: float, params: Mapping[str, Tensor], batch: int) -> Tensor:
+    """The nominal ``step`` of each of ``batch`` trajectories, float64 ``[batch]``: ``s_b · step`` for the
+    per-trajectory time scales ``params["time_scale"]`` (:data:`~solvers.base.RANGED_SETTINGS`), else ``step``."""
+    if TIME_SCALE in params:
+        return step * params[TIME_SCALE].double().reshape(batch).cpu()
+    return torch.full((batch,), step, dtype=torch.float64)
