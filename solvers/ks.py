@@ -129,8 +129,8 @@ class KuramotoSivashinsky(Solver):
         require(
             dt * scale <= STABLE_DT_PER_NU * nu_low,
             f"dt={dt!r} is unstable for nu={nu!r}"
-            + (f" and time_scale up to {scale:g}" if scale != 1 else "")
-            + f": dt * max(time_scale) must be <= {STABLE_DT_PER_NU:g} * min(nu) = {STABLE_DT_PER_NU * nu_low:g}",
+            + (f" and time_scale up to {scale:g}: dt * max(time_scale)" if scale != 1 else ": dt")
+            + f" must be <= {STABLE_DT_PER_NU:g} * min(nu) = {STABLE_DT_PER_NU * nu_low:g}",
         )
         check_int("waves", waves, 1)
         check_int("max_mode", max_mode, 1, n // 3 - 1)

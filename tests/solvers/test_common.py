@@ -293,7 +293,13 @@ def test_a_parameter_missing_from_param_order_is_refused() -> None:
 
 def test_every_pde_preset_carries_its_output_interval() -> None:
     intervals = {p.stem: OmegaConf.load(p).get("dt_out") for p in CONF.glob("*.yaml")}
-    assert intervals == {"ks": 1.0, "burgers": 0.1, "navier_stokes": 1.0, "kolmogorov": 0.2}
+    assert intervals == {
+        "ks": 1.0,
+        "ks_lpsda": 100 / 499,
+        "burgers": 0.1,
+        "navier_stokes": 1.0,
+        "kolmogorov": 0.2,
+    }
 
 
 # ----------------------------------------------------------------------------- spectral resampling
