@@ -164,19 +164,14 @@ class KuramotoSivashinsky(Solver):
         float64 once per distinct ``(nu, L, s)``, then cast to the complex type of ``dtype``.
         """
         nu = params["nu"].to(torch.float64)
-        rows = torch.stack(
-            [nu, *(params[name].to(torch.float64) for name in ("length", "time_scale") if name in params)], -1
-        )
-        values, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        device, ones = nu.device, torch.ones(len(values), 1, dtype=torch.float64, device=nu.device)
-        columns = dict(
-            zip(["nu", *(n for n in ("length", "time_scale") if n in params)], values.T, strict=True)
-        )
-        length = columns.get("length", self.length * ones[:, 0])[:, None]
-        step = h * columns.get("time_scale", ones[:, 0])[:, None]
+        length = params.get("length", torch.full_like(nu, self.length)).to(torch.float64)
+        scale = params.get("time_scale", torch.ones_like(nu)).to(torch.float64)
+        values, inverse = torch.unique(torch.stack([nu, length, scale], -1), dim=0, return_inverse=True)
+        nu, length, scale = values.T.unsqueeze(-1)  # [U, 1] each
+        device, step = nu.device, h * scale
         kept = int(self.dealias.sum())
         k = (torch.full_like(length, 2 * math.pi) / length) * self.modes[:kept].to(device)  # as wavenumbers()
-        z = step * (k**2 - columns["nu"][:, None] * k**4)
+        z = step * (k**2 - nu * k**4)
         q, f1, f2, f3 = etdrk4_coefficients(z, self.contour_points)
         g = (-0.5j * step) * k
         e2 = torch.exp(z / 2)
