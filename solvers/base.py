@@ -223,7 +223,8 @@ class Solver(ABC):
 
     Args:
         n: grid points per spatial dimension of the outputs.
-        length: side of the periodic domain ``[0, length)^ndim``.
+        length: side of the periodic domain ``[0, length)^ndim``; ``[low, high]``: one per trajectory, for a
+            solver that supports it (:data:`RANGED_SETTINGS`).
         dt: largest internal time step; output intervals are split into equal sub-steps ``<= dt``.
         dt_out: the interval between the frames a trajectory stores (the model's time step), a positive
             multiple of ``dt``; ``None`` (a solver used directly, e.g. by :meth:`solve` with explicit times)
@@ -232,6 +233,8 @@ class Solver(ABC):
         blowup: an output with ``max |u|`` above this (or any non-finite value) marks its
             trajectory as diverged.
         n_solve: grid points per dimension of the integration, a multiple of ``n``; ``None``: ``n``.
+        time_scale: 1, or ``[low, high]``: per-trajectory stretch of the time axis, for a solver that supports
+            it (:data:`RANGED_SETTINGS`).
     """
 
     ndim: int = 1
@@ -258,7 +261,7 @@ class Solver(ABC):
             "by an integer factor and every n_solve/n-th point is stored)",
         )
         self.params: dict[str, ParamSpec] = {}
-        for name, value in (("length", length), ("time_scale", time_scale)):
+        for name, value in zip(RANGED_SETTINGS, (length, time_scale), strict=True):
             if is_range(name, value):
                 require(
                     name in self.param_order,
