@@ -261,8 +261,22 @@ def test_per_trajectory_length_equals_fixed_length_solves() -> None:
     batched = solver.solve(u0, t, {"length": length})
     for i in range(3):
         fixed = KuramotoSivashinsky(n=64, length=float(length[i]), burn_in=1.0)
-        torch.testing.assert_close(batched[i : i + 1], fixed.solve(u0[i : i + 1], t), rtol=0, atol=1e-13)
+        assert torch.equal(batched[i : i + 1], fixed.solve(u0[i : i + 1], t))  # bit for bit
     assert not torch.allclose(batched[0], batched[2])  # L matters
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_ranges_at_their_nominal_values_are_the_fixed_solver_bit_for_bit(dtype: torch.dtype) -> None:
+    """The ranged code path at L = 64, s = 1 gives exactly the fixed preset's trajectories."""
+    fixed = KuramotoSivashinsky(n=64, dt=0.25, nu=[0.5, 1.5], burn_in=2.0)
+    ranged = KuramotoSivashinsky(
+        n=64, dt=0.25, nu=[0.5, 1.5], burn_in=2.0, length=[60.0, 68.0], time_scale=[0.5, 1.5]
+    )
+    u0 = _initial(fixed, 3, dtype=dtype)
+    nu = torch.tensor([0.6, 1.0, 1.4], dtype=F64)
+    t = [0.0, 0.7, 2.0]
+    nominal = {"nu": nu, "length": torch.full((3,), 64.0, dtype=F64), "time_scale": torch.ones(3, dtype=F64)}
+    assert torch.equal(ranged.solve(u0, t, nominal), fixed.solve(u0, t, {"nu": nu}))
 
 
 def test_per_trajectory_time_scale_stretches_burn_in_outputs_and_steps() -> None:
