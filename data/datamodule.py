@@ -52,17 +52,18 @@ def as_solver(pde: Solver | Mapping[str, Any]) -> tuple[Solver, str]:
 
 
 class TrajectorySet(Dataset):
-    """Full trajectories for rollouts: item ``i`` is ``{"u": [T, C, *S], "params": {name: scalar}, "dt": scalar}``."""
+    """Full trajectories for rollouts: item ``i`` is ``{"u": [T, C, *S], "params": {name: scalar}, "dt": scalar}``,
+    ``dt`` ``[N]`` the interval between trajectory ``i``'s frames."""
 
-    def __init__(self, u: Tensor, params: Mapping[str, Tensor], dt: float) -> None:
+    def __init__(self, u: Tensor, params: Mapping[str, Tensor], dt: Tensor) -> None:
         self.u, self.params = u.float(), {k: v.float() for k, v in params.items()}
-        self.dt = torch.tensor(dt, dtype=torch.float32)
+        self.dt = dt.float()
 
     def __len__(self) -> int:
         return len(self.u)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"u": self.u[i], "params": {k: v[i] for k, v in self.params.items()}, "dt": self.dt}
+        return {"u": self.u[i], "params": {k: v[i] for k, v in self.params.items()}, "dt": self.dt[i]}
 
 
 class PDEDataModule(pl.LightningDataModule):
@@ -139,7 +140,7 @@ class PDEDataModule(pl.LightningDataModule):
     def _rollout_loader(self, split: str) -> DataLoader:
         data = self.trajectories(split)
         return DataLoader(
-            TrajectorySet(data["u"], data["params"], data["grid"].dt_out),
+            TrajectorySet(data["u"], data["params"], data["grid"].spacing(data["params"], len(data["u"]))),
             batch_size=self.batch_size,
             shuffle=False,
         )
@@ -176,7 +177,12 @@ class OnlineDataModule(PDEDataModule):
     """Training batches from a :class:`~data.stream.TrajectoryStream`; validation/test sets cached as HDF5.
 
     Args (besides those of :class:`PDEDataModule`):
-        frames: frames per generated trajectory (also the length of validation/test trajectories).
+        frames: frames per generated training trajectory, ``pde.dt_out`` apart.
+        frame_stride: the model steps this many frames (``frame_stride · pde.dt_out``); training windows start
+            at every frame (:class:`~data.stream.TrajectoryStream`), validation/test trajectories hold every
+            ``frame_stride``-th frame.
+        rollout_frames: frames per validation/test trajectory, one model step apart; ``None``: those of a
+            training trajectory (``ceil(frames / frame_stride)``).
         solver_batch: trajectories per solver call.
         buffer: replay buffer ``policy`` (fifo · firo · reservoir), ``capacity``, ``max_reuse``, ``watermark``.
         seed: base seed; train, val, test and statistics use disjoint streams of it.
@@ -203,6 +209,8 @@ class OnlineDataModule(PDEDataModule):
         num_workers: int = 1,
         stats_trajectories: int = 16,
         frames: int = 100,
+        frame_stride: int = 1,
+        rollout_frames: int | None = None,
         solver_batch: int = 32,
         buffer: Mapping[str, Any] | None = None,
         seed: int = 0,
@@ -235,15 +243,21 @@ class OnlineDataModule(PDEDataModule):
             pool_size=pool_size,
             sampling=sampling,
             adaptive=adaptive,
+            frame_stride=frame_stride,
         )
+        grid = self.stream.grid.every(frame_stride)
+        if rollout_frames is not None:
+            check_int("data.rollout_frames", rollout_frames, 2)
+            grid = TimeGrid(grid.dt, grid.dt_out, rollout_frames)
+        self.rollout_grid = grid
         self.stream_state: dict[str, Any] = {"num_shards": 1, "shards": {}}
         self.shard_stats: dict[int, dict[str, float]] = {}
         self.stream.resume_state = self.stream_state
 
     @property
     def time_grid(self) -> TimeGrid:
-        """Every trajectory's grid: ``frames`` frames at the solver's ``dt_out``."""
-        return self.stream.grid
+        """The validation/test trajectories' grid: ``rollout_frames`` frames one model step apart."""
+        return self.rollout_grid
 
     # -------------------------------------------------------------- rollout sets
     @property

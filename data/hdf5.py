@@ -369,10 +369,10 @@ class HDF5Windows(Dataset):
                 f"{time_history + target_frames} frames at stride {stride} needs {self.span}"
             )
         self.windows = frames - self.span + 1
-        self.dt = torch.tensor(stride * self.info.grid.dt_out, dtype=torch.float32)
         self._file: h5py.File | None = None
         self._pid = -1
         self._params: dict[str, Tensor] = {}
+        self._dt = torch.empty(0)  # each trajectory's model step (time scale × stride × file interval)
 
     def __len__(self) -> int:
         return self.info.num_trajectories * self.windows
@@ -382,7 +382,9 @@ class HDF5Windows(Dataset):
             self._file = h5py.File(self.path, "r", rdcc_nbytes=self.cache_bytes)
             self._pid = os.getpid()
             group = self._file[self.split]
-            self._params = {k: torch.from_numpy(group[k][:]).float() for k in self.info.param_names}
+            params = {k: torch.from_numpy(group[k][:]) for k in self.info.param_names}
+            self._dt = (self.stride * self.info.grid.spacing(params, self.info.num_trajectories)).float()
+            self._params = {k: v.float() for k, v in params.items()}
         return self._file[self.split]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -395,7 +397,7 @@ class HDF5Windows(Dataset):
             "x": window[: self.time_history],
             "y": window[self.time_history :],
             "params": {k: v[trajectory] for k, v in self._params.items()},
-            "dt": self.dt,
+            "dt": self._dt[trajectory],
         }
 
     def __getstate__(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from solvers.base import Solver
+from solvers.base import TIME_SCALE, ParamSpec, Solver
 
 TIME_STEP = "dt"
 """The conditioning vector's last entry: the model's time step."""
@@ -23,6 +23,10 @@ TIME_STEP = "dt"
 @dataclass(frozen=True)
 class CondLayout:
     """The conditioning vector ``[B, P]``: the PDE's parameters in their solver's order, then the time step.
+
+    A per-trajectory time scale (``time_scale``, :data:`~solvers.base.RANGED_SETTINGS`) is not an entry of
+    its own: it reaches the network through the time step, each trajectory's ``s_b · dt``; a per-trajectory
+    domain length is (the grid spacing ``Δx = L / n`` PDEArena conditions on, up to the factor ``n``).
 
     The one place that order is decided: the stream stores the parameters of its windows in it, the
     :class:`Normalizer` stacks and scales it, and ``model.cond_dim`` is its length (``conf/train.yaml``
@@ -34,7 +38,12 @@ class CondLayout:
 
     @classmethod
     def of(cls, solver: Solver) -> CondLayout:
-        return cls(tuple(solver.params))
+        return cls(tuple(name for name in solver.params if name != TIME_SCALE))
+
+    @classmethod
+    def of_names(cls, names: tuple[str, ...]) -> CondLayout:
+        """The layout of a solver whose parameters are ``names`` (:meth:`~solvers.base.Solver.param_names`)."""
+        return cls(tuple(name for name in names if name != TIME_SCALE))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -57,7 +66,7 @@ class Normalizer(nn.Module):
     The conditioning vector ``[B, P]`` (:class:`CondLayout`: the PDE parameters in ``param_names`` order,
     then the time step) has each entry mapped to about ``[-1, 1]``: a range ``[low, high]`` by
     ``(p - (low + high)/2) / ((high - low)/2)`` (in ``log p`` for log-uniform ranges), a fixed value
-    ``v ≠ 0`` by ``p / |v|``.
+    ``v ≠ 0`` by ``p / |v|``; the time step likewise, ``dt · [low, high]`` of a time-scale range.
 
     Args:
         mean, std: per-channel statistics ``[C]``.
@@ -80,9 +89,15 @@ class Normalizer(nn.Module):
 
     @classmethod
     def from_solver(cls, solver: Solver, mean: Tensor, std: Tensor, dt_out: float) -> Normalizer:
-        """Conditioning ranges from the solver's parameter specs; ``dt`` scaled by ``dt_out``."""
+        """Conditioning ranges from the solver's parameter specs; the time step's from the model's step
+        ``dt_out`` (times the time-scale range, if any)."""
+        layout = CondLayout.of(solver)
+        time_scale = solver.params.get(TIME_SCALE)
+        steps = ParamSpec(
+            TIME_STEP, dt_out if time_scale is None else [dt_out * time_scale.low, dt_out * time_scale.high]
+        )
         center, scale, log = [], [], []
-        for spec in solver.params.values():
+        for spec in [*(solver.params[name] for name in layout.params), steps]:
             low, high = (math.log(spec.low), math.log(spec.high)) if spec.log else (spec.low, spec.high)
             if spec.fixed:
                 center.append(0.0)
@@ -91,13 +106,10 @@ class Normalizer(nn.Module):
                 center.append(0.5 * (low + high))
                 scale.append(0.5 * (high - low))
             log.append(spec.log)
-        center.append(0.0)
-        scale.append(dt_out)
-        log.append(False)
         return cls(
             mean,
             std,
-            list(CondLayout.of(solver).params),
+            list(layout.params),
             torch.tensor(center),
             torch.tensor(scale),
             torch.tensor(log),

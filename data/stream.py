@@ -41,9 +41,10 @@ STREAM_ERROR = "stream_error"
 """Key of the batch the DataModule hands on in place of a failed stream's last item: the sentence to stop with."""
 
 
-def cut_windows(u: Tensor, length: int) -> Tensor:
-    """All windows of ``length`` consecutive frames: ``[B, T, C, *S] -> [B · (T - length + 1), length, C, *S]``."""
-    windows = u.unfold(1, length, 1)  # [B, W, C, *S, length]
+def cut_windows(u: Tensor, length: int, stride: int = 1) -> Tensor:
+    """All windows of ``length`` frames ``stride`` frames apart, at every start (so at every phase of the
+    stride): ``[B, T, C, *S] -> [B · W, length, C, *S]`` with ``W = T - (length - 1) · stride``."""
+    windows = u.unfold(1, (length - 1) * stride + 1, 1)[..., ::stride]  # [B, W, C, *S, length]
     return windows.movedim(-1, 2).flatten(0, 1)
 
 
@@ -70,13 +71,18 @@ class TrajectoryStream(IterableDataset):
     """An infinite stream of training batches cut from freshly solved trajectories.
 
     A batch is ``{"x": [B, time_history, C, *S], "y": [B, target_frames, C, *S], "params": {name: [B]},
-    "dt": [B]}`` (float32, not normalised) plus :data:`STREAM_KEY`.
+    "dt": [B]}`` (float32, not normalised) plus :data:`STREAM_KEY`; ``dt`` is each window's model step,
+    ``frame_stride`` frames of its trajectory (``frame_stride · s_b · dt_out`` with a per-trajectory time
+    scale ``s_b``, :meth:`~data.timegrid.TimeGrid.spacing`).
 
     Args:
         solver: the PDE solver; its ``dt_out`` is the interval between frames.
         seed: base seed of the ``"train"`` split.
         time_history, target_frames: input and target frames per window.
-        frames: frames per generated trajectory; each gives ``frames - window + 1`` windows.
+        frames: frames per generated trajectory, ``dt_out`` apart; each gives
+            ``frames - (window - 1) · frame_stride`` windows.
+        frame_stride: the model steps this many frames: a window takes every ``frame_stride``-th frame,
+            starting at any frame (all phases, as PDEArena's random start among the first ``frame_stride``).
         solver_batch: trajectories per solver call.
         batch_size: samples per yielded batch.
         buffer: ``policy``, ``capacity``, ``max_reuse``, ``watermark`` of the :class:`ReplayBuffer`.
@@ -104,6 +110,7 @@ class TrajectoryStream(IterableDataset):
         sampling: str = "uniform",
         adaptive: Mapping[str, Any] | None = None,
         device: torch.device | str = "cpu",
+        frame_stride: int = 1,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -111,18 +118,21 @@ class TrajectoryStream(IterableDataset):
             ("target_frames", target_frames),
             ("solver_batch", solver_batch),
             ("batch_size", batch_size),
+            ("frame_stride", frame_stride),
         ):
             check_int(key, value, 1)
         self.solver, self.seed = solver, int(seed)
-        self.time_history, self.target_frames = time_history, target_frames
+        self.time_history, self.target_frames, self.frame_stride = time_history, target_frames, frame_stride
         self.grid = TimeGrid.of_solver(solver, frames)
         self.times = self.grid.times()
         window = time_history + target_frames
-        if frames < window:
+        span = (window - 1) * frame_stride + 1
+        if frames < span:
             raise ConfigError(
-                f"frames={frames} is shorter than a window of time_history + target_frames = {window}"
+                f"frames={frames} is shorter than a window of time_history + target_frames = {window} frames "
+                f"{frame_stride} apart ({span} frames)"
             )
-        self.windows_per_trajectory = frames - window + 1
+        self.windows_per_trajectory = frames - span + 1
         self.solver_batch, self.batch_size = solver_batch, batch_size
         self.buffer_config = dict(buffer)
         unknown = set(self.buffer_config) - {"policy", "capacity", "max_reuse", "watermark"}
@@ -164,6 +174,7 @@ class TrajectoryStream(IterableDataset):
             "solver_batch": self.solver_batch,
             "frames": self.grid.frames,
             "window": self.time_history + self.target_frames,
+            "frame_stride": self.frame_stride,
             "pool_size": self.pool_size,
         }
 
@@ -213,10 +224,12 @@ class TrajectoryStream(IterableDataset):
             return rows[-1]
 
         made = generate(self.solver, self.seed, "train", indices, self.times, self.device, draw_params=draw)
-        windows = cut_windows(made.u, self.time_history + self.target_frames)
+        windows = cut_windows(made.u, self.time_history + self.target_frames, self.frame_stride)
         repeat = self.windows_per_trajectory
+        step = self.frame_stride * self.grid.spacing(made.params, len(made.index))
         fields = {
             "window": windows,
+            "dt": step.to(self.device, torch.float32).repeat_interleave(repeat),
             "index": made.index.repeat_interleave(repeat).to(self.device),
             "origin": torch.stack(
                 [torch.full((len(windows),), counter), torch.arange(len(windows))], dim=1
@@ -281,7 +294,6 @@ class TrajectoryStream(IterableDataset):
             divergence.attempted, divergence.diverged = int(snapshot["attempted"]), int(snapshot["diverged"])
             for _ in range(samples):  # the batches served since the snapshot
                 buffer.sample(self.batch_size)
-        dt = torch.full((self.batch_size,), self.grid.dt_out, dtype=torch.float32, device=self.device)
         names = CondLayout.of(self.solver).params
         target = max(buffer.policy.watermark, self.batch_size)  # samples before the first batch
         fill: Progress | None = Progress(
@@ -323,7 +335,7 @@ class TrajectoryStream(IterableDataset):
                 "x": sample["window"][:, : self.time_history],
                 "y": sample["window"][:, self.time_history :],
                 "params": {k: sample["params"][:, i] for i, k in enumerate(names)},
-                "dt": dt,
+                "dt": sample["dt"],
                 STREAM_KEY: {
                     "shard": shard,
                     "num_shards": num_shards,

@@ -1,5 +1,8 @@
 """The time grid of trajectories: ``frames`` frames ``dt_out`` apart, ``dt_out`` a whole multiple of ``dt``.
 
+The times are nominal: a solver with per-trajectory time scales ``s_b`` (``time_scale`` given as a range)
+stretches them, so trajectory ``b``'s frames are ``s_b · dt_out`` apart (:meth:`TimeGrid.spacing`).
+
 One object says when a trajectory's frames lie: the solver's internal step ``dt``, the output interval
 ``dt_out`` between stored frames (the model's time step) and the frames per trajectory. It is resolved
 once from the solver (:meth:`TimeGrid.of_solver`) or read from a file, and travels with the validation
@@ -16,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, Solver, whole_multiple
+from solvers.base import TIME_SCALE, ConfigError, Solver, whole_multiple
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class TimeGrid:
         """Frames of this grid one step of ``interval`` spans (a positive multiple of ``dt_out``); else 0."""
         return whole_multiple(interval, self.dt_out)
 
+    def spacing(self, params: Mapping[str, Tensor], batch: int) -> Tensor:
+        """Each of ``batch`` trajectories' interval between frames (:func:`trajectory_steps` of ``dt_out``).
+        The grid's times are the nominal ones; trajectory ``b``'s are ``s_b`` times them."""
+        return trajectory_steps(self.dt_out, params, batch)
+
     def every(self, k: int) -> TimeGrid:
         """The grid of every ``k``-th frame (``k · dt_out`` apart)."""
         return TimeGrid(self.dt, k * self.dt_out, len(range(0, self.frames, k)))
@@ -85,3 +93,11 @@ def output_interval(solver: Solver) -> float:
             f"step) in its conf/pde preset, a positive multiple of pde.dt={solver.dt:g}"
         )
     return solver.dt_out
+
+
+def trajectory_steps(step: float, params: Mapping[str, Tensor], batch: int) -> Tensor:
+    """The nominal ``step`` of each of ``batch`` trajectories, float64 ``[batch]``: ``s_b · step`` for the
+    per-trajectory time scales ``params["time_scale"]`` (:data:`~solvers.base.RANGED_SETTINGS`), else ``step``."""
+    if TIME_SCALE in params:
+        return step * params[TIME_SCALE].double().reshape(batch).cpu()
+    return torch.full((batch,), step, dtype=torch.float64)

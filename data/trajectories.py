@@ -51,7 +51,8 @@ def solver_summary(solver: Solver) -> str:
     """One line naming a solver's class, grid, step and parameter ranges (for error messages)."""
     info = describe_solver(solver)
     ranges = ", ".join(f"{k}={v}" for k, v in info["params"].items())
-    return f"{type(solver).__name__}(n={solver.n}, length={solver.length:g}, dt={solver.dt:g}, {ranges})"
+    length = "" if "length" in solver.params else f"length={solver.length:g}, "  # else among the ranges
+    return f"{type(solver).__name__}(n={solver.n}, {length}dt={solver.dt:g}, {ranges})"
 
 
 @dataclass

@@ -40,31 +40,40 @@ def pearson(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:
     return torch.where(denom > eps, (p * q).sum(-1) / denom.clamp_min(eps), torch.zeros_like(denom))
 
 
+def _check_times(corr: Tensor, times: Tensor) -> Tensor:
+    """``times`` as ``[B, T]`` for ``corr`` ``[B, T]``: lead times ``[T]`` shared by every trajectory, or
+    ``[B, T]`` each trajectory's own (a per-trajectory time step)."""
+    if corr.ndim != 2 or times.shape not in (corr.shape[1:], corr.shape):
+        raise ValueError(
+            f"corr must be [B, T] and times [T] or [B, T]; got {tuple(corr.shape)} and {tuple(times.shape)}"
+        )
+    return times.expand_as(corr)
+
+
 def correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.8) -> Tensor:
     """Time until the correlation first drops below ``threshold``, ``[B]`` in PDE time units.
 
-    ``corr`` is ``[B, T]`` for predictions at ``times`` ``[T]`` (time elapsed since the rollout
-    started, increasing). The result is the time of the last step *before* the first crossing: 0 when
-    the very first prediction is already below the threshold, and ``times[-1]`` when it never drops
+    ``corr`` is ``[B, T]`` for predictions at ``times`` ``[T]``, or ``[B, T]`` when each trajectory has its
+    own time step (time elapsed since the rollout started, increasing): each trajectory's crossing is
+    measured in its own time. The result is the time of the last step *before* the first crossing: 0 when
+    the very first prediction is already below the threshold, and the last time when it never drops
     below (the horizon, a lower bound). A NaN correlation counts as a crossing (a blown-up rollout).
     """
-    if corr.ndim != 2 or times.shape != corr.shape[1:]:
-        raise ValueError(
-            f"corr must be [B, T] and times [T]; got {tuple(corr.shape)} and {tuple(times.shape)}"
-        )
+    times = _check_times(corr, times).to(corr.dtype)
     below = ~(corr >= threshold)  # NaN counts as below
     crossed = below.any(dim=1)
-    first = below.to(torch.int64).argmax(dim=1)
-    before = torch.cat([times.new_zeros(1), times]).to(corr.dtype)  # before[k] = time of step k-1
-    return torch.where(crossed, before[first], times[-1].to(corr.dtype))
+    first = below.to(torch.int64).argmax(dim=1, keepdim=True)
+    before = torch.cat([times.new_zeros(len(times), 1), times], dim=1)  # before[:, k] = time of step k-1
+    return torch.where(crossed, before.gather(1, first)[:, 0], times[:, -1])
 
 
 def blowup_time(pred: Tensor, times: Tensor, threshold: float) -> Tensor:
-    """Time of the first non-finite or ``|u| > threshold`` prediction, ``[B]``; ``inf`` if none."""
+    """Time of the first non-finite or ``|u| > threshold`` prediction, ``[B]``; ``inf`` if none.
+    ``times`` are the lead times, ``[T]`` or each trajectory's ``[B, T]``."""
     flat = _flat(pred)
     bad = ~torch.isfinite(flat).all(-1) | (flat.abs().amax(-1) > threshold)
-    first = bad.to(torch.int64).argmax(dim=1)
-    value = times.to(flat.dtype)[first]
+    first = bad.to(torch.int64).argmax(dim=1, keepdim=True)
+    value = _check_times(bad, times).to(flat.dtype).gather(1, first)[:, 0]
     return torch.where(bad.any(dim=1), value, torch.full_like(value, float("inf")))
 
 
@@ -216,12 +225,18 @@ def over_horizon(values: Tensor, dim: int = 1) -> Tensor:
 
 
 def _uniform_step(times: Tensor) -> float:
-    """The step of evenly spaced prediction times ``times[k] = (k + 1) · step``; ``ValueError`` otherwise."""
-    step = float(times[0])
-    expected = step * torch.arange(1, len(times) + 1, dtype=torch.float64)
-    if step <= 0 or not torch.allclose(times.double().cpu(), expected, rtol=1e-6, atol=0):
-        raise ValueError(f"prediction times must be step, 2·step, …; got {times.tolist()[:4]}…")
-    return step
+    """The step of evenly spaced prediction times ``times[..., k] = (k + 1) · step``; ``ValueError`` otherwise.
+
+    For per-trajectory times ``[B, T]`` it is the mean of the trajectories' steps (their nominal step;
+    exactly the common one when all are equal).
+    """
+    times = times.double().cpu().reshape(-1, times.shape[-1])
+    steps = times[:, 0]
+    expected = steps[:, None] * torch.arange(1, times.shape[1] + 1, dtype=torch.float64)
+    if bool((steps <= 0).any()) or not torch.allclose(times, expected, rtol=1e-6, atol=0):
+        raise ValueError(f"prediction times must be step, 2·step, …; got {times[0].tolist()[:4]}…")
+    least = steps.min()
+    return float(least + (steps - least).mean())
 
 
 def pdearena_correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.8) -> Tensor:
@@ -231,17 +246,19 @@ def pdearena_correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.
     rollout, counts as −1), then :func:`time_above` the threshold (PDEArena's ``time_till_corr_lower``,
     ``pdearena/models/pderefiner.py``). It differs from the mean of the per-trajectory
     :func:`correlation_time` whenever trajectories cross at different times.
+
+    PDEArena averages the correlation per rollout *step* and counts steps, also when each trajectory has
+    its own time step (its KS data: ``Δt_b = 4 T_b / 499``); so with per-trajectory ``times`` ``[B, T]`` the
+    count is converted with the trajectories' mean step (the nominal one), not each trajectory's own.
     """
-    if corr.ndim != 2 or times.shape != corr.shape[1:]:
-        raise ValueError(
-            f"corr must be [B, T] and times [T]; got {tuple(corr.shape)} and {tuple(times.shape)}"
-        )
+    _check_times(corr, times)
     return time_above(corr.double().nan_to_num(nan=-1.0).mean(0), times, threshold)
 
 
 def time_above(mean_corr: Tensor, times: Tensor, threshold: float) -> Tensor:
     """PDEArena's count: the number of steps of the mean correlation ``[..., T]`` strictly above
-    ``threshold`` (also after a dip), times the step of the evenly spaced ``times`` ``[T]``; ``[...]``."""
+    ``threshold`` (also after a dip), times the step of the evenly spaced ``times`` ``[T]`` (``[B, T]``:
+    the trajectories' mean step, :func:`_uniform_step`); ``[...]``."""
     return (mean_corr > threshold).sum(-1) * _uniform_step(times)
 
 

@@ -35,8 +35,9 @@ TIME_UNITS = "time units"
 
 @dataclass(frozen=True)
 class Scope:
-    """What a metric needs besides the fields: lead times ``[T]`` (evenly spaced, in time units), the
-    correlation thresholds and the domain side per axis (``None`` where unknown, as in validation)."""
+    """What a metric needs besides the fields: lead times ``[T]``, or ``[B, T]`` when each trajectory has its
+    own time step (evenly spaced, in time units), the correlation thresholds and the domain side per axis
+    (``None`` where unknown, as in validation)."""
 
     times: Tensor
     thresholds: tuple[float, ...]
@@ -195,12 +196,13 @@ METRICS: list[Metric] = [
     Metric(
         "corr_time", "corr. time (mean of per-trajectory)", PER_TRAJECTORY, HIGHER, TIME_UNITS,
         "lead time before each trajectory's correlation first drops below the threshold (the horizon if "
-        "never), averaged over trajectories",
+        "never), in that trajectory's own time steps, averaged over trajectories",
         "pdestream (validation checkpoint selection)", _corr_time, dims=("threshold",), validation=True,
     ),
     Metric(
         "pdearena_corr_time", "corr. time (PDEArena: of the mean correlation)", PER_MODEL, HIGHER, TIME_UNITS,
-        "the correlation averaged over trajectories first; the number of steps it is above the threshold × dt",
+        "the correlation averaged over trajectories first; the number of steps it is above the threshold × dt "
+        "(the trajectories' mean dt where each has its own)",
         "PDEArena time_till_corr_lower (PDE-Refiner, Lippe et al., NeurIPS 2023)", _corr_for_mean,
         dims=("threshold",), of_mean=_pdearena_of_mean, validation=True,
     ),

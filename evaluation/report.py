@@ -269,8 +269,10 @@ def _pde_line(pde: Mapping) -> str:
     solve = pde.get("n_solve") or n
     skip = {"_target_", "n", "n_solve", "length", "dt", "burn_in", "blowup"}
     others = ", ".join(f"{k} = {v}" for k, v in pde.items() if k not in skip)
+    length = pde["length"]
+    side = f"{length:g}" if isinstance(length, int | float) else f"{list(length)} (one per trajectory)"
     return (
-        f"{name} on a periodic domain of length {pde['length']:g}: solved on {solve} points per axis "
+        f"{name} on a periodic domain of length {side}: solved on {solve} points per axis "
         f"(pde.n_solve), stored on {n} (pde.n); internal step {pde['dt']:g}, burn-in {pde.get('burn_in', 0):g} "
         f"{TIME_UNITS} dropped; {others}"
     )

@@ -42,6 +42,27 @@ ATen's own element-wise kernels stay serial below 32768 elements for the same re
 ParamValue = float | Sequence[Any]
 """A PDE parameter in a config: a number (fixed) or ``[low, high]`` (uniform) or ``[low, high, "log"]``."""
 
+TIME_SCALE = "time_scale"
+"""The parameter that stretches each trajectory's time axis (see :data:`RANGED_SETTINGS`)."""
+
+RANGED_SETTINGS = ("length", TIME_SCALE)
+"""Settings of every solver that a preset may give as a per-trajectory range (a solver that supports one
+lists it in its ``param_order``). Given as a range, such a setting becomes a PDE parameter, sampled per
+trajectory like ``nu``; given as a number it stays a setting, so fixed presets keep their parameters.
+
+* ``length``: the domain side ``L_b`` of trajectory ``b`` (``grid`` and ``dx`` are those of the midpoint);
+* ``time_scale``: ``s_b`` stretches the nominal time axis of trajectory ``b``: its burn-in, output times and
+  internal steps are ``s_b`` times the nominal ones (same number of sub-steps for all), so its frames are
+  ``s_b · dt_out`` apart. As a number it must be 1 (a fixed time scale is a choice of ``dt_out``)."""
+
+
+def is_range(name: str, value: Any) -> bool:
+    """Whether the config value of ``name`` is a range ``[low, high]`` with ``low < high`` (or a log range);
+    a malformed range raises :class:`ConfigError` naming ``name``."""
+    if value is None or isinstance(value, int | float | str):
+        return False
+    return not ParamSpec(name, value).fixed
+
 
 class ConfigError(ValueError):
     """A solver configuration that cannot work; the message names the key and what is allowed."""
@@ -207,7 +228,8 @@ class Solver(ABC):
 
     Args:
         n: grid points per spatial dimension of the outputs.
-        length: side of the periodic domain ``[0, length)^ndim``.
+        length: side of the periodic domain ``[0, length)^ndim``; ``[low, high]``: one per trajectory, for a
+            solver that supports it (:data:`RANGED_SETTINGS`).
         dt: largest internal time step; output intervals are split into equal sub-steps ``<= dt``.
         dt_out: the interval between the frames a trajectory stores (the model's time step), a positive
             multiple of ``dt``; ``None`` (a solver used directly, e.g. by :meth:`solve` with explicit times)
@@ -216,6 +238,8 @@ class Solver(ABC):
         blowup: an output with ``max |u|`` above this (or any non-finite value) marks its
             trajectory as diverged.
         n_solve: grid points per dimension of the integration, a multiple of ``n``; ``None``: ``n``.
+        time_scale: 1, or ``[low, high]``: per-trajectory stretch of the time axis, for a solver that supports
+            it (:data:`RANGED_SETTINGS`).
     """
 
     ndim: int = 1
@@ -237,6 +261,7 @@ class Solver(ABC):
         blowup: float = 1e6,
         n_solve: int | None = None,
         dt_out: float | None = None,
+        time_scale: ParamValue = 1.0,
     ) -> None:
         require(isinstance(n, int) and n >= 8 and n % 2 == 0, f"n={n!r}: must be an even int >= 8")
         n_solve = n if n_solve is None else n_solve
@@ -244,6 +269,22 @@ class Solver(ABC):
             isinstance(n_solve, int) and n_solve >= n and n_solve % n == 0,
             f"n_solve={n_solve!r}: must be null or an int multiple of n={n} (the solve grid is refined "
             "by an integer factor and every n_solve/n-th point is stored)",
+        )
+        self.params: dict[str, ParamSpec] = {}
+        for name, value in zip(RANGED_SETTINGS, (length, time_scale), strict=True):
+            if is_range(name, value):
+                require(
+                    name in self.param_order,
+                    f"{name}={value!r} is not allowed for {type(self).__name__}: give a number (a per-trajectory "
+                    f"range is supported by solvers whose param_order lists {name!r})",
+                )
+                self.add_param(name, value, positive=True)
+        if "length" in self.params:
+            length = 0.5 * (self.params["length"].low + self.params["length"].high)
+        require(
+            "time_scale" in self.params or time_scale == 1,
+            f"time_scale={time_scale!r} is not allowed: give 1 or a range [low, high] (a fixed time scale is a "
+            "choice of dt_out and burn_in)",
         )
         check_number("length", length, low=0, low_open=True)
         check_number("dt", dt, low=0, low_open=True)
@@ -260,19 +301,30 @@ class Solver(ABC):
             )
             self.dt_out = steps * self.dt
         self.burn_in, self.blowup = float(burn_in), float(blowup)
-        self.params: dict[str, ParamSpec] = {}
 
     # ----------------------------------------------------------------- parameters
     @classmethod
     def param_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:
         """The PDE parameters a solver built from ``config`` (its constructor keys) has, in order; read
-        without building it (a subclass whose parameters depend on a setting overrides this)."""
-        return cls.param_order
+        without building it (a subclass whose parameters depend on a setting overrides this). A setting of
+        :data:`RANGED_SETTINGS` is one only when the config gives it as a range."""
+        return tuple(
+            name
+            for name in cls.param_order
+            if name not in RANGED_SETTINGS or is_range(name, config.get(name))
+        )
 
     def add_param(self, name: str, value: ParamValue, positive: bool = False) -> None:
+        """Add a PDE parameter; :attr:`params` keeps the order of ``param_order`` (that of the draws)."""
         if name not in self.param_order:
             raise TypeError(f"{type(self).__name__}.param_order does not list the parameter {name!r}")
         self.params[name] = ParamSpec(name, value, positive)
+        self.params = {k: self.params[k] for k in self.param_order if k in self.params}
+
+    @property
+    def max_time_scale(self) -> float:
+        """The largest per-trajectory time scale (1 unless ``time_scale`` is a range)."""
+        return self.params["time_scale"].high if "time_scale" in self.params else 1.0
 
     def sample_params(self, batch: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """One value per trajectory for every PDE parameter (float64, CPU)."""

@@ -33,7 +33,6 @@ from solvers.base import (
     dealias_mask,
     random_sines,
     require,
-    wavenumbers,
 )
 
 STABLE_DT_PER_NU = 2.0
@@ -74,16 +73,20 @@ def etdrk4_coefficients(z: Tensor, points: int = 32) -> tuple[Tensor, Tensor, Te
 
 
 class KuramotoSivashinsky(Solver):
-    """Batched 1D Kuramoto-Sivashinsky solver; each trajectory has its own ``nu``.
+    """Batched 1D Kuramoto-Sivashinsky solver; each trajectory has its own ``nu``, and, given as ranges, its
+    own domain length ``L`` and time scale ``s`` (:data:`~solvers.base.RANGED_SETTINGS`).
 
-    Defaults follow the KS setup of Brandstetter et al. (2022, LPSDA) as used by PDE-Refiner (Lippe
-    et al. 2023): ``L = 64``, ``n = 256``, ``nu = 1``; their data keep the last 140 of 500 frames
-    over ``t in [0, 100]``, i.e. drop ``t < 72`` as transient (``burn_in = 72``). The conditional
-    variant samples ``nu ~ U(0.5, 1.5)`` (``nu: [0.5, 1.5]``).
+    Defaults: ``L = 64``, ``n = 256``, ``nu = 1``, the KS setup of Brandstetter et al. (2022, LPSDA) as used
+    by PDE-Refiner (Lippe et al. 2023). Their generator (LPSDA ``generate/generate_data.py``) draws per
+    trajectory ``L ~ U(0.9, 1.1) · 64`` and a duration ``T ~ U(0.9, 1.1) · 100`` over 500 frames
+    ``T / 499`` apart, and keeps the last 140 (``conf/pde/ks_lpsda.yaml``: ``length: [57.6, 70.4]``,
+    ``time_scale: [0.9, 1.1]`` on the nominal spacing ``dt_out = 100/499``); the conditional variant samples
+    ``nu ~ U(0.5, 1.5)``. Trajectory ``b`` then has the wavenumbers ``2π m / L_b`` and the step ``s_b · h``:
+    its ETDRK4 coefficients are its own (computed once per distinct ``(nu, L, s)``).
 
     Args:
         n: grid points (even, >= 8).
-        length: domain length ``L``.
+        length: domain length ``L``: a number, or ``[low, high]`` per trajectory (the grid is the midpoint's).
         dt: largest internal step. The default 0.25 (Kassam & Trefethen's h) is within ~1.5e-4 (t = 2)
             and ~1e-3 (t = 10) relative L2 error of dt = 1/512 from a chaotic state at nu = 1.
         dt_out: interval between stored frames, a multiple of ``dt`` (see :class:`~solvers.base.Solver`).
@@ -94,16 +97,21 @@ class KuramotoSivashinsky(Solver):
         max_mode: the initial waves have integer wavenumbers ``l_j`` in ``1..max_mode``.
         contour_points: points on the half circle of the ETDRK4 contour integrals.
         n_solve: grid points of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
+        time_scale: 1, or ``[low, high]``: trajectory ``b`` runs ``s_b`` times the nominal times (burn-in,
+            output times and steps), so its frames are ``s_b · dt_out`` apart.
+
+    The initial condition is drawn in grid units (``sin(2π l_j i / n + φ_j)`` at point ``i``), as LPSDA's
+    ``sin(2π l_j x / L + φ_j)`` on ``x = i L / n``, so it does not depend on ``L``.
     """
 
     ndim = 1
     channels = ("u",)
-    param_order = ("nu",)
+    param_order = ("nu", "length", "time_scale")
 
     def __init__(
         self,
         n: int = 256,
-        length: float = 64.0,
+        length: ParamValue = 64.0,
         dt: float = 0.25,
         dt_out: float | None = None,
         nu: ParamValue = 1.0,
@@ -113,20 +121,22 @@ class KuramotoSivashinsky(Solver):
         max_mode: int = 2,
         contour_points: int = 32,
         n_solve: int | None = None,
+        time_scale: ParamValue = 1.0,
     ) -> None:
-        super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out)
+        super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out, time_scale)
         self.add_param("nu", nu, positive=True)
-        nu_low = self.params["nu"].low
+        nu_low, scale = self.params["nu"].low, self.max_time_scale
         require(
-            dt <= STABLE_DT_PER_NU * nu_low,
-            f"dt={dt!r} is unstable for nu={nu!r}: dt must be <= {STABLE_DT_PER_NU:g} * min(nu) "
-            f"= {STABLE_DT_PER_NU * nu_low:g}",
+            dt * scale <= STABLE_DT_PER_NU * nu_low,
+            f"dt={dt!r} is unstable for nu={nu!r}"
+            + (f" and time_scale up to {scale:g}: dt * max(time_scale)" if scale != 1 else ": dt")
+            + f" must be <= {STABLE_DT_PER_NU:g} * min(nu) = {STABLE_DT_PER_NU * nu_low:g}",
         )
         check_int("waves", waves, 1)
         check_int("max_mode", max_mode, 1, n // 3 - 1)
         check_int("contour_points", contour_points, 8)
         self.waves, self.max_mode, self.contour_points = waves, max_mode, contour_points
-        self.k = wavenumbers(self.n_solve, length, real=True)
+        self.modes = torch.fft.rfftfreq(self.n_solve, d=1.0 / self.n_solve).to(torch.float64)  # m = 0 … n/2
         self.dealias = dealias_mask(self.n_solve, real=True)
 
     # ----------------------------------------------------------------- initial condition
@@ -146,30 +156,33 @@ class KuramotoSivashinsky(Solver):
         return torch.fft.irfft(state, n=self.n_solve)
 
     # ----------------------------------------------------------------- time stepping
-    def _coefficients(self, nu: Tensor, h: float, dtype: torch.dtype) -> tuple[Tensor, ...]:
-        """ETDRK4 weights for step ``h``: ``(E, E2, Q g, (E2 - 1) Q g, 2 Q g, f1 g, 2 f2 g, f3 g)``.
+    def _coefficients(self, params: dict[str, Tensor], h: float, dtype: torch.dtype) -> tuple[Tensor, ...]:
+        """ETDRK4 weights for the nominal step ``h``: ``(E, E2, Q g, (E2 - 1) Q g, 2 Q g, f1 g, 2 f2 g, f3 g)``.
 
         Each is ``[B, 1, K]`` complex with ``g = -i k / 2`` and zero on the modes ``|k| >= n/3``
-        (Galerkin truncation). Computed in float64 once per distinct ``nu``, then cast to the complex
-        type of ``dtype``.
+        (Galerkin truncation); trajectory ``b`` has ``k = 2π m / L_b`` and the step ``s_b · h``. Computed in
+        float64 once per distinct ``(nu, L, s)``, then cast to the complex type of ``dtype``.
         """
-        device = nu.device
+        nu = params["nu"].to(torch.float64)
+        length = params.get("length", torch.full_like(nu, self.length)).to(torch.float64)
+        scale = params.get("time_scale", torch.ones_like(nu)).to(torch.float64)
+        values, inverse = torch.unique(torch.stack([nu, length, scale], -1), dim=0, return_inverse=True)
+        nu, length, scale = values.T.unsqueeze(-1)  # [U, 1] each
+        device, step = nu.device, h * scale
         kept = int(self.dealias.sum())
-        k = self.k[:kept].to(device)
-        values, inverse = torch.unique(nu.to(torch.float64), return_inverse=True)
-        z = h * (k**2 - values[:, None] * k**4)
+        k = (torch.full_like(length, 2 * math.pi) / length) * self.modes[:kept].to(device)  # as wavenumbers()
+        z = step * (k**2 - nu * k**4)
         q, f1, f2, f3 = etdrk4_coefficients(z, self.contour_points)
-        g = (-0.5j * h) * k
+        g = (-0.5j * step) * k
         e2 = torch.exp(z / 2)
         qg = q * g
         weights = torch.stack([e2 * e2, e2, qg, (e2 - 1) * qg, 2 * qg, f1 * g, 2 * f2 * g, f3 * g])
-        full = torch.zeros((*weights.shape[:2], self.k.numel()), dtype=_COMPLEX[dtype], device=device)
+        full = torch.zeros((*weights.shape[:2], self.modes.numel()), dtype=_COMPLEX[dtype], device=device)
         full[..., :kept] = weights
         return tuple(w[inverse].unsqueeze(1) for w in full)
 
     def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:
         require(dtype in _COMPLEX, f"dtype={dtype}: KuramotoSivashinsky runs in {sorted(map(str, _COMPLEX))}")
-        nu = params["nu"]
         cache: OrderedDict[float, tuple[Tensor, ...]] = OrderedDict()
         n = self.n_solve
 
@@ -181,7 +194,7 @@ class KuramotoSivashinsky(Solver):
             """One ETDRK4 step (Cox & Matthews 2002, eq. 26), using ``E2 a = E v + E2 Q N(v)``."""
             key = float(f"{h:.12g}")
             if key not in cache:
-                cache[key] = self._coefficients(nu, h, dtype)
+                cache[key] = self._coefficients(params, h, dtype)
                 if len(cache) > _CACHED_STEP_SIZES:
                     cache.popitem(last=False)
             e, e2, q, p, q2, f1, f2, f3 = cache[key]

@@ -74,6 +74,53 @@ def test_cond_dim_is_read_without_building_the_solver(pde, tmp_path, monkeypatch
     assert cfg.model.cond_dim == len(CondLayout.of(solver)) == len(solver.params) + 1
 
 
+@pytest.mark.parametrize("experiment", ["ks_unet", "ks_pde_refiner"])
+def test_ks_experiments_use_the_data_pde_refiner_trained_on(experiment, tmp_path):
+    """LPSDA's KS generator as PDE-Refiner used it: per trajectory L ~ U(57.6, 70.4) and T ~ U(90, 110) over
+    500 frames T/499 apart, the last 140 kept, n = 256; the model steps every 4th frame and is conditioned
+    on L and its Δt (nu is fixed; ``pde.nu=[0.5,1.5]`` is the conditional data set)."""
+    cfg = compose_train(
+        [f"experiment={experiment}", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}"]
+    )
+    solver = hydra.utils.instantiate(cfg.pde)
+    assert solver.n == 256 and solver.n_solve == 256
+    spec = solver.params
+    assert (spec["length"].low, spec["length"].high) == (57.6, 70.4) and not spec["length"].log
+    assert (spec["time_scale"].low, spec["time_scale"].high) == (0.9, 1.1) and spec["nu"].fixed
+    assert solver.dt_out * 499 == pytest.approx(100, rel=1e-12)  # frame b: s_b · 100/499 = T_b / 499
+    assert solver.burn_in / solver.dt_out == pytest.approx(360, rel=1e-12)  # the first 360 frames dropped
+    assert cfg.data.frames == 140 and 360 + cfg.data.frames == 500 and cfg.data.frame_stride == 4
+    assert cfg.model.cond_dim == 3 and CondLayout.of(solver).names == ("nu", "length", "dt")
+    draws = solver.sample_params(2000, torch.Generator().manual_seed(0))
+    durations = 100 * draws["time_scale"]
+    assert 90 <= float(durations.min()) < 90.5 and 109.5 < float(durations.max()) <= 110
+    conditional = compose_train([f"experiment={experiment}", "pde.nu=[0.5,1.5]", f"hydra.run.dir={tmp_path}"])
+    assert (
+        hydra.utils.instantiate(conditional.pde).params["nu"].high == 1.5 and conditional.model.cond_dim == 3
+    )
+
+
+def test_ks_rollout_sets_step_four_frames_of_each_trajectorys_own_spacing(tmp_path):
+    cfg = compose_train(
+        [
+            "experiment=ks_unet",
+            "pde.n=64",
+            "data.rollout_frames=3",
+            "data.num_val_trajectories=3",
+            "data.batch_size=3",
+            f"data.cache_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path}",
+        ]
+    )
+    datamodule = hydra.utils.instantiate(cfg.data)
+    batch = next(iter(datamodule.val_dataloader()))
+    nominal = 4 * 100 / 499
+    assert datamodule.time_grid.dt_out == pytest.approx(nominal) and batch["u"].shape == (3, 3, 1, 64)
+    expected = nominal * batch["params"]["time_scale"]
+    torch.testing.assert_close(batch["dt"], expected.float())
+    assert len(set(batch["dt"].tolist())) == 3 and bool(((batch["dt"] > 0.72) & (batch["dt"] < 0.89)).all())
+
+
 @pytest.mark.parametrize("config", ["evaluate", "generate"])
 def test_entry_point_configs_compose(config):
     GlobalHydra.instance().clear()

@@ -35,6 +35,9 @@ from solvers.base import check_choice, check_int, check_number
 
 log = logging.getLogger("pdestream")
 
+LEAD_TIMES = "lead_times"
+"""Key of the validation rollouts' lead times ``[B, T]`` among the values gathered over an epoch."""
+
 
 def mse_loss(pred: Tensor, true: Tensor) -> Tensor:
     """Mean squared error over the batch."""
@@ -127,7 +130,6 @@ class SurrogateModule(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.loss_fn = LOSSES[loss]
         self._val: dict[str, list[Tensor]] = {}
-        self._val_scope: registry.Scope | None = None  # lead times and threshold of the last validation
         self.val_sample: tuple[Tensor, Tensor, Tensor] | None = None  # prediction, truth, times
 
     @staticmethod
@@ -227,23 +229,25 @@ class SurrogateModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ validation / test
-    def rollout_metrics(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """Autoregressive rollout over full trajectories ``batch["u"]`` ``[B, T, C, *S]``."""
+    def rollout_metrics(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        """Autoregressive rollout over full trajectories ``batch["u"]`` ``[B, T, C, *S]``: the validation
+        metrics and the lead times ``[B, T]`` (each trajectory's own, ``batch["dt"]`` apart)."""
         u = batch["u"]
         t_in, t_out = self.net.time_history, self.net.time_future
         steps = rollout_steps(u.shape[1], t_in, t_out)
         pred = rollout(self.predictor(batch["params"], batch["dt"]), u[:, :t_in], steps)
         true = u[:, t_in : t_in + pred.shape[1]]
-        dt = batch["dt"].reshape(-1)[0].to(pred.dtype)
-        times = dt * torch.arange(1, pred.shape[1] + 1, device=pred.device, dtype=pred.dtype)
+        steps = torch.arange(1, pred.shape[1] + 1, device=pred.device, dtype=pred.dtype)
+        times = batch["dt"].reshape(-1, 1).to(pred.dtype) * steps  # each trajectory's own lead times
         if not self._val:  # the first validation batch: keep one rollout for the figure callback
-            self.val_sample = (pred[:1].detach().cpu(), true[:1].detach().cpu(), times.cpu())
-        self._val_scope = registry.Scope(times, (self.hparams.correlation_threshold,))
-        scored = registry.Rollout(pred, true, self._val_scope)
-        return {metric.name: metric.compute(scored) for metric in registry.validation_metrics()}
+            self.val_sample = (pred[:1].detach().cpu(), true[:1].detach().cpu(), times[0].cpu())
+        scope = registry.Scope(times, (self.hparams.correlation_threshold,))
+        scored = registry.Rollout(pred, true, scope)
+        return {m.name: m.compute(scored) for m in registry.validation_metrics()}, times
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        for key, value in self.rollout_metrics(batch).items():
+        values, times = self.rollout_metrics(batch)
+        for key, value in {**values, LEAD_TIMES: times}.items():
             self._val.setdefault(key, []).append(value.detach())
 
     def on_validation_epoch_end(self) -> None:
@@ -257,11 +261,12 @@ class SurrogateModule(pl.LightningModule):
             value = self.all_gather(torch.cat(values))
             gathered[key] = value.flatten(0, 1) if self.trainer.world_size > 1 else value
         self._val.clear()
+        scope = registry.Scope(gathered.pop(LEAD_TIMES), (self.hparams.correlation_threshold,))
         logged = {}
         for metric in registry.validation_metrics():
             values = gathered[metric.name]
             if metric.kind == registry.PER_MODEL:
-                values = metric.of_mean(values.double().mean(0, keepdim=True), self._val_scope)
+                values = metric.of_mean(values.double().mean(0, keepdim=True), scope)
             if metric.thresholded:
                 values = values[..., 0]
             if "time" in metric.dims:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from data.cli import require_writable
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
 from data.hdf5 import read_trajectories
+from data.timegrid import trajectory_steps
 from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.rollout import Predictor, rollout, rollout_steps
@@ -257,36 +258,40 @@ def origin_of_test_set(cfg: DictConfig, config: Mapping[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------- rollouts
 def _batch(
-    u: Tensor, params: Mapping[str, Tensor], part: slice, dt: float, device: torch.device
+    u: Tensor, params: Mapping[str, Tensor], part: slice, dt: Tensor, device: torch.device
 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
     batch = u[part].to(device)
     cond = {k: v[part].to(device=device, dtype=torch.float32) for k, v in params.items()}
-    return batch, cond, torch.full((len(batch),), dt, device=device)
+    return batch, cond, dt[part].to(device=device, dtype=torch.float32)
 
 
 def evaluate_model(
     model: Forecaster,
     u: Tensor,
     params: Mapping[str, Tensor],
-    dt: float,
+    dt: Tensor,
     blowup: float,
     cfg: DictConfig,
     device: torch.device,
     length: float,
 ) -> ModelRollouts:
     """Roll ``model`` out over every test trajectory ``u`` ``[N, T, C, *S]`` (a periodic domain of side
-    ``length``) and collect every metric of :mod:`evaluation.registry` and the diagnostics (blow-up time,
-    energy spectra and their band error, the ensemble spread)."""
+    ``length``), each with its own time step ``dt`` ``[N]``, and collect every metric of
+    :mod:`evaluation.registry` and the diagnostics (blow-up time, energy spectra and their band error, the
+    ensemble spread); times are each trajectory's own."""
     t_in, t_out = model.time_history, model.time_future
     steps = rollout_steps(u.shape[1], t_in, t_out)
     horizon = steps * t_out
-    times = dt * torch.arange(1, horizon + 1, dtype=torch.float64)
+    lead = torch.arange(1, horizon + 1, dtype=torch.float64)
     ndim = u.ndim - 3
-    scope = registry.Scope(times.to(device), tuple(float(t) for t in cfg.thresholds), (length,) * ndim)
+    thresholds, sides = tuple(float(t) for t in cfg.thresholds), (length,) * ndim
     out = ModelRollouts()
     bar = tqdm(total=len(u), desc=model.label, unit="traj", disable=not cfg.progress)
     for first in range(0, len(u), cfg.batch_size):
-        batch, cond, step_dt = _batch(u, params, slice(first, first + cfg.batch_size), dt, device)
+        part = slice(first, first + cfg.batch_size)
+        batch, cond, step_dt = _batch(u, params, part, dt, device)
+        times = (dt[part, None] * lead).to(device)
+        scope = registry.Scope(times, thresholds, sides)
         predict = model.predictor(cond, step_dt)
         history = batch[:, :t_in]
         runs = []
@@ -298,7 +303,7 @@ def evaluate_model(
         out.add(**{metric.name: metric.compute(scored) for metric in registry.METRICS})
         spec_pred, spec_true = metrics.energy_spectrum(pred, ndim), metrics.energy_spectrum(true, ndim)
         out.add(
-            blowup_time=metrics.blowup_time(pred, times.to(device), blowup),
+            blowup_time=metrics.blowup_time(pred, times, blowup),
             spectrum_pred=spec_pred.float(),
             spectrum_true=spec_true.float(),
             band_error=metrics.spectrum_band_error(spec_pred, spec_true, cfg.num_bands),
@@ -318,7 +323,7 @@ def rollout_job(
     model: Forecaster,
     u: Tensor,
     params: Mapping[str, Tensor],
-    dt: float,
+    dt: Tensor,
     batch_size: int,
     frames: int,
     device: torch.device,
@@ -337,7 +342,7 @@ def measure_costs(
     runs: Sequence[SolverRun],
     u: Tensor,
     params: Mapping[str, Tensor],
-    dt: float,
+    dt: Tensor,
     cfg: DictConfig,
     device: torch.device,
 ) -> None:
@@ -391,10 +396,11 @@ def _described(metric: registry.Metric) -> dict[str, str]:
 
 
 def _metric_variables(
-    results: Sequence[ModelRollouts], length: int, dt: float, cfg: DictConfig
+    results: Sequence[ModelRollouts], length: int, dt: Tensor, cfg: DictConfig
 ) -> dict[str, tuple[Any, ...]]:
     """Every registry metric of every row: ``<name>`` per trajectory (not for per-model metrics) and
-    ``<name>_ci`` (value, bootstrap interval), NaN-padded along ``time`` to ``length`` steps."""
+    ``<name>_ci`` (value, bootstrap interval), NaN-padded along ``time`` to ``length`` steps; ``dt`` ``[N]``
+    is each trajectory's time step."""
     thresholds = tuple(float(t) for t in cfg.thresholds)
     data: dict[str, tuple[Any, ...]] = {}
     for metric in registry.METRICS:
@@ -407,7 +413,7 @@ def _metric_variables(
         ci = []
         for r in results:
             steps = r.cat("spectrum_true").shape[1]  # this row's horizon
-            times = dt * torch.arange(1, steps + 1, dtype=torch.float64)
+            times = dt[:, None] * torch.arange(1, steps + 1, dtype=torch.float64)
             value = _ci(r.cat(metric.name), cfg, metric, registry.Scope(times, thresholds))
             ci.append(_pad(value, length, time) if time is not None else value.numpy())
         data[f"{metric.name}_ci"] = (("model", *metric.dims, "stat"), np.stack(ci), attrs)
@@ -466,6 +472,7 @@ def build_dataset(
     truth: Tensor,
     trajectory: Tensor,
     dt: float,
+    steps: Tensor,
     cfg: DictConfig,
     attrs: Mapping[str, Any],
     solver: Solver,
@@ -477,7 +484,9 @@ def build_dataset(
     ``kind`` along ``model``) with their ``results``. ``truth`` is the rollout part of the test trajectories
     the solver runs are compared with (``[N, T_s, C, *S]``, starting after the first model's history).
     ``attrs`` adds to the dataset's attributes (the PDE's domain and channels, the test data, the timing
-    device). ``params`` are the test trajectories' PDE parameters (``param_<name>`` coordinates along
+    device). ``dt`` is the model's (nominal) step, that of the ``time`` coordinate; ``steps`` ``[N]`` each
+    trajectory's own, in which its times are measured (they differ with a per-trajectory time scale).
+    ``params`` are the test trajectories' PDE parameters (``param_<name>`` coordinates along
     ``trajectory``, with the training distribution of the first checkpoint's ``solver``).
     """
     length = max(r.cat("spectrum_true").shape[1] for r in results)
@@ -485,7 +494,7 @@ def build_dataset(
     thresholds = [float(t) for t in cfg.thresholds]
     num_wavenumbers = results[0].cat("spectrum_true").shape[-1]
     bands = ["low", "mid", "high"] if cfg.num_bands == 3 else [f"band{i}" for i in range(cfg.num_bands)]
-    data: dict[str, tuple[Any, ...]] = _metric_variables(results, length, dt, cfg)
+    data: dict[str, tuple[Any, ...]] = _metric_variables(results, length, steps, cfg)
     if any("spread" in r.values for r in results):
         stacked = [
             _pad(r.cat("spread"), length, 1)
@@ -526,7 +535,7 @@ def build_dataset(
         **{dim: labels for metric in registry.METRICS for dim, labels in metric.coords.items()},
     }
     if runs:
-        data.update(_solver_variables(runs, truth, len(trajectory), length, dt, attrs["length"], cfg))
+        data.update(_solver_variables(runs, truth, len(trajectory), length, steps, attrs["length"], cfg))
         coords["solver_setting"] = [r.label for r in runs]
     attrs = {
         "checkpoints": "\n".join(m.path for m in models),
@@ -549,7 +558,7 @@ def _repeats(seconds: Sequence[Sequence[float]], repeats: int) -> np.ndarray:
 
 
 def _solver_variables(
-    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: float, side: float, cfg: DictConfig
+    runs: Sequence[SolverRun], truth: Tensor, num: int, length: int, dt: Tensor, side: float, cfg: DictConfig
 ) -> dict[str, tuple[Any, ...]]:
     """Per solver setting: every registry metric as for the models (``solver_<name>`` per trajectory,
     ``solver_<name>_ci``; NaN where it has no output, for trajectories it did not solve, and for metrics
@@ -568,7 +577,7 @@ def _solver_variables(
                 continue
             index = torch.tensor(run.index)
             pred, true = run.pred.double(), truth[: len(run.pred), index].double()
-            times = dt * (index + 1).double()
+            times = dt[: len(pred), None] * (index + 1).double()
             scope = registry.Scope(times, tuple(thresholds), (side,) * (pred.ndim - 3))
             value = metric.compute(registry.Rollout(pred, true, scope))
             where = (slice(None), *(run.index if d == "time" else slice(None) for d in metric.dims))
@@ -639,8 +648,10 @@ def evaluate(cfg: DictConfig) -> Path:
     if cfg.anchors.persistence:
         forecasters.append(persistence(t_in))
     blowup = float(first.config["pde"].get("blowup", 1e6))
-    side = float(first.config["pde"]["length"])
-    results = [evaluate_model(f, u, params, dt, blowup, cfg, device, side) for f in forecasters]
+    solver = build_from_config({**first.config["pde"], "burn_in": 0.0}, SOLVER_TARGETS, "pde")
+    side = solver.length  # the midpoint of a per-trajectory range
+    steps = trajectory_steps(dt, params, len(u))  # each trajectory's own time step
+    results = [evaluate_model(f, u, params, steps, blowup, cfg, device, side) for f in forecasters]
     truth = u[:, t_in:]
     runs: list[SolverRun] = []
     baseline = cfg.solver_baseline
@@ -660,11 +671,10 @@ def evaluate(cfg: DictConfig) -> Path:
         for run in runs:
             run.pred = None if run.pred is None else run.pred.cpu()
         truth = truth[:count]
-    measure_costs(forecasters, results, runs, u, params, dt, cfg, device)
+    measure_costs(forecasters, results, runs, u, params, steps, cfg, device)
     for model in models:
         model.module.cpu()
     index = data.get("index", torch.arange(len(u)))
-    solver = build_from_config({**first.config["pde"], "burn_in": 0.0}, SOLVER_TARGETS, "pde")
     attrs = {
         "timing_device": device_description(device),
         "length": side,
@@ -673,7 +683,7 @@ def evaluate(cfg: DictConfig) -> Path:
         "test_draw": origin_of_test_set(cfg, first.config),
     }
     dataset = build_dataset(
-        models, forecasters, results, runs, truth, index[: len(u)], dt, cfg, attrs, solver, params
+        models, forecasters, results, runs, truth, index[: len(u)], dt, steps, cfg, attrs, solver, params
     )
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

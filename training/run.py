@@ -56,8 +56,10 @@ def register_resolvers() -> None:
     resolvers = {
         "pde_ndim": lambda *, _root_: _solver_class(_root_).ndim,
         "pde_channels": lambda *, _root_: len(_solver_class(_root_).channels),
-        # the conditioning vector: every PDE parameter (named by the solver class and its config), then dt
-        "pde_cond_dim": lambda *, _root_: len(CondLayout(_solver_class(_root_).param_names(_root_.pde))),
+        # the conditioning vector: the PDE parameters (named by the solver class and its config), then dt
+        "pde_cond_dim": lambda *, _root_: len(
+            CondLayout.of_names(_solver_class(_root_).param_names(_root_.pde))
+        ),
         "mul": lambda a, b: a * b,
         "add": lambda a, b: a + b,
     }

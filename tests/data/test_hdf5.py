@@ -136,7 +136,7 @@ def test_windows_read_lazily_with_stride(tmp_path, heat1d):
     write(path, heat1d)
     u = read_trajectories(path, "train")["u"]
     windows = HDF5Windows(path, "train", time_history=2, target_frames=1, stride=2, solver=heat1d)
-    assert len(windows) == 10 * 2 and torch.isclose(windows.dt, torch.tensor(0.4))
+    assert len(windows) == 10 * 2 and torch.isclose(windows[0]["dt"], torch.tensor(0.4))
     item = windows[3]  # trajectory 1, start 1
     assert torch.equal(item["x"], u[1, [1, 3]]) and torch.equal(item["y"], u[1, [5]])
     loader = DataLoader(windows, batch_size=5, num_workers=2, shuffle=True)

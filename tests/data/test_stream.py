@@ -17,6 +17,7 @@ from data.stream import STREAM_KEY, TrajectoryStream, cut_windows, start_rounds
 from data.timegrid import TimeGrid
 from data.trajectories import generate, trajectory_seed
 from solvers.base import ConfigError
+from solvers.ks import KuramotoSivashinsky
 from tests.data.conftest import Heat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +80,44 @@ def test_cut_windows_slices_consecutive_frames():
     w = cut_windows(u, 4)
     assert w.shape == (6, 4, 1, 3)
     assert torch.equal(w[4], u[1, 1:5])
+
+
+def test_cut_windows_with_a_stride_start_at_every_frame():
+    u = torch.arange(10.0).reshape(1, 10, 1, 1)
+    w = cut_windows(u, 3, stride=4)  # spans 9 frames: starts 0 and 1
+    assert w.flatten(1).tolist() == [[0.0, 4.0, 8.0], [1.0, 5.0, 9.0]]
+    assert cut_windows(u, 2, stride=4).flatten(1)[:, 0].tolist() == [0, 1, 2, 3, 4, 5]  # every phase
+
+
+def test_strided_windows_carry_their_trajectorys_own_time_step():
+    """KS with per-trajectory L and time scale, the model stepping 4 frames: each window is frames ``p`` and
+    ``p + 4`` of its trajectory, for starts ``p`` of every phase, and its ``dt`` is ``4 · s_b · dt_out``."""
+    solver = KuramotoSivashinsky(n=32, length=[14.4, 17.6], time_scale=[0.9, 1.1], dt_out=0.25, burn_in=0.0)
+    stream = make_stream(solver, time_history=1, target_frames=1, frames=9, frame_stride=4, solver_batch=2)
+    assert stream.windows_per_trajectory == 5
+    batch = take(stream, 1)[0]
+    starts = set()
+    for i, index in enumerate(batch[STREAM_KEY]["index"].tolist()):
+        made = generate(solver, 7, "train", [index], stream.times)
+        u = made.u[0]
+        found = [
+            p
+            for p in range(5)
+            if torch.equal(u[p], batch["x"][i, 0]) and torch.equal(u[p + 4], batch["y"][i, 0])
+        ]
+        assert len(found) == 1
+        starts.add(found[0])
+        expected = torch.tensor(4 * 0.25 * float(made.params["time_scale"][0]), dtype=torch.float32)
+        assert batch["dt"][i] == expected and 0.9 <= float(batch["dt"][i]) <= 1.1
+        assert batch["params"]["length"][i] == made.params["length"][0].float()
+    assert len(starts) >= 3 and "time_scale" not in batch["params"]  # carried by dt, not a cond entry
+
+
+def test_a_strided_window_longer_than_the_trajectory_is_refused(heat1d):
+    with pytest.raises(
+        ConfigError, match=r"frames=8 is shorter than a window of .* = 5 frames 2 apart \(9 frames\)"
+    ):
+        make_stream(heat1d, frame_stride=2)
 
 
 def test_stream_refuses_a_solver_without_dt_out():

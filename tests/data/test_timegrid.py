@@ -6,6 +6,7 @@ import torch
 from data.normalize import CondLayout, Normalizer
 from data.timegrid import TimeGrid
 from solvers.base import ConfigError
+from solvers.ks import KuramotoSivashinsky
 from tests.data.conftest import Heat
 
 
@@ -68,3 +69,30 @@ def test_conditioning_layout_is_parameters_then_dt():
     # nu = 0.1 is the top of its range (+1), dt = 0.2 is the model's step (1)
     cond = norm.cond({"nu": torch.tensor([0.1])}, torch.tensor([0.2]))
     torch.testing.assert_close(cond, torch.tensor([[1.0, 1.0]]))
+
+
+def test_spacing_is_each_trajectorys_time_scale_times_dt_out():
+    grid = TimeGrid(0.25, 0.5, 8)
+    scales = torch.tensor([0.9, 1.0, 1.1], dtype=torch.float64)
+    assert grid.spacing({"nu": scales, "time_scale": scales}, 3).tolist() == pytest.approx([0.45, 0.5, 0.55])
+    assert grid.spacing({"nu": scales}, 3).tolist() == [0.5, 0.5, 0.5]
+    assert grid.every(4).spacing({"time_scale": scales}, 3).tolist() == pytest.approx([1.8, 2.0, 2.2])
+
+
+def test_conditioning_lists_what_varies_and_the_time_step_covers_the_time_scale():
+    """A per-trajectory L is an entry; a time scale is not (it is in dt), and dt's range maps to [-1, 1]."""
+    solver = KuramotoSivashinsky(n=32, length=[14.4, 17.6], time_scale=[0.9, 1.1], dt_out=0.25)
+    layout = CondLayout.of(solver)
+    assert layout.names == ("nu", "length", "dt")
+    assert (
+        CondLayout.of_names(KuramotoSivashinsky.param_names({"length": [1, 2], "time_scale": [1, 2]}))
+        == layout
+    )
+    norm = Normalizer.from_solver(solver, torch.zeros(1), torch.ones(1), 1.0)  # the model steps 4 frames
+    params = {
+        "nu": torch.tensor([1.0, 1.0]),
+        "length": torch.tensor([14.4, 17.6]),
+        "time_scale": torch.ones(2),
+    }
+    cond = norm.cond(params, torch.tensor([0.9, 1.1]))
+    torch.testing.assert_close(cond, torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))

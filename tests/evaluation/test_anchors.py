@@ -25,7 +25,8 @@ def test_persistence_repeats_the_last_input_frame(tmp_path):
     frames = torch.arange(1, 11, dtype=torch.float32)
     u = (frames[:, None] * torch.sin(x)).reshape(1, 10, 1, 32).repeat(3, 1, 1, 1)
     cfg = eval_config([f"paths.output_dir={tmp_path}", "num_sample_plots=1"])
-    out = evaluate_model(persistence(4), u, {}, 0.5, 1e6, cfg, torch.device("cpu"), 2 * math.pi)
+    dt = torch.full((3,), 0.5, dtype=torch.float64)
+    out = evaluate_model(persistence(4), u, {}, dt, 1e6, cfg, torch.device("cpu"), 2 * math.pi)
     lead = torch.arange(1, 7, dtype=torch.float64)
     assert torch.allclose(out.cat("rel_l2"), (lead / (4 + lead)).expand(3, 6), atol=1e-6)
     assert torch.allclose(out.cat("mse"), (lead**2 / 2).expand(3, 6), atol=1e-5)
@@ -67,7 +68,8 @@ def _solver_dataset(pde: dict, dt_out: float, steps: int) -> xr.Dataset:
         if run.label in jobs:
             run.seconds = [s / jobs[run.label][1] for s in seconds[run.label]]
     cfg = eval_config(["paths.output_dir=unused", "thresholds=[0.8]", "timing.repeats=5"])
-    data = _solver_variables(runs, u[:, 4:], 2, steps, dt_out, pde["length"], cfg)
+    dt = torch.full((2,), dt_out, dtype=torch.float64)
+    data = _solver_variables(runs, u[:, 4:], 2, steps, dt, pde["length"], cfg)
     coords = {
         "solver_setting": [r.label for r in runs],
         "threshold": [0.8],

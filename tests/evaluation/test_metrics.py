@@ -262,3 +262,23 @@ def test_pdebench_frmse_averages_the_channels_at_every_step():
     # per channel a L / 2 in one of the 4 low wavenumbers, then the mean over the two channels
     low = amplitude.mean(1) * length / 2 / 4
     torch.testing.assert_close(got, torch.stack([low, 0 * low, 0 * low], -1), atol=1e-12, rtol=1e-9)
+
+
+def test_times_per_trajectory_are_each_trajectorys_own():
+    """Trajectories with steps 0.9 and 1.1: each crossing is in its own time; PDEArena counts steps of the
+    mean correlation and converts them with the mean step (1.0)."""
+    corr = torch.tensor([[0.9, 0.85, 0.7], [0.9, 0.7, 0.9]], dtype=torch.float64)
+    times = torch.tensor([[0.9, 1.8, 2.7], [1.1, 2.2, 3.3]], dtype=torch.float64)
+    assert metrics.correlation_time(corr, times, 0.8).tolist() == pytest.approx([1.8, 1.1])
+    assert metrics.correlation_time(corr, times, 0.5).tolist() == pytest.approx([2.7, 3.3])  # the horizons
+    assert metrics.pdearena_correlation_time(corr, times, 0.8).item() == pytest.approx(1.0)
+    assert metrics.pdearena_correlation_time(corr, times, 0.75).item() == pytest.approx(3.0)
+    pred = traj([[[1.0], [20.0], [1.0]], [[1.0], [1.0], [math.nan]]])
+    assert metrics.blowup_time(pred, times, threshold=10.0).tolist() == pytest.approx([1.8, 3.3])
+    with pytest.raises(ValueError, match=r"times \[T\] or \[B, T\]"):
+        metrics.correlation_time(corr, times[:1], 0.8)
+
+
+def test_pdearena_step_is_exact_when_every_trajectory_shares_it():
+    times = torch.tensor([0.1, 0.2], dtype=torch.float64).expand(3, 2)
+    assert metrics._uniform_step(times) == 0.1  # not 0.1 up to the rounding of a mean

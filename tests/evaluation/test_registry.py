@@ -38,7 +38,8 @@ def test_a_registered_metric_reaches_validation_metrics_nc_and_the_report(fno_ru
     module, config = load_checkpoint(fno_run)
     cfg = eval_config([f"paths.output_dir={tmp_path}"])
     data = load_test_set(cfg, config, "fno")
-    trajectories = TrajectorySet(data["u"], data["params"], model_grid(config).dt_out)
+    step = model_grid(config).spacing(data["params"], len(data["u"]))
+    trajectories = TrajectorySet(data["u"], data["params"], step)
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     logged = trainer.validate(module, DataLoader(trajectories, batch_size=2), verbose=False)[0]
     assert {"val/largest_error", "val/largest_error_first", "val/largest_error_last"} <= set(logged)

@@ -293,7 +293,13 @@ def test_a_parameter_missing_from_param_order_is_refused() -> None:
 
 def test_every_pde_preset_carries_its_output_interval() -> None:
     intervals = {p.stem: OmegaConf.load(p).get("dt_out") for p in CONF.glob("*.yaml")}
-    assert intervals == {"ks": 1.0, "burgers": 0.1, "navier_stokes": 1.0, "kolmogorov": 0.2}
+    assert intervals == {
+        "ks": 1.0,
+        "ks_lpsda": 100 / 499,
+        "burgers": 0.1,
+        "navier_stokes": 1.0,
+        "kolmogorov": 0.2,
+    }
 
 
 # ----------------------------------------------------------------------------- spectral resampling
@@ -335,3 +341,8 @@ def test_solvers_register_themselves_and_only_pdestreams_are_allowed_in_stored_c
         "solvers.navier_stokes.NavierStokes2D",
     }
     assert Heat not in SOLVERS.values() and "solvers.KuramotoSivashinsky" in SOLVER_TARGETS
+
+
+def test_a_ranged_setting_the_solver_does_not_support_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"length=\[6.0, 7.0\] is not allowed for Burgers: give a number"):
+        Burgers(length=[6.0, 7.0])

@@ -236,3 +236,90 @@ def test_cpu_solves_run_on_one_thread_and_large_batches_in_parts() -> None:
         assert torch.isfinite(healthy).all() and caught.value.result[5].isnan().all()
     finally:
         torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------- per-trajectory length and time scale
+RANGED = {"n": 64, "dt": 0.25, "nu": [0.5, 1.5], "length": [28.8, 35.2], "time_scale": [0.9, 1.1]}
+
+
+def test_ranged_length_and_time_scale_become_parameters_in_order() -> None:
+    solver = KuramotoSivashinsky(**RANGED)
+    assert tuple(solver.params) == ("nu", "length", "time_scale")
+    assert KuramotoSivashinsky.param_names(RANGED) == ("nu", "length", "time_scale")
+    assert KuramotoSivashinsky.param_names({"length": 64.0}) == ("nu",)
+    assert solver.length == 32.0 and solver.dx == 0.5  # the grid of the midpoint
+    draws = solver.sample_params(4000, torch.Generator().manual_seed(0))
+    assert 28.8 <= float(draws["length"].min()) < 29.0 and 35.0 < float(draws["length"].max()) <= 35.2
+    assert 0.9 <= float(draws["time_scale"].min()) < 0.91 and 1.09 < float(draws["time_scale"].max()) <= 1.1
+
+
+def test_per_trajectory_length_equals_fixed_length_solves() -> None:
+    solver = KuramotoSivashinsky(n=64, length=[28.8, 35.2], burn_in=1.0)
+    u0 = _initial(solver, 3)
+    length = torch.tensor([28.8, 31.7, 35.2], dtype=F64)
+    t = [0.0, 0.7, 2.0]
+    batched = solver.solve(u0, t, {"length": length})
+    for i in range(3):
+        fixed = KuramotoSivashinsky(n=64, length=float(length[i]), burn_in=1.0)
+        assert torch.equal(batched[i : i + 1], fixed.solve(u0[i : i + 1], t))  # bit for bit
+    assert not torch.allclose(batched[0], batched[2])  # L matters
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_ranges_at_their_nominal_values_are_the_fixed_solver_bit_for_bit(dtype: torch.dtype) -> None:
+    """The ranged code path at L = 64, s = 1 gives exactly the fixed preset's trajectories."""
+    fixed = KuramotoSivashinsky(n=64, dt=0.25, nu=[0.5, 1.5], burn_in=2.0)
+    ranged = KuramotoSivashinsky(
+        n=64, dt=0.25, nu=[0.5, 1.5], burn_in=2.0, length=[60.0, 68.0], time_scale=[0.5, 1.5]
+    )
+    u0 = _initial(fixed, 3, dtype=dtype)
+    nu = torch.tensor([0.6, 1.0, 1.4], dtype=F64)
+    t = [0.0, 0.7, 2.0]
+    nominal = {"nu": nu, "length": torch.full((3,), 64.0, dtype=F64), "time_scale": torch.ones(3, dtype=F64)}
+    assert torch.equal(ranged.solve(u0, t, nominal), fixed.solve(u0, t, {"nu": nu}))
+
+
+def test_per_trajectory_time_scale_stretches_burn_in_outputs_and_steps() -> None:
+    """Trajectory ``b`` at nominal times ``t`` is the solve with step ``s_b · dt`` and burn-in ``s_b · burn_in``
+    at times ``s_b · t``."""
+    solver = KuramotoSivashinsky(**RANGED, burn_in=1.0)
+    params = solver.sample_params(3, torch.Generator().manual_seed(2))
+    u0 = _initial(solver, 3)
+    t = torch.tensor([0.0, 0.5, 1.5], dtype=F64)
+    batched = solver.solve(u0, t, params)
+    for i in range(3):
+        s = float(params["time_scale"][i])
+        fixed = KuramotoSivashinsky(
+            n=64, dt=0.25 * s, nu=float(params["nu"][i]), length=float(params["length"][i]), burn_in=s
+        )
+        torch.testing.assert_close(batched[i : i + 1], fixed.solve(u0[i : i + 1], t * s), rtol=0, atol=1e-11)
+
+
+def test_linear_growth_is_exact_with_per_trajectory_length_and_time_scale() -> None:
+    """u = eps sin(2π 3 i / n) grows as exp((k_b^2 - nu k_b^4) s_b t) with k_b = 2π 3 / L_b."""
+    solver = KuramotoSivashinsky(**RANGED, burn_in=0.0)
+    params = {
+        "nu": torch.tensor([0.6, 1.2], dtype=F64),
+        "length": torch.tensor([29.0, 35.0], dtype=F64),
+        "time_scale": torch.tensor([0.9, 1.1], dtype=F64),
+    }
+    grid_phase = 2 * math.pi * 3 * torch.arange(64, dtype=F64) / 64
+    u0 = 1e-9 * torch.sin(grid_phase).expand(2, 1, 64)
+    t = torch.tensor([0.0, 1.3, 4.0], dtype=F64)
+    k = 2 * math.pi * 3 / params["length"]
+    rate = (k**2 - params["nu"] * k**4) * params["time_scale"]
+    exact = u0.unsqueeze(1) * torch.exp(rate[:, None] * t).reshape(2, 3, 1, 1)
+    torch.testing.assert_close(solver.solve(u0, t, params), exact, rtol=1e-6, atol=1e-20)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"time_scale": 2.0}, "time_scale=2.0 is not allowed: give 1 or a range"),
+        ({"length": [64.0, "long"]}, "length="),
+        ({"dt": 1.0, "nu": [0.5, 1.5], "time_scale": [0.9, 1.1]}, "time_scale up to 1.1"),
+    ],
+)
+def test_bad_ranged_settings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        KuramotoSivashinsky(**kwargs)
