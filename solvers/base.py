@@ -20,7 +20,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -246,6 +246,12 @@ class Solver(ABC):
     channels: tuple[str, ...] = ("u",)
     param_order: tuple[str, ...] = ()
     """The PDE parameters in the order the constructor adds them (see :meth:`param_names`)."""
+    param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
+        "length": ("domain length L", "length units"),
+        TIME_SCALE: ("time scale s of the trajectory (frames s · dt_out apart)", ""),
+    }
+    """``name → (meaning, units)`` of each parameter, for the axes and tables that show it; a subclass adds
+    its own to these."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -33,6 +33,8 @@ the exact Cole-Hopf solutions of the tests also use.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -76,6 +78,10 @@ class Burgers(Solver):
     """
 
     param_order = ("nu",)
+    param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
+        **Solver.param_meanings,
+        "nu": ("viscosity ν", "length units²/time unit"),
+    }
 
     def __init__(
         self,

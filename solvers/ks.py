@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -107,6 +109,13 @@ class KuramotoSivashinsky(Solver):
     ndim = 1
     channels = ("u",)
     param_order = ("nu", "length", "time_scale")
+    param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
+        **Solver.param_meanings,
+        "nu": (
+            "hyper-viscosity ν (coefficient of u_xxxx)",
+            "length units²",
+        ),  # time scaled: u_xx has coefficient 1
+    }
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -93,6 +93,12 @@ class NavierStokes2D(Solver):
     ndim = 2
     channels = ("vorticity",)
     param_order = ("nu", "drag", "forcing_amplitude")
+    param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
+        **Solver.param_meanings,
+        "nu": ("kinematic viscosity ν", "length units²/time unit"),
+        "drag": ("linear drag", "1/time unit"),
+        "forcing_amplitude": ("forcing amplitude A (vorticity source)", "1/time units²"),
+    }
 
     @classmethod
     def param_names(cls, config: Mapping[str, Any]) -> tuple[str, ...]:

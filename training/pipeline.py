@@ -61,15 +61,6 @@ TAIL_METRICS = ("fno_rel_l2", "corr_time")
 """The metrics whose tail over the test trajectories ``metrics.nc`` holds (``<name>_tail``): the per-frame error
 averaged over the frames up to each lead time (FNO's convention) and the correlation time."""
 TAIL_STATS = (*("median" if p == 50 else f"p{p:g}" for p in metrics.TAIL_PERCENTS), "worst")
-PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
-    ("KuramotoSivashinsky", "nu"): ("hyper-viscosity ν (coefficient of u_xxxx)", "length units²"),
-    ("Burgers", "nu"): ("viscosity ν", "length units²/time unit"),
-    ("NavierStokes2D", "nu"): ("kinematic viscosity ν", "length units²/time unit"),
-    ("NavierStokes2D", "drag"): ("linear drag", "1/time unit"),
-    ("NavierStokes2D", "forcing_amplitude"): ("forcing amplitude A (vorticity source)", "1/time units²"),
-}
-"""``(solver class, parameter) → (meaning, units)`` of each PDE parameter, for the axes that show it (units as
-the solvers' docstrings give them: KS time is scaled so that the coefficient of ``u_xx`` is 1)."""
 
 
 @dataclass
@@ -450,7 +441,7 @@ def _parameter_coords(solver: Solver, params: Mapping[str, Tensor]) -> dict[str,
     or fixed on ``[training_low, training_high]``) and the parameter's meaning and units."""
     coords = {}
     for name, spec in solver.params.items():
-        meaning, units = PARAMETERS.get((type(solver).__name__, name), (name, ""))
+        meaning, units = solver.param_meanings.get(name, (name, ""))
         law = "fixed" if spec.fixed else "log-uniform" if spec.log else "uniform"
         attrs = {
             "long_name": meaning,
