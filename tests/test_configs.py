@@ -130,8 +130,9 @@ def test_an_objective_that_does_not_fit_the_network_is_refused(model, objective,
 HEADER_FIELDS = ("# Paper:", "# Published:", "# Recipe", "# Hardware:", "# Differences kept:")
 
 # The papers' recipes (see each file's header for the sources): optimizer class, lr, weight decay,
-# scheduler class and its settings, batch, optimizer steps, fixed pool, training horizon, loss, reduction,
-# backpropagation through the rollout, EMA, gradient clipping.
+# scheduler class and its settings, batch, optimizer steps, fixed pool (and the buffer's capacity,
+# watermark and reuse where it holds the pool), training horizon, loss, reduction, backpropagation through
+# the rollout, EMA, gradient clipping.
 ADAM, STEP, COSINE = (
     "torch.optim.Adam",
     "torch.optim.lr_scheduler.StepLR",
@@ -143,6 +144,7 @@ FNO_RECIPE = {
     "batch_size": 20,
     "max_steps": 25000,
     "pool_size": 1000,
+    "buffer": (1000, 1000, 500),  # the whole pool held, generated once, each window used ~500 times
     "loss": ("rel_l2", "sum", True),
     "ema": False,
 }
@@ -205,6 +207,9 @@ def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
         recipe["max_steps"],
         recipe["pool_size"],
     )
+    if "buffer" in recipe:
+        buffer = cfg.data.buffer
+        assert (buffer.capacity, buffer.watermark, buffer.max_reuse) == recipe["buffer"]
     assert (cfg.module.loss, cfg.module.reduction, cfg.module.unroll_grad) == recipe["loss"]
     frames, history, unroll = recipe["frames"]
     assert (cfg.data.frames, cfg.data.time_history, cfg.module.unroll_steps) == (frames, history, unroll)
