@@ -133,11 +133,7 @@ HEADER_FIELDS = ("# Paper:", "# Published:", "# Recipe", "# Hardware:", "# Diffe
 # scheduler class and its settings, batch, optimizer steps, fixed pool (and the buffer's capacity,
 # watermark and reuse where it holds the pool), training horizon, loss, reduction, backpropagation through
 # the rollout, EMA, gradient clipping.
-ADAM, STEP, COSINE = (
-    "torch.optim.Adam",
-    "torch.optim.lr_scheduler.StepLR",
-    "torch.optim.lr_scheduler.CosineAnnealingLR",
-)
+ADAM, STEP, COSINE = "torch.optim.Adam", "training.module.step_decay", "training.module.cosine"
 FNO_RECIPE = {
     "optimizer": (ADAM, 1e-3, 1e-4),
     "scheduler": (STEP, {"step_size": 5000, "gamma": 0.5}),
@@ -150,7 +146,7 @@ FNO_RECIPE = {
 }
 KS_RECIPE = {
     "optimizer": (ADAM, 1e-4, 0.0),
-    "scheduler": (COSINE, {"T_max": 896000, "eta_min": 1e-6}),
+    "scheduler": (COSINE, {"total_steps": 896000, "eta_min": 1e-6}),
     "batch_size": 128,
     "max_steps": 896000,
     "pool_size": 2048,

@@ -297,6 +297,22 @@ def test_adam_decays_the_weights_through_the_gradient_and_adamw_apart_from_it(op
     assert param.item() == pytest.approx(theta, rel=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scheduler=step", "scheduler.step_size=0"],
+            r"scheduler.step_size=0 is not allowed; allowed: an int >= 1",
+        ),
+        (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0 is not allowed"),
+        (["scheduler=cosine", "scheduler.eta_min=-1"], r"scheduler.eta_min=-1 is not allowed"),
+    ],
+)
+def test_bad_scheduler_settings_are_one_clear_error(overrides, message, tmp_path):
+    with pytest.raises(RunConfigError, match=f"optimizer/scheduler: {message}"):
+        build(compose_train([*any_scheduler(tmp_path), *overrides]))
+
+
 def test_run_without_a_scheduler_keeps_its_learning_rate(tmp_path):
     run = build(compose_train([*any_scheduler(tmp_path), "scheduler=none", "optimizer=adam"]))
     assert isinstance(run.module.configure_optimizers(), torch.optim.Adam)

@@ -89,6 +89,29 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def step_decay(
+    optimizer: torch.optim.Optimizer, step_size: int, gamma: float
+) -> torch.optim.lr_scheduler.StepLR:
+    """The learning rate times ``gamma`` every ``step_size`` optimizer steps (StepLR counted in steps; the FNO
+    scripts step theirs once an epoch: ``StepLR(step_size=100, gamma=0.5)`` over 50 batches an epoch is
+    ``step_size=5000`` here)."""
+    check_int("scheduler.step_size", step_size, 1)
+    check_number("scheduler.gamma", gamma, 0, 1, low_open=True)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma)
+
+
+def cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine annealing from the learning rate ``lr`` to ``eta_min`` at ``total_steps``, without warm-up:
+    ``eta_min + (lr − eta_min)(1 + cos(π s / total_steps)) / 2`` at step ``s``. PDEArena's
+    ``LinearWarmupCosineAnnealingLR`` with ``warmup_epochs=0`` (``pdearena/lr_scheduler.py``), stepped every
+    optimizer step instead of once an epoch."""
+    check_int("scheduler.total_steps", total_steps, 1)
+    check_number("scheduler.eta_min", eta_min, low=0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=eta_min)
+
+
 @functools.cache
 def _notice(message: str) -> None:
     """Log ``message`` once per process (the scheduler is built more than once per run)."""
