@@ -46,7 +46,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from models.base import SurrogateNet, network_class
@@ -153,8 +152,8 @@ class PDERefiner(SurrogateNet):
         """Training loss for history ``x`` ``[B, T_in, C, *S]`` and next states ``y`` ``[B, T_out, C, *S]``.
 
         Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``s · y`` (``s = target_scale``) from an
-        estimate of pure noise ``ε``, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Mean squared
-        error over everything.
+        estimate of pure noise ``ε``, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Returns
+        each example's mean squared error, ``[B]``.
         """
         if self.cond_dim == 0:
             cond = None
@@ -169,4 +168,4 @@ class PDERefiner(SurrogateNet):
         sigma = self.sigmas.to(y.dtype)[k].view(-1, *([1] * (y.ndim - 1)))
         estimate = torch.where(first, eps, y + sigma * eps)
         target = torch.where(first, y, eps)
-        return F.mse_loss(self._call_inner(x, estimate, cond, k), target)
+        return (self._call_inner(x, estimate, cond, k) - target).pow(2).flatten(1).mean(1)

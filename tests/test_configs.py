@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from data.normalize import CondLayout
 from models import NETWORKS
-from tests.test_train import compose_train, tiny
+from tests.test_train import any_scheduler, compose_train, tiny
 from training.presets import OBJECTIVES, available
 from training.run import RunConfigError, build, register_resolvers
 
@@ -30,7 +30,18 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-GROUPS = ["pde", "model", "data", "trainer", "callbacks", "logger", "paths", "hydra/launcher"]
+GROUPS = [
+    "pde",
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "paths",
+    "hydra/launcher",
+]
 EXPERIMENTS = options("experiment")
 
 
@@ -53,7 +64,7 @@ def test_every_group_has_options_and_every_model_preset_names_a_network_and_its_
     + [f"experiment={name}" for name in EXPERIMENTS],
 )
 def test_every_option_composes_and_resolves(override, tmp_path):
-    base = tiny(tmp_path)
+    base = any_scheduler(tmp_path)
     if override == "data=offline":  # the file-backed module has no stream, buffer or cache options
         base = [o for o in base if not o.startswith("data.")]
     cfg = compose_train([*base, override])
@@ -130,7 +141,9 @@ def test_entry_point_configs_compose(config):
 
 
 def one_step(overrides: list[str], tmp: Path) -> None:
-    cfg = compose_train([*tiny(tmp), *overrides, "trainer.accelerator=cpu", "trainer.fast_dev_run=true"])
+    cfg = compose_train(
+        [*any_scheduler(tmp), *overrides, "trainer.accelerator=cpu", "trainer.fast_dev_run=true"]
+    )
     run = build(cfg)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
@@ -159,3 +172,94 @@ def test_an_objective_that_does_not_fit_the_network_is_refused(model, objective,
     cfg = compose_train([*tiny(tmp_path), f"model={model}", f"model.objective={objective}"])
     with pytest.raises(RunConfigError, match=message):
         build(cfg)
+
+
+HEADER_FIELDS = ("# Paper:", "# Published:", "# Recipe", "# Hardware:", "# Differences kept:")
+
+# The papers' recipes (see each file's header for the sources): optimizer class, lr, weight decay,
+# scheduler class and its settings, batch, optimizer steps, fixed pool (and the buffer's capacity,
+# watermark and reuse where it holds the pool), training horizon, loss, reduction, backpropagation through
+# the rollout, EMA, gradient clipping.
+ADAM, STEP, COSINE = "torch.optim.Adam", "training.module.step_decay", "training.module.cosine"
+FNO_RECIPE = {
+    "optimizer": (ADAM, 1e-3, 1e-4),
+    "scheduler": (STEP, {"step_size": 5000, "gamma": 0.5}),
+    "batch_size": 20,
+    "max_steps": 25000,
+    "pool_size": 1000,
+    "buffer": (1000, 1000, 500),  # the whole pool held, generated once, each window used ~500 times
+    "loss": ("rel_l2", "sum", True),
+    "ema": False,
+}
+KS_RECIPE = {
+    "optimizer": (ADAM, 1e-4, 0.0),
+    "scheduler": (COSINE, {"total_steps": 896000, "eta_min": 1e-6}),
+    "batch_size": 128,
+    "max_steps": 896000,
+    "pool_size": 2048,
+    "loss": ("mse", "mean", False),
+    "ema": False,
+}
+RECIPES = {
+    "ns_fno": {**FNO_RECIPE, "frames": (50, 10, 39)},
+    "ns_fno_1e-5": {**FNO_RECIPE, "frames": (20, 10, 9)},
+    "ns_lsm_1e-5": {
+        **FNO_RECIPE,
+        "optimizer": (ADAM, 5e-4, 1e-4),
+        "max_steps": 25050,
+        "frames": (20, 10, 9),
+    },
+    "ks_unet": {**KS_RECIPE, "frames": (160, 1, 0)},
+    "ks_pde_refiner": {**KS_RECIPE, "frames": (160, 1, 0), "ema": True},
+    "kolmogorov_sinenet": {
+        "optimizer": ("torch.optim.AdamW", 2e-4, 1e-5),
+        "scheduler": ("training.module.warmup_cosine", {"warmup_steps": 10000, "min_factor": 5e-4}),
+        "batch_size": 32,
+        "max_steps": 100000,
+        "pool_size": None,
+        "loss": ("rel_l2", "mean", False),
+        "ema": False,
+        "frames": (100, 4, 0),
+    },
+}
+
+
+def test_every_experiment_header_states_paper_figure_recipe_hardware_and_differences():
+    assert set(RECIPES) == set(EXPERIMENTS)
+    for name in EXPERIMENTS:
+        header = (CONF / "experiment" / f"{name}.yaml").read_text().split("\ndefaults:")[0]
+        for field in HEADER_FIELDS:
+            assert f"\n{field}" in header, (name, field)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
+    recipe = RECIPES[name]
+    cfg = compose_train([f"experiment={name}", f"paths.output_dir={tmp_path}"])
+    target, lr, weight_decay = recipe["optimizer"]
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        target,
+        lr,
+        weight_decay,
+    )
+    target, settings = recipe["scheduler"]
+    assert cfg.scheduler._target_ == target
+    assert {key: cfg.scheduler[key] for key in settings} == settings
+    assert (cfg.data.batch_size, cfg.trainer.max_steps, cfg.data.pool_size) == (
+        recipe["batch_size"],
+        recipe["max_steps"],
+        recipe["pool_size"],
+    )
+    if "buffer" in recipe:
+        buffer = cfg.data.buffer
+        assert (buffer.capacity, buffer.watermark, buffer.max_reuse) == recipe["buffer"]
+    assert (cfg.module.loss, cfg.module.reduction, cfg.module.unroll_grad) == recipe["loss"]
+    frames, history, unroll = recipe["frames"]
+    assert (cfg.data.frames, cfg.data.time_history, cfg.module.unroll_steps) == (frames, history, unroll)
+    if cfg.module.unroll_grad:  # the whole horizon in one window: t = 1..T, inputs 1..10, targets 11..T
+        assert cfg.data.time_history + cfg.data.target_frames == cfg.data.frames
+        assert cfg.pde.burn_in == 1.0 and cfg.pde.dt_out == 1.0
+    assert bool(cfg.callbacks.ema) == recipe["ema"]
+    if recipe["ema"]:
+        assert cfg.callbacks.ema.decay == 0.995
+    assert cfg.trainer.gradient_clip_val is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import functools
+import math
 import os
 import re
 import signal
@@ -11,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import hydra
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -19,6 +22,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from data.normalize import Normalizer
+from models.base import SurrogateNet
+from training.module import SurrogateModule
 from training.run import RunConfigError, build, fit
 from training.stopping import Stopped
 
@@ -50,6 +56,11 @@ def tiny(tmp: Path) -> list[str]:
         f"paths.output_dir={tmp / 'run'}",
         f"hydra.run.dir={tmp / 'run'}",
     ]
+
+
+def any_scheduler(tmp: Path) -> list[str]:
+    """:func:`tiny` without its warm-up override, which only the default scheduler has."""
+    return [o for o in tiny(tmp) if not o.startswith("scheduler.")]
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
@@ -210,9 +221,10 @@ def test_last_step_validates_once_when_it_is_a_validation_step(tmp_path):
 
 
 def test_twenty_step_run_with_the_default_warmup(tmp_path, caplog):
-    overrides = [o for o in tiny(tmp_path) if not o.startswith("scheduler.")]
     with caplog.at_level("INFO", logger="pdestream"):
-        fit(compose_train([*overrides, "trainer.max_steps=20", "trainer.val_check_interval=20"]))
+        fit(
+            compose_train([*any_scheduler(tmp_path), "trainer.max_steps=20", "trainer.val_check_interval=20"])
+        )
     assert "warmup_steps=50 is more than half of total_steps=20; warming up over 2 steps" in caplog.text
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["global_step"] == 20
@@ -227,6 +239,159 @@ def test_warmup_is_capped_at_a_tenth_of_a_short_run():
     assert capped(20) == pytest.approx(0.01)
     kept = warmup_cosine(opt, warmup_steps=50, total_steps=3000).lr_lambdas[0]
     assert kept(0) == pytest.approx(1 / 50) and kept(49) == 1.0 and kept(50) == 1.0
+
+
+# --------------------------------------------------------------------------- optimizers and schedulers
+@pytest.mark.parametrize(
+    ("overrides", "lrs"),
+    [
+        # StepLR in optimizer steps: ×0.5 every step_size steps (the FNO recipe at step_size 5000)
+        (
+            ["scheduler=step", "scheduler.step_size=3", "optimizer.lr=1e-3"],
+            [1e-3] * 3 + [5e-4] * 3 + [2.5e-4],
+        ),
+        # PDEArena's cosine without warm-up: eta_min + (lr − eta_min)(1 + cos(π s / T)) / 2, T = max_steps
+        (
+            ["scheduler=cosine", "optimizer.lr=1e-4", "trainer.max_steps=4"],
+            [
+                1e-4,
+                1e-6 + 99e-6 * (1 + math.cos(math.pi / 4)) / 2,
+                5.05e-5,
+                1e-6 + 99e-6 * (1 - math.cos(math.pi / 4)) / 2,
+                1e-6,
+            ],
+        ),
+        (["scheduler=none", "optimizer.lr=2e-3"], [2e-3] * 4),
+    ],
+)
+def test_scheduler_options_give_their_learning_rates_per_optimizer_step(overrides, lrs, tmp_path):
+    cfg = compose_train([*any_scheduler(tmp_path), *overrides])
+    optimizer = hydra.utils.instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer) if cfg.scheduler else None
+    seen = []
+    for _ in lrs:
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    assert seen == pytest.approx(lrs, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "theta"),
+    [
+        # L2: the decay enters the gradient, so Adam's first step is lr · g / (|g| + eps) with g = wd · θ
+        ("adam", 1 - 1e-3 * 1e-4 / (1e-4 + 1e-8)),
+        # decoupled: θ ← θ (1 − lr · wd), and a zero gradient moves nothing else
+        ("adamw", 1 - 1e-3 * 1e-4),
+    ],
+)
+def test_adam_decays_the_weights_through_the_gradient_and_adamw_apart_from_it(optimizer, theta, tmp_path):
+    cfg = compose_train(
+        [*tiny(tmp_path), f"optimizer={optimizer}", "optimizer.lr=1e-3", "optimizer.weight_decay=1e-4"]
+    )
+    param = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+    step = hydra.utils.instantiate(cfg.optimizer)([param])
+    param.grad = torch.zeros_like(param)
+    step.step()
+    assert param.item() == pytest.approx(theta, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["scheduler=step", "scheduler.step_size=0"],
+            r"scheduler.step_size=0 is not allowed; allowed: an int >= 1",
+        ),
+        (["scheduler=step", "scheduler.gamma=0"], r"scheduler.gamma=0 is not allowed"),
+        (["scheduler=cosine", "scheduler.eta_min=-1"], r"scheduler.eta_min=-1 is not allowed"),
+    ],
+)
+def test_bad_scheduler_settings_are_one_clear_error(overrides, message, tmp_path):
+    with pytest.raises(RunConfigError, match=f"optimizer/scheduler: {message}"):
+        build(compose_train([*any_scheduler(tmp_path), *overrides]))
+
+
+def test_run_without_a_scheduler_keeps_its_learning_rate(tmp_path):
+    run = build(compose_train([*any_scheduler(tmp_path), "scheduler=none", "optimizer=adam"]))
+    assert isinstance(run.module.configure_optimizers(), torch.optim.Adam)
+
+
+# --------------------------------------------------------------------------- training objective
+SCALE, BATCH, POINTS = 0.9, 3, 8  # the network's factor a, samples and grid points of the test batches
+
+
+class LastFrameScale(SurrogateNet):
+    """``a ·`` the last input frame: a one-parameter network whose unrolled losses have closed forms."""
+
+    def __init__(self, ndim: int = 1, channels: int = 1, time_history: int = 2, time_future: int = 1) -> None:
+        super().__init__(ndim, channels, time_history, time_future)
+        self.a = torch.nn.Parameter(torch.tensor(SCALE, dtype=torch.float64))
+
+    def _forward(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.a * x[:, -1:]
+
+
+def scale_module(**module_options) -> SurrogateModule:
+    """The module around :class:`LastFrameScale`, with an identity normaliser and direct (not difference) targets."""
+    identity = Normalizer(
+        torch.zeros(1), torch.ones(1), [], torch.zeros(1), torch.ones(1), torch.zeros(1, dtype=torch.bool)
+    )
+    optimizer = functools.partial(torch.optim.SGD, lr=0.1)
+    return SurrogateModule(LastFrameScale(), identity, optimizer, predict_difference=False, **module_options)
+
+
+def objective_batch(steps: int) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, 2, 1, POINTS, generator=g, dtype=torch.float64)
+    y = torch.randn(BATCH, steps, 1, POINTS, generator=g, dtype=torch.float64)
+    return {"x": x, "y": y, "params": {}, "dt": torch.ones(BATCH, dtype=torch.float64)}
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_fno_loss_sums_the_per_sample_relative_l2_over_steps_and_batch():
+    """fourier_2d_time.py: ``loss += LpLoss(size_average=False)(im, y)`` for every fed-back step ``t``."""
+    steps = 4
+    batch = objective_batch(steps)
+    module = scale_module(loss="rel_l2", reduction="sum", unroll_steps=steps - 1, unroll_grad=True)
+    out = module.training_step(batch, 0)
+    last, y = batch["x"][:, -1, 0], batch["y"][:, :, 0]  # step k predicts a^k · last
+    errors = [SCALE**k * last - y[:, k - 1] for k in range(1, steps + 1)]
+    norms = [y[:, k - 1].norm(dim=-1) for k in range(1, steps + 1)]
+    per_sample = sum(e.norm(dim=-1) / n for e, n in zip(errors, norms, strict=True))
+    torch.testing.assert_close(out["sample_losses"], per_sample)
+    torch.testing.assert_close(out["loss"], per_sample.sum())
+    assert not out["sample_losses"].requires_grad
+    out["loss"].backward()  # d/da of Σ_b Σ_k ‖a^k x − y_k‖ / ‖y_k‖
+    grad = sum(
+        k * SCALE ** (k - 1) * (e * last).sum(-1) / (e.norm(dim=-1) * n)
+        for k, e, n in zip(range(1, steps + 1), errors, norms, strict=True)
+    ).sum()
+    torch.testing.assert_close(module.net.a.grad, grad)
+    mean = scale_module(loss="rel_l2", unroll_steps=steps - 1, unroll_grad=True).training_step(batch, 0)
+    torch.testing.assert_close(mean["loss"], per_sample.sum() / (steps * BATCH))
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+def test_unrolled_training_backpropagates_to_the_first_input_through_every_step():
+    steps = 4
+    batch = objective_batch(steps)
+    last = batch["x"][:, -1].clone()
+    for k in range(1, steps):  # the first steps hit their targets: only the last step has a loss
+        batch["y"][:, k - 1] = SCALE**k * last
+    batch["x"].requires_grad_()
+    module = scale_module(loss="mse", unroll_steps=steps - 1, unroll_grad=True)
+    module.training_step(batch, 0)["loss"].backward()
+    # loss = mean_b ‖a^4 x_b − y_b4‖² / (POINTS · steps): its gradient reaches x through all four calls
+    expected = 2 / (POINTS * steps * BATCH) * SCALE**steps * (SCALE**steps * last - batch["y"][:, -1])
+    torch.testing.assert_close(batch["x"].grad[:, -1], expected)
+    assert not batch["x"].grad[:, 0].any()  # the network reads only the last frame
+
+
+def test_a_bad_reduction_is_refused_with_one_sentence():
+    with pytest.raises(ValueError, match=r"module.reduction='max' is not allowed; allowed: mean, sum"):
+        scale_module(reduction="max")
 
 
 def test_fast_dev_run_skips_the_untrained_validation_and_shrinks_the_data(tmp_path):

@@ -5,10 +5,16 @@ Training objectives (all on normalised fields):
 * one-step: predict the next ``T_out`` frames from the last ``T_in``;
 * pushforward (Brandstetter, Worrall & Welling 2022): unroll ``k ~ U{0..unroll_steps}`` steps without
   gradient, then take the loss on the next step — the model learns from its own input distribution;
-* unrolled training (``unroll_grad=True``): backpropagate through all ``unroll_steps + 1`` steps and
-  average their losses;
+* unrolled training (``unroll_grad=True``): backpropagate through all ``unroll_steps + 1`` steps, each
+  fed the previous step's prediction (backpropagation through time, the FNO papers' recipe);
 * input noise: Gaussian noise of std ``input_noise`` on the (normalised) input frames;
 * ``predict_difference``: the network predicts the change from the last input frame.
+
+The objective gives one loss per sample and step; ``reduction`` reduces them over the steps and then over
+the batch: ``mean`` (the default) or ``sum``. ``loss=rel_l2, reduction=sum`` with ``unroll_grad`` and one
+frame per step is the FNO scripts' training loss (``fourier_2d_time.py``: the sum over the ``T`` steps of
+``LpLoss(size_average=False)``, the per-sample relative L2 summed over the batch). ``training_step``
+returns the loss and, under ``sample_losses``, the per-sample losses ``[B]`` (detached).
 
 Validation runs autoregressive rollouts over the fixed validation trajectories and logs the metrics the
 registry (:mod:`evaluation.registry`) marks for validation, among them the correlation time (first drop of
@@ -40,17 +46,18 @@ LEAD_TIMES = "lead_times"
 
 
 def mse_loss(pred: Tensor, true: Tensor) -> Tensor:
-    """Mean squared error over the batch."""
-    return metrics.mse(pred, true).mean()
+    """Mean squared error of each sample over its frames, ``[B]``."""
+    return metrics.mse(pred, true).mean(-1)
 
 
 def rel_l2_loss(pred: Tensor, true: Tensor) -> Tensor:
-    """Mean relative L2 error over the batch."""
-    return metrics.relative_l2(pred, true).mean()
+    """Relative L2 error of each sample (per frame, averaged over its frames), ``[B]``."""
+    return metrics.relative_l2(pred, true).mean(-1)
 
 
 # module-level functions, not lambdas: the module must pickle (trainer.strategy=ddp_spawn)
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": mse_loss, "rel_l2": rel_l2_loss}
+REDUCTIONS = ("mean", "sum")
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -85,6 +92,29 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def step_decay(
+    optimizer: torch.optim.Optimizer, step_size: int, gamma: float
+) -> torch.optim.lr_scheduler.StepLR:
+    """The learning rate times ``gamma`` every ``step_size`` optimizer steps (StepLR counted in steps; the FNO
+    scripts step theirs once an epoch: ``StepLR(step_size=100, gamma=0.5)`` over 50 batches an epoch is
+    ``step_size=5000`` here)."""
+    check_int("scheduler.step_size", step_size, 1)
+    check_number("scheduler.gamma", gamma, 0, 1, low_open=True)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma)
+
+
+def cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """Cosine annealing from the learning rate ``lr`` to ``eta_min`` at ``total_steps``, without warm-up:
+    ``eta_min + (lr − eta_min)(1 + cos(π s / total_steps)) / 2`` at step ``s``. PDEArena's
+    ``LinearWarmupCosineAnnealingLR`` with ``warmup_epochs=0`` (``pdearena/lr_scheduler.py``), stepped every
+    optimizer step instead of once an epoch."""
+    check_int("scheduler.total_steps", total_steps, 1)
+    check_number("scheduler.eta_min", eta_min, low=0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=eta_min)
+
+
 @functools.cache
 def _notice(message: str) -> None:
     """Log ``message`` once per process (the scheduler is built more than once per run)."""
@@ -104,6 +134,7 @@ class SurrogateModule(pl.LightningModule):
         predict_difference: predict the increment from the last input frame.
         unroll_steps: pushforward/unrolled steps before (or along with) the loss step.
         unroll_grad: backpropagate through the unrolled steps instead of the pushforward trick.
+        reduction: ``"mean"`` or ``"sum"`` of the per-sample losses over the steps and the batch.
         input_noise: std of Gaussian noise added to the normalised inputs during training.
         correlation_threshold: the Pearson correlation that defines the validation correlation time.
         config: the composed run configuration, stored in the checkpoint for provenance and rebuilding.
@@ -119,12 +150,13 @@ class SurrogateModule(pl.LightningModule):
         predict_difference: bool = True,
         unroll_steps: int = 0,
         unroll_grad: bool = False,
+        reduction: str = "mean",
         input_noise: float = 0.0,
         correlation_threshold: float = 0.8,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.check_options(loss, unroll_steps, input_noise, correlation_threshold)
+        self.check_options(loss, unroll_steps, reduction, input_noise, correlation_threshold)
         self.save_hyperparameters(ignore=["net", "normalizer", "optimizer", "scheduler"])
         self.net, self.normalizer = net, normalizer
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -136,6 +168,7 @@ class SurrogateModule(pl.LightningModule):
     def check_options(
         loss: str = "mse",
         unroll_steps: int = 0,
+        reduction: str = "mean",
         input_noise: float = 0.0,
         correlation_threshold: float = 0.8,
         **_: Any,
@@ -144,6 +177,7 @@ class SurrogateModule(pl.LightningModule):
         is built, since ``data.target_frames`` derives from ``unroll_steps``."""
         check_choice("module.loss", loss, list(LOSSES))
         check_int("module.unroll_steps", unroll_steps, 0)
+        check_choice("module.reduction", reduction, list(REDUCTIONS))
         check_number("module.input_noise", input_noise, low=0)
         check_number(
             "module.correlation_threshold", correlation_threshold, 0, 1, low_open=True, high_open=True
@@ -169,11 +203,13 @@ class SurrogateModule(pl.LightningModule):
         return self.predictor(params, dt)(x)
 
     # ------------------------------------------------------------------ training
-    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> Tensor:
-        """Loss of one step from normalised history ``x`` to normalised target ``y``."""
-        return self.loss_fn(self._advance(x, cond), y)
+    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Per-sample loss ``[B]`` of one step from normalised history ``x`` to normalised target ``y``,
+        and the prediction it scored (``None`` when the loss scores none), which unrolled training feeds back."""
+        pred = self._advance(x, cond)
+        return self.loss_fn(pred, y), pred
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         x = self.normalizer.normalize(batch["x"])
         y = self.normalizer.normalize(batch["y"])
         cond = self.normalizer.cond(batch["params"], batch["dt"])
@@ -187,20 +223,25 @@ class SurrogateModule(pl.LightningModule):
         if self.hparams.input_noise:
             x = x + self.hparams.input_noise * torch.randn_like(x)
         if self.hparams.unroll_grad:
-            losses = []
+            losses, pred = [], None
             for k in range(steps):
-                target = y[:, k * t_out : (k + 1) * t_out]
-                losses.append(self.objective(x, target, cond))
-                x = torch.cat([x, self._advance(x, cond)], dim=1)[:, -x.shape[1] :]
-            loss = torch.stack(losses).mean()
+                if k:  # feed the previous step's prediction back, inside the graph
+                    pred = self._advance(x, cond) if pred is None else pred
+                    x = torch.cat([x, pred], dim=1)[:, -x.shape[1] :]
+                loss, pred = self.objective(x, y[:, k * t_out : (k + 1) * t_out], cond)
+                losses.append(loss)
+            step_losses = torch.stack(losses, dim=1)  # [B, steps]
         else:
             k = int(torch.randint(steps, (1,)).item()) if steps > 1 else 0
             with torch.no_grad():
                 for _ in range(k):
                     x = torch.cat([x, self._advance(x, cond)], dim=1)[:, -x.shape[1] :]
-            loss = self.objective(x, y[:, k * t_out : (k + 1) * t_out], cond)
+            step_losses = self.objective(x, y[:, k * t_out : (k + 1) * t_out], cond)[0][:, None]
+        reduce = torch.sum if self.hparams.reduction == "sum" else torch.mean
+        sample_losses = reduce(step_losses, dim=1)
+        loss = reduce(sample_losses)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
-        return loss
+        return {"loss": loss, "sample_losses": sample_losses.detach()}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the random state, so that a resumed run draws the same unroll steps and noise."""
@@ -286,6 +327,6 @@ class RefinerModule(SurrogateModule):
     direct surrogate's; inference calls the refiner, which runs its K+1 network evaluations.
     """
 
-    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> Tensor:
+    def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> tuple[Tensor, None]:
         target = y - x[:, -1:] if self.hparams.predict_difference else y
-        return self.net.loss(x, target, cond)
+        return self.net.loss(x, target, cond), None
