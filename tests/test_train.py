@@ -189,6 +189,35 @@ def test_stream_statistics_reach_the_csv_log(generation, tmp_path):
         assert row["stream/evicted_unseen"] >= 0
 
 
+def test_adaptive_sampling_learns_logs_its_histogram_and_checkpoints_its_state(tmp_path):
+    """data.sampling=adaptive on KS with ν ∈ [0.5, 1.5]: the sampler learns from every step's per-sample
+    losses, the drawn shares and probabilities reach the log after validation, the state the checkpoint."""
+    overrides = [o for o in tiny(tmp_path) if not o.startswith("logger=")]
+    cfg = compose_train(
+        [*overrides, "logger=csv", "pde.nu=[0.5,1.5]", "data.sampling=adaptive", "data.adaptive.bins=4"]
+    )
+    cfg.trainer.max_steps = cfg.trainer.val_check_interval = 6
+    run = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    sampler = run.datamodule.sampler
+    assert not sampler.loss.isnan().all() and not torch.allclose(
+        sampler.probs, torch.full((4,), 0.25).double()
+    )
+    rows = list(csv.DictReader(next((tmp_path / "run").glob("csv/*/metrics.csv")).open()))
+    drawn = {k: float(v) for row in rows for k, v in row.items() if k.startswith("sampling/drawn/") and v}
+    probs = {k: float(v) for row in rows for k, v in row.items() if k.startswith("sampling/prob/") and v}
+    assert list(drawn) == [
+        f"sampling/drawn/nu={a}-{b}"
+        for a, b in (("0.5", "0.75"), ("0.75", "1"), ("1", "1.25"), ("1.25", "1.5"))
+    ]
+    assert sum(drawn.values()) == pytest.approx(1.0, rel=1e-5) and sum(probs.values()) == pytest.approx(
+        1.0, rel=1e-5
+    )
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    stored = state["OnlineDataModule"]["sampler"]  # Lightning keeps a DataModule's state under its class name
+    assert stored["mode"] == "adaptive" and torch.equal(stored["loss"].isnan(), sampler.loss.isnan())
+
+
 @pytest.mark.parametrize("pde", PDES)
 def test_generated_files_hold_the_frames_training_uses(pde, tmp_path):
     """The README's offline recipe: `python -m data.generate pde=…` writes frames at the interval and
