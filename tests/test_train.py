@@ -431,7 +431,7 @@ def test_fast_dev_run_skips_the_untrained_validation_and_shrinks_the_data(tmp_pa
     assert "untrained/corr_time" not in results and "val/corr_time" in results
     run = build(cfg)
     assert run.datamodule.batch_size == 4 and run.datamodule.num_rollouts == {"val": 2, "test": 2}
-    assert run.datamodule.time_grid.frames == 4 + 1 + 4
+    assert run.datamodule.time_grid.frames == 4 + 1 + 1  # a window and one more frame: two rollout steps
 
 
 def test_thread_budget_shares_the_cpus_with_registered_runs(tmp_path):

@@ -156,7 +156,8 @@ seconds (one training batch, one validation batch of short rollouts)."""
 
 def fast_dev_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` itself, or for ``trainer.fast_dev_run`` a copy with the data shrunk to smoke-test size:
-    :data:`FAST_DEV_DATA`, rollouts of ``window + 4`` frames, the replay buffer serving after one batch."""
+    :data:`FAST_DEV_DATA`, trajectories of ``window + 1`` frames (two windows, two rollout steps), the replay
+    buffer serving after one batch."""
     if not cfg.get("trainer", {}).get("fast_dev_run") or "data" not in cfg:
         return cfg
     cfg = copy.deepcopy(cfg)
@@ -165,8 +166,11 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
         for key, most in FAST_DEV_DATA.items():
             if key in data:
                 data[key] = min(int(data[key]), most)
+        window = data.time_history + data.target_frames
         if "frames" in data:
-            data.frames = min(int(data.frames), data.time_history + data.target_frames + 4)
+            data.frames = min(int(data.frames), window + 1)
+        if data.get("rollout_frames") is not None:
+            data.rollout_frames = min(int(data.rollout_frames), window + 1)
         if data.get("buffer") is not None:
             data.buffer.watermark = data.batch_size
     log.info(
