@@ -209,8 +209,8 @@ RECIPES = {
         "max_steps": 25050,
         "frames": (20, 10, 9),
     },
-    "ks_unet": {**KS_RECIPE, "frames": (160, 1, 0)},
-    "ks_pde_refiner": {**KS_RECIPE, "frames": (160, 1, 0), "ema": True},
+    "ks_unet": {**KS_RECIPE, "frames": (140, 1, 0)},  # the 140 kept frames; rollouts of 160 steps
+    "ks_pde_refiner": {**KS_RECIPE, "frames": (140, 1, 0), "ema": True},
     "kolmogorov_sinenet": {
         "optimizer": ("torch.optim.AdamW", 2e-4, 1e-5),
         "scheduler": ("training.module.warmup_cosine", {"warmup_steps": 10000, "min_factor": 5e-4}),
