@@ -250,16 +250,21 @@ def definitions(ds: xr.Dataset) -> list[str]:
 
 
 def _training_data(config: Mapping) -> str:
-    """How a model's training data came: an online stream or a fixed pool of files."""
+    """Where a model's training data came from: the online stream, a fixed pool of it, or a file."""
     data = config["data"]
-    if str(data["_target_"]).endswith("OnlineDataModule"):
-        buffer = data.get("buffer") or {}
-        return (
-            f"online: solvers stream new trajectories of {data.get('rollout_steps')} frames into a "
-            f"{buffer.get('policy')} buffer of {buffer.get('capacity')} windows"
-        )
-    paths = data.get("paths") or {}
-    return f"fixed pool: {paths.get('train')}"
+    if not str(data["_target_"]).endswith("OnlineDataModule"):
+        return f"offline: windows of the trajectories in {(data.get('paths') or {}).get('train')}"
+    buffer = data.get("buffer") or {}
+    pool = data.get("pool_size")
+    source = (
+        f"a fixed pool of {pool} trajectories from the solver stream, cycled"
+        if pool
+        else "online: solvers stream new trajectories"
+    )
+    return (
+        f"{source} of {data.get('frames')} frames, PDE parameters drawn {data.get('sampling', 'uniform')}ly, "
+        f"into a {buffer.get('policy')} buffer of {buffer.get('capacity')} windows"
+    )
 
 
 def _pde_line(pde: Mapping) -> str:

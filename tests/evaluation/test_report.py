@@ -182,3 +182,25 @@ def test_figures_from_the_dataset_carry_units(report):
     assert {"fno-small (untrained)", "persistence", "fno-small", "pde_refiner-small"} <= set(names)
     assert ds.attrs["timing_device"] in fig.get_suptitle()
     plt.close(fig)
+
+
+def test_protocol_card_says_where_the_training_data_came_from():
+    from evaluation.report import _training_data
+
+    online = {
+        "_target_": "data.OnlineDataModule",
+        "frames": 100,
+        "pool_size": None,
+        "sampling": "adaptive",
+        "buffer": {"policy": "reservoir", "capacity": 16384},
+    }
+    assert _training_data({"data": online}) == (
+        "online: solvers stream new trajectories of 100 frames, PDE parameters drawn adaptively, "
+        "into a reservoir buffer of 16384 windows"
+    )
+    pool = {**online, "pool_size": 1000, "sampling": "uniform"}
+    assert _training_data({"data": pool}).startswith(
+        "a fixed pool of 1000 trajectories from the solver stream"
+    )
+    offline = {"_target_": "data.OfflineDataModule", "paths": {"train": "datasets/ks.h5"}}
+    assert _training_data({"data": offline}) == "offline: windows of the trajectories in datasets/ks.h5"
