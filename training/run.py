@@ -167,8 +167,8 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
             if key in data:
                 data[key] = min(int(data[key]), most)
         window = data.time_history + data.target_frames
-        if "frames" in data:
-            data.frames = min(int(data.frames), window + 1)
+        if "frames" in data:  # a window (its frames frame_stride apart) and one model step more
+            data.frames = min(int(data.frames), window * int(data.get("frame_stride") or 1) + 1)
         if data.get("rollout_frames") is not None:
             data.rollout_frames = min(int(data.rollout_frames), window + 1)
         if data.get("buffer") is not None:
