@@ -545,6 +545,20 @@ def test_resume_is_bit_exact_with_the_default_buffer(tmp_path):
     assert differences(straight, run_steps(tmp_path / "other_seed", 30, "data.seed=1"))[0] > 0  # it can fail
 
 
+def test_adaptive_sampling_resumes_bit_exact(tmp_path):
+    """With data.sampling=adaptive the sampler learns every step; a run killed after its step-10 checkpoint
+    and resumed draws the same parameters and ends with the uninterrupted run's weights and sampler."""
+    adaptive = ("pde.nu=[0.5,1.5]", "data.sampling=adaptive", "data.adaptive.bins=4")
+    straight = run_steps(tmp_path / "straight", 20, *adaptive)
+    killed = tmp_path / "killed"
+    run_steps(killed, 10, *adaptive)
+    resumed = run_steps(killed, 20, *adaptive, f"ckpt_path={killed / 'run' / 'checkpoints' / 'last.ckpt'}")
+    assert resumed["global_step"] == straight["global_step"] == 20
+    assert differences(straight, resumed) == (0, 0)
+    a, b = straight["OnlineDataModule"]["sampler"], resumed["OnlineDataModule"]["sampler"]
+    assert torch.equal(a["loss"], b["loss"]) and not a["loss"].isnan().all()
+
+
 def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplog):
     """Its best score is not restored (no validation runs): the summary line must not format None
     (pytest's log capture raises on a logging error)."""
