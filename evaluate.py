@@ -1,7 +1,7 @@
 """Evaluate trained surrogates: ``python evaluate.py 'checkpoints=[<run dir or .ckpt>, ...]' [test_path=…] …``.
 
 Writes ``metrics.nc``, figures, ``report.md`` and ``report.html`` into the run directory; see
-``conf/evaluate.yaml`` for the options and ``evaluation/pipeline.py`` for what is measured.
+``conf/evaluate.yaml`` for the options and ``training/pipeline.py`` for what is measured.
 """
 
 import logging
