@@ -35,6 +35,8 @@ from torch import Tensor
 from solvers.base import ConfigError, ParamSpec, check_choice, check_int, check_number
 
 SAMPLINGS = ("uniform", "adaptive")
+ADAPTIVE_KEYS = ("bins", "mix", "temperature", "memory")
+"""The settings of ``data.adaptive`` (:class:`ParameterSampler`'s keyword arguments)."""
 
 
 class ParameterSampler:

@@ -30,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from data.buffer import ReplayBuffer
 from data.normalize import CondLayout
 from data.progress import Progress
-from data.sampling import ParameterSampler
+from data.sampling import ADAPTIVE_KEYS, ParameterSampler
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, generate
 from solvers.base import ConfigError, Solver, check_int
@@ -151,7 +151,11 @@ class TrajectoryStream(IterableDataset):
         DivergenceCounter(max_divergence_fraction)  # validates
         self.max_divergence_fraction = max_divergence_fraction
         self.pool_size = None if pool_size is None else check_int("pool_size", pool_size, 1)
-        self.sampler = ParameterSampler(solver.params, sampling, **dict(adaptive or {}))
+        settings = dict(adaptive or {})
+        unknown = sorted(set(settings) - set(ADAPTIVE_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown data.adaptive key(s) {unknown}; allowed: {', '.join(ADAPTIVE_KEYS)}")
+        self.sampler = ParameterSampler(solver.params, sampling, **settings)
         if sampling == "adaptive" and pool_size is not None:
             raise ConfigError(
                 f"data.sampling=adaptive draws the parameters of new trajectories, but data.pool_size={pool_size} "

@@ -87,10 +87,10 @@ class StreamStatistics(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        stream_stats = getattr(trainer.datamodule, "stream_stats", None)
-        if stream_stats is None or trainer.global_step % trainer.log_every_n_steps:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, OnlineDataModule) or trainer.global_step % trainer.log_every_n_steps:
             return
-        stats = stream_stats()
+        stats = datamodule.stream_stats()
         if stats:
             pl_module.log_dict({f"stream/{k}": v for k, v in stats.items()}, batch_size=batch["x"].shape[0])
 

@@ -383,3 +383,5 @@ def test_adaptive_sampling_refuses_a_fixed_pool_and_a_fixed_pde(heat1d):
         make_stream(heat1d, sampling="adaptive", pool_size=8)
     with pytest.raises(ConfigError, match="needs a PDE parameter given as a range"):
         make_stream(Heat(n=16, nu=0.05), sampling="adaptive")
+    with pytest.raises(ConfigError, match=r"unknown data\.adaptive key\(s\) \['bin'\]; allowed: bins, mix"):
+        make_stream(heat1d, sampling="adaptive", adaptive={"bin": 4})
