@@ -4,12 +4,15 @@ For each PDE set-up and training seed, the same model is trained with the same b
 gradient steps, validation and test sets; the only difference is where the training trajectories come
 from: a fixed pool of N trajectories (``data.pool_size=N``, cycled for as many epochs as the steps need)
 or the unbounded online stream (``data.pool_size=null``). Both go through the same stream, buffer and
-normalisation. ``--adaptive`` adds online runs with ``data.sampling=adaptive``.
+normalisation. ``--adaptive relative loss`` adds online runs with ``data.sampling=adaptive`` and that
+``data.adaptive.signal`` (``--adaptive`` alone: the default signal, ``relative``).
 
 Every window is served once (``firo`` buffer, ``max_reuse=1``), so that the online stream solves many more
 trajectories than the largest pool (printed as ``trajectories``) and the pools are cycled. Each run is
 ``python train.py`` (validation only at the end, so the scored weights are those after the
-last step) followed by ``python evaluate.py`` on the run's test set; the figures are the test correlation
+last step) followed by ``python evaluate.py`` on one test set shared by every run of a PDE set-up
+(``--test-trajectories``, 128 by default, written once by ``python -m data.generate split=test`` from
+the set-up's parameter distribution, so that the tail has 16 trajectories per cell); the figures are the test correlation
 time (Pearson > 0.8, mean over trajectories) and the relative L2 error (nRMSE) at fixed horizons, as the
 mean over seeds with a 95 % t-interval, plus the tail of the error averaged over the first 10 steps (median,
 p90, p99 and worst over test trajectories; the worst of 8 equal-count cells of the parameter).
@@ -20,9 +23,10 @@ The conditional set-ups (the parameter range is what makes data diversity matter
 * ``burgers``: Burgers, ν ∈ [1e-3, 5e-2] log-uniform (``conf/pde/burgers.yaml``).
 
 ``python -m benchmarks.online_vs_offline [--pdes ks burgers] [--model fno-small] [--pools 32 128 512]
-[--seeds 0 1 2] [--steps 3000] [--jobs 2] [--adaptive] [--out benchmarks/results/online_vs_offline]``
-(from the repository root). ``--quick`` is a smoke run of a minute. Runs already evaluated under ``--out``
-are reused, so an interrupted comparison continues and ``--adaptive`` can be added later.
+[--seeds 0 1 2] [--steps 3000] [--jobs 2] [--adaptive [relative loss]] [--test-trajectories 128]
+[--out benchmarks/results/online_vs_offline]`` (from the repository root). ``--quick`` is a smoke run of
+a minute. Runs already trained or evaluated under ``--out`` are reused, so an interrupted comparison
+continues and ``--adaptive`` can be added later.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from data.sampling import SIGNALS
+
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS: dict[str, list[str]] = {
     "ks": ["pde=ks", "pde.nu=[0.5,1.5]"],
@@ -51,7 +57,13 @@ SETUPS: dict[str, list[str]] = {
 # Every window is served once (firo, max_reuse 1), so that a run consumes many more trajectories than the
 # largest pool (about batch_size × steps / windows per trajectory: 1000 at the defaults) and a pool cycles.
 BUFFER = ["data.buffer.policy=firo", "data.buffer.max_reuse=1"]
-QUICK = ["pde.n=64", "data.frames=12", "data.num_val_trajectories=4", "data.num_test_trajectories=8"]
+QUICK_PDE, QUICK_FRAMES = ["pde.n=64"], 12
+QUICK = [
+    *QUICK_PDE,
+    f"data.frames={QUICK_FRAMES}",
+    "data.num_val_trajectories=4",
+    "data.num_test_trajectories=8",
+]
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
@@ -60,7 +72,7 @@ class Run:
     """One training run and its evaluation."""
 
     pde: str
-    data: str  # "pool 32", …, "online", "adaptive"
+    data: str  # "pool 32", …, "online", "adaptive relative", "adaptive loss"
     seed: int
     overrides: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
@@ -73,8 +85,8 @@ class Run:
 def plan(args: argparse.Namespace) -> list[Run]:
     """Every run of the comparison, in an order that interleaves data settings (load lands on all alike)."""
     settings = [(f"pool {n}", [f"data.pool_size={n}"]) for n in args.pools] + [("online", [])]
-    if args.adaptive:
-        settings.append(("adaptive", ["data.sampling=adaptive"]))
+    for signal in args.adaptive:
+        settings.append((f"adaptive {signal}", ["data.sampling=adaptive", f"data.adaptive.signal={signal}"]))
     return [
         Run(pde, label, seed, [*SETUPS[pde], *extra])
         for pde in args.pdes
@@ -87,9 +99,40 @@ def command(script: str, overrides: Sequence[str]) -> list[str]:
     return [sys.executable, str(ROOT / script), *overrides]
 
 
-def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
-    """Train and evaluate one run; raises with the tail of its log if either fails."""
-    run_dir, eval_dir = out / "runs" / run.name, out / "eval" / run.name
+def test_set(pde: str, args: argparse.Namespace, out: Path) -> Path:
+    """The set-up's shared test file, written once (data.generate completes a partial file)."""
+    path = out / "test" / f"{pde}-{args.test_trajectories}.h5"
+    if not path.with_suffix(".done").is_file():
+        overrides = [
+            *SETUPS[pde],
+            *(QUICK_PDE if args.quick else []),
+            "split=test",
+            f"num_trajectories={args.test_trajectories}",
+            f"frames={QUICK_FRAMES if args.quick else 100}",
+            f"path={path}",
+            "workers=0",
+            "progress=false",
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "data.generate", *overrides], cwd=ROOT, check=True)
+        path.with_suffix(".done").touch()
+    return path
+
+
+def trained(run_dir: Path, steps: int) -> bool:
+    """Whether ``run_dir`` holds a run that reached ``steps`` (the last step of its CSV log)."""
+    logs = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
+    if not logs or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return False
+    with logs[-1].open() as file:
+        last = max((int(row["step"]) for row in csv.DictReader(file) if row.get("step")), default=-1)
+    return last >= steps - 1
+
+
+def execute(run: Run, args: argparse.Namespace, out: Path, test_path: Path, threads: int) -> Run:
+    """Train and evaluate one run (each skipped when done before); raises with the log's tail if one fails."""
+    run_dir = out / "runs" / run.name
+    eval_dir = out / f"eval-test{args.test_trajectories}" / run.name
     common = [*BUFFER, *(QUICK if args.quick else []), f"model={args.model}"]
     train = [
         *run.overrides,
@@ -104,6 +147,7 @@ def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
     ]
     evaluate = [
         f"checkpoints=[{run_dir}]",
+        f"test_path={test_path}",
         f"horizons=[{','.join(map(str, args.horizons))}]",
         "solver_baseline.enabled=false",
         "anchors.untrained=false",
@@ -116,8 +160,10 @@ def execute(run: Run, args: argparse.Namespace, out: Path, threads: int) -> Run:
         f"output_dir={eval_dir}",
     ]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
-    done_before = (eval_dir / "metrics.nc").is_file()  # a finished run of an earlier invocation is reused
-    for script, overrides in () if done_before else (("train.py", train), ("evaluate.py", evaluate)):
+    jobs = [] if trained(run_dir, args.steps) else [("train.py", train)]
+    if jobs or not (eval_dir / "metrics.nc").is_file():
+        jobs.append(("evaluate.py", evaluate))
+    for script, overrides in jobs:
         done = subprocess.run(command(script, overrides), cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
@@ -193,25 +239,30 @@ def table(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> st
 
 
 def compare(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> list[str]:
-    """The headline ratios: online vs the largest pool, adaptive vs uniform online."""
+    """The headline ratios: online vs each pool (with how often the pool is cycled), adaptive vs uniform."""
     lines = []
     key = f"nrmse@{headline(horizons)}"
     for pde in dict.fromkeys(str(r["pde"]) for r in rows):
         mine = {str(r["data"]): r for r in rows if r["pde"] == pde}
+        if "online" not in mine:
+            continue
+        online = mine["online"]
         pools = sorted((k for k in mine if k.startswith("pool")), key=lambda k: int(k.split()[1]))
-        if pools and "online" in mine:
-            largest = mine[pools[-1]]
-            gain = 1 - float(mine["online"][key]) / float(largest[key])
-            lines.append(f"{pde}: online vs {pools[-1]}: {key} {gain:+.1%} lower (goal: >= 16 % lower)")
-        if "adaptive" in mine and "online" in mine:
+        for name in pools:
+            gain = 1 - float(online[key]) / float(mine[name][key])
+            cycles = float(online.get("trajectories", math.nan)) / int(name.split()[1])
+            goal = " (goal against the largest pool: >= 16 % lower)" if name == pools[-1] else ""
+            lines.append(
+                f"{pde}: online vs {name} (each of its trajectories used {cycles:.1f}x as often): "
+                f"{key} {gain:+.1%} lower{goal}"
+            )
+        for name in (k for k in mine if k.startswith("adaptive")):
             for tail in ("worst_cell", "p99"):
-                if tail in mine["online"]:
-                    gain = 1 - float(mine["adaptive"][tail]) / float(mine["online"][tail])
-                    lines.append(
-                        f"{pde}: adaptive vs uniform online: {tail} {gain:+.1%} lower (goal: >= 20 %)"
-                    )
-            gain = 1 - float(mine["adaptive"][key]) / float(mine["online"][key])
-            lines.append(f"{pde}: adaptive vs uniform online: mean {key} {gain:+.1%} lower (goal: not worse)")
+                if tail in online:
+                    gain = 1 - float(mine[name][tail]) / float(online[tail])
+                    lines.append(f"{pde}: {name} vs uniform online: {tail} {gain:+.1%} lower (goal: >= 20 %)")
+            gain = 1 - float(mine[name][key]) / float(online[key])
+            lines.append(f"{pde}: {name} vs uniform online: mean {key} {gain:+.1%} lower (goal: not worse)")
     return lines
 
 
@@ -237,13 +288,12 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
             capsize=3,
             label="fixed pool of N trajectories",
         )
-        for label, colour in (("online", "C1"), ("adaptive", "C2")):
-            for r in mine:
-                if r["data"] == label:
-                    mean, half = float(r[key]), float(r[f"{key}_ci"])
-                    ax.axhline(mean, color=colour, label=f"{label} stream")
-                    if math.isfinite(half):
-                        ax.axhspan(mean - half, mean + half, color=colour, alpha=0.15)
+        streams = [r for r in mine if not str(r["data"]).startswith("pool")]
+        for colour, r in enumerate(streams, start=1):
+            mean, half = float(r[key]), float(r[f"{key}_ci"])
+            ax.axhline(mean, color=f"C{colour}", label=f"{r['data']} stream")
+            if math.isfinite(half):
+                ax.axhspan(mean - half, mean + half, color=f"C{colour}", alpha=0.15)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training trajectories N (pool size)")
         ax.set_ylabel(f"test relative L2 at step {headline(horizons)}")
@@ -263,23 +313,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--horizons", nargs="+", type=int, default=[1, 10, 50])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores/jobs threads)")
-    parser.add_argument("--adaptive", action="store_true", help="add online runs with data.sampling=adaptive")
+    parser.add_argument(
+        "--adaptive",
+        nargs="*",
+        choices=SIGNALS,
+        default=None,
+        help="add online runs with data.sampling=adaptive, one per data.adaptive.signal given (none: relative)",
+    )
+    parser.add_argument("--test-trajectories", type=int, default=128, help="the shared test set's size")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (coarse grid, short rollouts)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "online_vs_offline")
     args = parser.parse_args(argv)
+    args.adaptive = [] if args.adaptive is None else (args.adaptive or ["relative"])
     if args.quick:
         args.pools, args.seeds, args.steps, args.horizons = args.pools[:1], args.seeds[:2], 4, [1, 4]
-    if min(args.pools) < 1 or args.steps < 1 or args.jobs < 1:
-        parser.error("--pools, --steps and --jobs must be positive")
+    if min(args.pools) < 1 or min(args.steps, args.jobs, args.test_trajectories) < 1:
+        parser.error("--pools, --steps, --jobs and --test-trajectories must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
     runs = plan(args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     start = time.perf_counter()
+    tests = {pde: test_set(pde, args, args.out) for pde in args.pdes}
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = list(pool.map(lambda r: execute(r, args, args.out, threads), runs))
+        runs = list(pool.map(lambda r: execute(r, args, args.out, tests[r.pde], threads), runs))
     rows = summarise(runs)
     text = [
         f"# online vs fixed pools: {args.model}, {args.steps} steps, seeds {args.seeds}, "
+        f"{args.test_trajectories} test trajectories, "
         f"{platform.machine()} {os.cpu_count()} CPUs, {args.jobs} runs at once, {time.perf_counter() - start:.0f} s",
         table(rows, args.horizons),
         *compare(rows, args.horizons),

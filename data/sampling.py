@@ -19,7 +19,11 @@ ranks, folds them into an exponential moving average per cell, and sets
     p(cell) = (1 - mix) * L(cell)^(1/temperature) / sum L^(1/temperature) + mix / cells,
 
 where cells without an estimate yet count with the largest estimate (they get explored first). The
-``mix`` share of uniform sampling keeps every region visited. The state (cell estimates, pending
+``mix`` share of uniform sampling keeps every region visited. ``signal`` says what ``L`` averages:
+``loss``, the training loss itself, or ``relative``, each sample's loss divided by the mean square of
+its (normalised) target, the relative squared error that the rollout metrics (relative L2) report. With
+the loss, a region whose solutions are simply larger (Burgers at small ν keeps its shocks, at large ν
+the field decays) draws mass for its scale rather than for a weak model; the relative signal does not. The state (cell estimates, pending
 sums, draw counts) is part of the checkpoint, so a resumed run draws the same parameters.
 """
 
@@ -35,7 +39,8 @@ from torch import Tensor
 from solvers.base import ConfigError, ParamSpec, check_choice, check_int, check_number
 
 SAMPLINGS = ("uniform", "adaptive")
-ADAPTIVE_KEYS = ("bins", "mix", "temperature", "memory")
+SIGNALS = ("relative", "loss")
+ADAPTIVE_KEYS = ("bins", "mix", "temperature", "memory", "signal")
 """The settings of ``data.adaptive`` (:class:`ParameterSampler`'s keyword arguments)."""
 
 
@@ -49,6 +54,7 @@ class ParameterSampler:
         mix: share of uniform sampling in the adaptive distribution, in (0, 1].
         temperature: > 0; the loss is raised to ``1/temperature`` (large: flatter, small: greedier).
         memory: weight of a cell's previous loss estimate at each update, in [0, 1).
+        signal: ``"relative"`` (loss over the target's mean square) or ``"loss"``: what a cell's estimate averages.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class ParameterSampler:
         mix: float = 0.2,
         temperature: float = 1.0,
         memory: float = 0.99,
+        signal: str = "relative",
     ) -> None:
         check_choice("data.sampling", mode, SAMPLINGS)
         self.specs = dict(specs)
@@ -72,7 +79,8 @@ class ParameterSampler:
         check_number("data.adaptive.mix", mix, 0, 1, low_open=True)
         check_number("data.adaptive.temperature", temperature, 0, low_open=True)
         check_number("data.adaptive.memory", memory, 0, 1, high_open=True)
-        self.mode, self.bins = mode, bins
+        check_choice("data.adaptive.signal", signal, SIGNALS)
+        self.mode, self.bins, self.signal = mode, bins, signal
         self.mix, self.temperature, self.memory = float(mix), float(temperature), float(memory)
         cells = bins ** len(self.varying)
         self.loss = torch.full((cells,), math.nan, dtype=torch.float64)  # moving average per cell
@@ -130,12 +138,15 @@ class ParameterSampler:
         return index
 
     # ----------------------------------------------------------------- learning where the model is weak
-    def record(self, params: Mapping[str, Tensor], losses: Tensor) -> None:
-        """Add per-sample training losses ``[B]`` of windows with parameters ``params`` ``{name: [B]}``."""
+    def record(self, params: Mapping[str, Tensor], losses: Tensor, energy: Tensor) -> None:
+        """Add per-sample training losses ``[B]`` of windows with parameters ``params`` ``{name: [B]}`` and
+        targets of mean square ``energy`` ``[B]`` (in the loss's units; used by ``signal="relative"``)."""
         if self.mode != "adaptive":
             return
         cells = self.cells_of(params)
         values = losses.detach().double().cpu()
+        if self.signal == "relative":
+            values = values / energy.detach().double().cpu().clamp_min(1e-12)
         self.pending[0].index_add_(0, cells, values)
         self.pending[1].index_add_(0, cells, torch.ones_like(values))
 

@@ -137,13 +137,29 @@ def test_online_vs_offline_scores_and_summaries_by_hand() -> None:
     rows = summarise(runs)
     assert rows[0]["nrmse@4"] == pytest.approx(1.2)
     assert rows[0]["nrmse@4_ci"] == pytest.approx(4.303 * 0.2 / math.sqrt(3))  # t(2) 95 % half-width
-    assert compare(rows, [1, 4]) == ["ks: online vs pool 32: nrmse@4 +50.0% lower (goal: >= 16 % lower)"]
+    assert compare(rows, [1, 4]) == [
+        "ks: online vs pool 32 (each of its trajectories used nanx as often): nrmse@4 +50.0% lower "
+        "(goal against the largest pool: >= 16 % lower)"
+    ]
 
 
 @pytest.mark.slow
 def test_online_vs_offline_benchmark(tmp_path: Path) -> None:
     out = run_benchmark(
-        "online_vs_offline", "--quick", "--pdes", "ks", "--seeds", "0", "--out", str(tmp_path)
+        "online_vs_offline",
+        "--quick",
+        "--pdes",
+        "ks",
+        "--seeds",
+        "0",
+        "--adaptive",
+        "loss",
+        "--test-trajectories",
+        "8",
+        "--out",
+        str(tmp_path),
     )
     assert "| ks | pool 32 |" in out and "| ks | online |" in out and "online vs pool 32" in out
+    assert "| ks | adaptive loss |" in out and "adaptive loss vs uniform online: p99" in out
+    assert (tmp_path / "test" / "ks-8.h5").is_file()
     assert (tmp_path / "error_vs_pool.png").stat().st_size > 0 and (tmp_path / "summary.md").is_file()

@@ -99,7 +99,7 @@ class ParameterSampling(pl.Callback):
     """Feeds the adaptive parameter sampler and logs where the stream drew its trajectories' parameters.
 
     Each training step (``data.sampling=adaptive``): the batch's per-sample training losses
-    (``outputs["sample_losses"]``) are binned by their windows' PDE parameters and folded into the sampler's
+    (``outputs["sample_losses"]``), with the mean squares of their normalised targets, are binned by their windows' PDE parameters and folded into the sampler's
     distribution (:meth:`data.sampling.ParameterSampler.update`, a collective under DDP: every rank calls it
     at the same step). After each validation, for either sampling: the share of training trajectories drawn
     per parameter cell (summed over ranks and DataLoader workers) as ``sampling/drawn/<cell>`` and, when
@@ -118,7 +118,8 @@ class ParameterSampling(pl.Callback):
                 f"data.sampling=adaptive needs per-sample training losses, but {type(pl_module).__name__} "
                 "reports none; allowed: sampling=uniform for this model's objective"
             )
-        datamodule.sampler.record(batch["params"], losses)
+        energy = pl_module.normalizer.normalize(batch["y"]).pow(2).flatten(1).mean(1)
+        datamodule.sampler.record(batch["params"], losses, energy)
         datamodule.sampler.update()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -79,7 +79,7 @@ def test_mass_moves_to_an_injected_high_loss_region_and_the_rest_stays_covered()
     sampler = ParameterSampler(specs([0.5, 1.5]), "adaptive", bins=8, mix=0.2, temperature=1.0)
     nu = torch.linspace(0.5, 1.5, 256, dtype=torch.float64)
     loss = torch.where(nu < 0.625, 10.0, 1.0)  # the first cell is hard
-    sampler.record({"nu": nu}, loss)
+    sampler.record({"nu": nu}, loss, torch.ones_like(loss))
     sampler.update()
     probs = sampler.probs
     assert float(probs.sum()) == pytest.approx(1.0)
@@ -91,13 +91,26 @@ def test_mass_moves_to_an_injected_high_loss_region_and_the_rest_stays_covered()
     assert torch.histc(draws, bins=8, min=0.5, max=1.5).min() > 0
 
 
+@pytest.mark.parametrize("signal", ["relative", "loss"])
+def test_the_relative_signal_discounts_a_region_whose_targets_are_larger(signal):
+    """Cell 0's losses are 10x the rest, but so is its targets' mean square: in relative terms every cell
+    is equally hard, and only the loss signal moves mass there."""
+    sampler = ParameterSampler(specs([0.0, 1.0]), "adaptive", bins=2, mix=0.2, signal=signal)
+    nu = torch.tensor([0.1, 0.2, 0.6, 0.9])
+    scale = torch.tensor([10.0, 10.0, 1.0, 1.0])
+    sampler.record({"nu": nu}, 0.03 * scale, scale)
+    sampler.update()
+    expected = [0.5, 0.5] if signal == "relative" else [0.8 * 10 / 11 + 0.1, 0.8 / 11 + 0.1]
+    torch.testing.assert_close(sampler.probs, torch.tensor(expected, dtype=torch.float64))
+
+
 def test_cells_without_an_estimate_are_explored_first_and_estimates_are_averaged():
     sampler = ParameterSampler(specs([0.0, 1.0]), "adaptive", bins=2, mix=0.5, memory=0.5)
-    sampler.record({"nu": torch.tensor([0.1])}, torch.tensor([2.0]))
+    sampler.record({"nu": torch.tensor([0.1])}, torch.tensor([2.0]), torch.ones(1))
     sampler.update()
     assert torch.equal(sampler.loss[0], torch.tensor(2.0, dtype=torch.float64)) and sampler.loss[1].isnan()
     torch.testing.assert_close(sampler.probs, torch.tensor([0.5, 0.5], dtype=torch.float64))
-    sampler.record({"nu": torch.tensor([0.2, 0.3, 0.9])}, torch.tensor([4.0, 6.0, 1.0]))
+    sampler.record({"nu": torch.tensor([0.2, 0.3, 0.9])}, torch.tensor([4.0, 6.0, 1.0]), torch.ones(3))
     sampler.update()
     torch.testing.assert_close(sampler.loss, torch.tensor([0.5 * 2 + 0.5 * 5, 1.0], dtype=torch.float64))
 
@@ -105,9 +118,9 @@ def test_cells_without_an_estimate_are_explored_first_and_estimates_are_averaged
 def test_state_dict_resumes_the_same_draws():
     params = specs([0.5, 1.5])
     first = ParameterSampler(params, "adaptive", bins=4)
-    first.record({"nu": torch.tensor([0.6, 1.4])}, torch.tensor([3.0, 1.0]))
+    first.record({"nu": torch.tensor([0.6, 1.4])}, torch.tensor([3.0, 1.0]), torch.ones(2))
     first.update()
-    first.record({"nu": torch.tensor([1.0])}, torch.tensor([5.0]))  # pending at the checkpoint
+    first.record({"nu": torch.tensor([1.0])}, torch.tensor([5.0]), torch.ones(1))  # pending at the checkpoint
     resumed = ParameterSampler(params, "adaptive", bins=4)
     resumed.load_state_dict(first.state_dict())
     for sampler in (first, resumed):
@@ -123,7 +136,7 @@ def test_bad_settings_name_the_key():
         ParameterSampler(specs([0.5, 1.5]), "greedy")
     with pytest.raises(ConfigError, match="needs a PDE parameter given as a range"):
         ParameterSampler(specs(1.0), "adaptive")
-    for key, value in (("bins", 0), ("mix", 0.0), ("temperature", -1.0), ("memory", 1.0)):
+    for key, value in (("bins", 0), ("mix", 0.0), ("temperature", -1.0), ("memory", 1.0), ("signal", "mse")):
         with pytest.raises(ConfigError, match=f"data.adaptive.{key}"):
             ParameterSampler(specs([0.5, 1.5]), "adaptive", **{key: value})
 
@@ -132,7 +145,9 @@ def _ddp_worker(rank, path, out):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
     sampler = ParameterSampler(specs([0.0, 1.0]), "adaptive", bins=2, memory=0.0)
     nu = torch.tensor([0.25, 0.75]) if rank == 0 else torch.tensor([0.25, 0.25])
-    sampler.record({"nu": nu}, torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([7.0, 9.0]))
+    sampler.record(
+        {"nu": nu}, torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([7.0, 9.0]), torch.ones(2)
+    )
     sampler.update()
     torch.save(sampler.probs, f"{out}{rank}.pt")
     dist.destroy_process_group()
@@ -145,7 +160,9 @@ def test_ddp_ranks_merge_their_losses_into_one_distribution(tmp_path):
     p0, p1 = (torch.load(tmp_path / f"p{r}.pt") for r in (0, 1))
     assert torch.equal(p0, p1)
     single = ParameterSampler(specs([0.0, 1.0]), "adaptive", bins=2, memory=0.0)
-    single.record({"nu": torch.tensor([0.25, 0.75, 0.25, 0.25])}, torch.tensor([1.0, 2.0, 7.0, 9.0]))
+    single.record(
+        {"nu": torch.tensor([0.25, 0.75, 0.25, 0.25])}, torch.tensor([1.0, 2.0, 7.0, 9.0]), torch.ones(4)
+    )
     single.update()
     torch.testing.assert_close(p0, single.probs)
     assert math.isclose(float(single.loss[0]), 17 / 3)

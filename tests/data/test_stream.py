@@ -332,7 +332,8 @@ def consume_adaptive(datamodule, count):
     out = []
     for batch in itertools.islice(iter(datamodule.train_dataloader()), count):
         batch = datamodule.on_before_batch_transfer(batch, 0)
-        datamodule.sampler.record(batch["params"], batch["params"]["nu"].double() ** 4)
+        loss = batch["params"]["nu"].double() ** 4
+        datamodule.sampler.record(batch["params"], loss, torch.ones_like(loss))
         datamodule.sampler.update()
         out.append(batch)
     return out
