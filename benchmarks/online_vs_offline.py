@@ -205,7 +205,10 @@ def score(ds: xr.Dataset, horizons: Sequence[int]) -> dict[str, float]:
         values = model.coords[params[0]].values
         edges = np.quantile(values, np.linspace(0, 1, 9))
         cells = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 7)
-        out["worst_cell"] = float(max(error[cells == c].mean() for c in np.unique(cells)))
+        means = {int(c): float(error[cells == c].mean()) for c in np.unique(cells)}
+        out["worst_cell"] = max(means.values())
+        for c, mean in means.items():  # the error profile over the parameter (the figure's lower row)
+            out[f"cell{c}"], out[f"cell{c}_at"] = mean, float(np.median(values[cells == c]))
     return out
 
 
@@ -267,7 +270,8 @@ def compare(rows: Sequence[dict[str, str | float]], horizons: Sequence[int]) -> 
 
 
 def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path: Path) -> None:
-    """Test error against pool size per PDE, the online stream as a horizontal line with its band."""
+    """Per PDE: test error against pool size, the streams as horizontal lines with their bands (top), and
+    the error over the varying parameter's 8 test cells for the streams and the largest pool (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,10 +279,15 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
 
     key = f"nrmse@{headline(horizons)}"
     pdes = list(dict.fromkeys(str(r["pde"]) for r in rows))
-    fig, axes = plt.subplots(1, len(pdes), figsize=(5 * len(pdes), 3.8), squeeze=False)
-    for ax, pde in zip(axes[0], pdes, strict=True):
+    profiled = "cell0" in rows[0]
+    fig, axes = plt.subplots(
+        1 + profiled, len(pdes), figsize=(5.5 * len(pdes), 3.8 * (1 + profiled)), squeeze=False
+    )
+    for column, pde in enumerate(pdes):
+        ax = axes[0, column]
         mine = [r for r in rows if r["pde"] == pde]
         pools = [r for r in mine if str(r["data"]).startswith("pool")]
+        streams = [r for r in mine if not str(r["data"]).startswith("pool")]
         sizes = [int(str(r["data"]).split()[1]) for r in pools]
         ax.errorbar(
             sizes,
@@ -288,7 +297,6 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
             capsize=3,
             label="fixed pool of N trajectories",
         )
-        streams = [r for r in mine if not str(r["data"]).startswith("pool")]
         for colour, r in enumerate(streams, start=1):
             mean, half = float(r[key]), float(r[f"{key}_ci"])
             ax.axhline(mean, color=f"C{colour}", label=f"{r['data']} stream")
@@ -298,6 +306,23 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
         ax.set_xlabel("training trajectories N (pool size)")
         ax.set_ylabel(f"test relative L2 at step {headline(horizons)}")
         ax.set_title(f"{pde}: equal gradient steps")
+        ax.legend(fontsize=8)
+        if not profiled:
+            continue
+        ax = axes[1, column]
+        cells = sorted(int(k[4:]) for k in mine[0] if k.startswith("cell") and not k.endswith(("_at", "_ci")))
+        for colour, r in [(0, pools[-1])] * bool(pools) + list(enumerate(streams, start=1)):
+            at = [float(r[f"cell{c}_at"]) for c in cells]
+            mean = np.array([float(r[f"cell{c}"]) for c in cells])
+            half = np.array([float(r[f"cell{c}_ci"]) for c in cells])
+            ax.plot(at, mean, marker="o", color=f"C{colour}", label=str(r["data"]))
+            if np.isfinite(half).all():
+                ax.fill_between(at, mean - half, mean + half, color=f"C{colour}", alpha=0.15)
+        if at and at[-1] > 10 * at[0] > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel("PDE parameter (median of each of 8 equal-count test cells)")
+        ax.set_ylabel(f"test relative L2, mean of steps 1-{headline(horizons)}")
+        ax.set_title(f"{pde}: error over the parameter")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

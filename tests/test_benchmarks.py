@@ -129,6 +129,7 @@ def test_online_vs_offline_scores_and_summaries_by_hand() -> None:
     assert got["corr_time"] == pytest.approx(ds.corr_time.values[1, :, 0].mean())
     assert got["p99"] == pytest.approx(np.percentile(mine, 99)) and got["worst"] == pytest.approx(mine.max())
     assert got["worst_cell"] == pytest.approx(max(mine[5 * c : 5 * c + 5].mean() for c in range(8)))
+    assert got["cell3"] == pytest.approx(mine[15:20].mean()) and got["cell3_at"] == pytest.approx(nu[17])
     runs = [
         Run("ks", data, seed, [], {"nrmse@4": value, "p99": 2 * value})
         for data, values in (("pool 32", [1.0, 1.2, 1.4]), ("online", [0.5, 0.6, 0.7]))
