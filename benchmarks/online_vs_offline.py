@@ -27,6 +27,11 @@ The conditional set-ups (the parameter range is what makes data diversity matter
 [--out benchmarks/results/online_vs_offline]`` (from the repository root). ``--quick`` is a smoke run of
 a minute. Runs already trained or evaluated under ``--out`` are reused, so an interrupted comparison
 continues and ``--adaptive`` can be added later.
+
+Whether the stream beats the largest pool depends on whether the model can use more diversity than the
+pool holds; two variants of the KS comparison test that (the README quotes all three):
+``--pdes ks --pools 512 --steps 12000`` (the pool cycled 8 times instead of 2) and ``--pdes ks --pools 512
+--model fno`` (a 287,553-parameter FNO instead of ``fno-small``'s 9,937).
 """
 
 from __future__ import annotations
