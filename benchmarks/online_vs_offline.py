@@ -81,6 +81,7 @@ class Run:
     seed: int
     overrides: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+    fresh: bool = False  # trained or evaluated by this invocation (not reused)
 
     @property
     def name(self) -> str:
@@ -168,6 +169,7 @@ def execute(run: Run, args: argparse.Namespace, out: Path, test_path: Path, thre
     jobs = [] if trained(run_dir, args.steps) else [("train.py", train)]
     if jobs or not (eval_dir / "metrics.nc").is_file():
         jobs.append(("evaluate.py", evaluate))
+    run.fresh = bool(jobs)
     for script, overrides in jobs:
         done = subprocess.run(command(script, overrides), cwd=ROOT, env=env, capture_output=True, text=True)
         if done.returncode != 0:
@@ -338,6 +340,7 @@ def figure(rows: Sequence[dict[str, str | float]], horizons: Sequence[int], path
                 ax.fill_between(at, mean - half, mean + half, color=f"C{colour}", alpha=0.15)
         if at and at[-1] > 10 * at[0] > 0:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no overlaps
         ax.set_xlabel("PDE parameter (median of each of 8 equal-count test cells)")
         ax.set_ylabel(f"test relative L2, mean of steps 1-{headline(horizons)}")
         ax.set_title(f"{pde}: error over the parameter")
@@ -383,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = [
         f"# online vs fixed pools: {args.model}, {args.steps} steps, seeds {args.seeds}, "
         f"{args.test_trajectories} test trajectories, "
-        f"{platform.machine()} {os.cpu_count()} CPUs, {args.jobs} runs at once, {time.perf_counter() - start:.0f} s",
+        f"{platform.machine()} {os.cpu_count()} CPUs, {args.jobs} runs at once; {sum(r.fresh for r in runs)} of "
+        f"{len(runs)} runs trained or evaluated by this invocation in {time.perf_counter() - start:.0f} s",
         table(rows, args.horizons),
         *compare(runs, args.horizons),
     ]
