@@ -106,33 +106,36 @@ def command(script: str, overrides: Sequence[str]) -> list[str]:
 
 
 def test_set(pde: str, args: argparse.Namespace, out: Path) -> Path:
-    """The set-up's shared test file, written once (data.generate completes a partial file)."""
+    """The set-up's shared test file (data.generate writes it, completes a partial one, or finds it complete)."""
     path = out / "test" / f"{pde}-{args.test_trajectories}.h5"
-    if not path.with_suffix(".done").is_file():
-        overrides = [
-            *SETUPS[pde],
-            *(QUICK_PDE if args.quick else []),
-            "split=test",
-            f"num_trajectories={args.test_trajectories}",
-            f"frames={QUICK_FRAMES if args.quick else 100}",
-            f"path={path}",
-            "workers=0",
-            "progress=false",
-        ]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "data.generate", *overrides], cwd=ROOT, check=True)
-        path.with_suffix(".done").touch()
+    overrides = [
+        *SETUPS[pde],
+        *(QUICK_PDE if args.quick else []),
+        *([f"frames={QUICK_FRAMES}"] if args.quick else []),  # else the frames of a training trajectory
+        "split=test",
+        f"num_trajectories={args.test_trajectories}",
+        f"path={path}",
+        "workers=0",
+        "progress=false",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "data.generate", *overrides], cwd=ROOT, check=True)
     return path
+
+
+def logged(run_dir: Path, column: str) -> list[str]:
+    """The values of ``column`` in the rows of the run's last CSV log that have one (none without a log)."""
+    logs = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
+    if not logs:
+        return []
+    with logs[-1].open() as file:
+        return [row[column] for row in csv.DictReader(file) if row.get(column)]
 
 
 def trained(run_dir: Path, steps: int) -> bool:
     """Whether ``run_dir`` holds a run that reached ``steps`` (the last step of its CSV log)."""
-    logs = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
-    if not logs or not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return False
-    with logs[-1].open() as file:
-        last = max((int(row["step"]) for row in csv.DictReader(file) if row.get("step")), default=-1)
-    return last >= steps - 1
+    last = max((int(step) for step in logged(run_dir, "step")), default=-1)
+    return (run_dir / "checkpoints" / "last.ckpt").is_file() and last >= steps - 1
 
 
 def execute(run: Run, args: argparse.Namespace, out: Path, test_path: Path, threads: int) -> Run:
@@ -182,11 +185,7 @@ def execute(run: Run, args: argparse.Namespace, out: Path, test_path: Path, thre
 
 def trajectories_seen(run_dir: Path) -> float:
     """Training trajectories the run solved (the last ``stream/trajectories`` of its CSV log)."""
-    log = sorted((run_dir / "csv").glob("version_*/metrics.csv"))[-1]
-    with log.open() as file:
-        values = [
-            row["stream/trajectories"] for row in csv.DictReader(file) if row.get("stream/trajectories")
-        ]
+    values = logged(run_dir, "stream/trajectories")
     return float(values[-1]) if values else math.nan
 
 

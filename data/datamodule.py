@@ -195,7 +195,7 @@ class OnlineDataModule(PDEDataModule):
             :mod:`data.stream`).
         sampling: ``"uniform"`` (the solver's parameter ranges) or ``"adaptive"`` (new trajectories' parameters
             follow the training loss over the parameter space; :mod:`data.sampling`).
-        adaptive: the adaptive sampler's ``bins``, ``mix``, ``temperature``, ``memory``.
+        adaptive: the adaptive sampler's settings (:data:`data.sampling.ADAPTIVE_KEYS`).
         num_val_trajectories, num_test_trajectories: sizes of the fixed rollout sets.
         cache_dir: where the rollout sets are cached, one file per configuration.
     """

@@ -23,8 +23,9 @@ where cells without an estimate yet count with the largest estimate (they get ex
 ``loss``, the training loss itself, or ``relative``, each sample's loss divided by the mean square of
 its (normalised) target, the relative squared error that the rollout metrics (relative L2) report. With
 the loss, a region whose solutions are simply larger (Burgers at small ν keeps its shocks, at large ν
-the field decays) draws mass for its scale rather than for a weak model; the relative signal does not. The state (cell estimates, pending
-sums, draw counts) is part of the checkpoint, so a resumed run draws the same parameters.
+the field decays) draws mass for its scale rather than for a weak model; the relative signal does not.
+The state (cell estimates, pending sums, signal) is part of the checkpoint, so a resumed run draws the
+same parameters.
 """
 
 from __future__ import annotations
@@ -203,15 +204,18 @@ class ParameterSampler:
         return {
             "mode": self.mode,
             "bins": self.bins,
+            "signal": self.signal,
             "loss": self.loss.clone(),
             "pending": self.pending.clone(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("mode") != self.mode or state.get("bins") != self.bins:
+        saved = (state.get("mode"), state.get("bins"), state.get("signal", "loss"))  # older states: the loss
+        if saved != (self.mode, self.bins, self.signal):
             raise ConfigError(
-                f"the checkpoint's parameter sampler (sampling={state.get('mode')!r}, bins={state.get('bins')!r}) "
-                f"differs from this run's (sampling={self.mode!r}, bins={self.bins}); resume with the same settings"
+                f"the checkpoint's parameter sampler (sampling={saved[0]!r}, bins={saved[1]!r}, "
+                f"signal={saved[2]!r}) differs from this run's (sampling={self.mode!r}, bins={self.bins}, "
+                f"signal={self.signal!r}); resume with the same data.sampling and data.adaptive settings"
             )
         self.loss, self.pending = (state[k].clone().double() for k in ("loss", "pending"))
         self.probs.copy_(self.probabilities())

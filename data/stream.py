@@ -90,7 +90,7 @@ class TrajectoryStream(IterableDataset):
         pool_size: ``None``: an unbounded stream of new trajectories; ``N``: cycle over trajectories ``0 … N-1``.
         sampling: how new trajectories' PDE parameters are drawn: ``"uniform"`` (the solver's ranges) or
             ``"adaptive"`` (toward high training loss; :class:`~data.sampling.ParameterSampler`).
-        adaptive: settings of the adaptive sampler (``bins``, ``mix``, ``temperature``, ``memory``).
+        adaptive: settings of the adaptive sampler (:data:`data.sampling.ADAPTIVE_KEYS`).
         device: where the solver runs (``"cpu"`` in DataLoader workers, or the training device with
             no workers).
     """

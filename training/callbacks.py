@@ -99,10 +99,11 @@ class ParameterSampling(pl.Callback):
     """Feeds the adaptive parameter sampler and logs where the stream drew its trajectories' parameters.
 
     Each training step (``data.sampling=adaptive``): the batch's per-sample training losses
-    (``outputs["sample_losses"]``), with the mean squares of their normalised targets, are binned by their windows' PDE parameters and folded into the sampler's
-    distribution (:meth:`data.sampling.ParameterSampler.update`, a collective under DDP: every rank calls it
-    at the same step). After each validation, for either sampling: the share of training trajectories drawn
-    per parameter cell (summed over ranks and DataLoader workers) as ``sampling/drawn/<cell>`` and, when
+    (``outputs["sample_losses"]``), with the mean squares of their normalised targets, are binned by their
+    windows' PDE parameters and folded into the sampler's distribution
+    (:meth:`data.sampling.ParameterSampler.update`, a collective under DDP: every rank calls it at the
+    same step). After each validation, for either sampling: the share of training trajectories drawn per
+    parameter cell (summed over ranks and DataLoader workers) as ``sampling/drawn/<cell>`` and, when
     adaptive, the sampler's probabilities as ``sampling/prob/<cell>``.
     """
 

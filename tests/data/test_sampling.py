@@ -129,6 +129,8 @@ def test_state_dict_resumes_the_same_draws():
     assert all(torch.equal(first.draw(gen(i))["nu"], resumed.draw(gen(i))["nu"]) for i in range(10))
     with pytest.raises(ConfigError, match="bins"):
         ParameterSampler(params, "adaptive", bins=8).load_state_dict(first.state_dict())
+    with pytest.raises(ConfigError, match=r"signal='relative'\).*signal='loss'\)"):
+        ParameterSampler(params, "adaptive", bins=4, signal="loss").load_state_dict(first.state_dict())
 
 
 def test_bad_settings_name_the_key():
