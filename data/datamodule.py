@@ -33,6 +33,9 @@ from data.trajectories import describe_solver, generate
 from solvers.base import ConfigError, Solver, check_choice, check_int
 
 GENERATION = ("cpu", "device")
+NORMALIZATIONS = ("channel", "none")
+"""``data.normalize``: per-channel mean and std of the training data, or none (the fields as they are, as the
+FNO paper's 1D scripts train)."""
 
 log = logging.getLogger("pdestream")
 
@@ -78,6 +81,7 @@ class PDEDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes of the training loader (the in-memory validation and test
             sets need none).
         stats_trajectories: trajectories used to estimate the normalisation statistics.
+        normalize: one of :data:`NORMALIZATIONS`.
     """
 
     def __init__(
@@ -88,8 +92,11 @@ class PDEDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         stats_trajectories: int = 16,
+        normalize: str = "channel",
     ) -> None:
         super().__init__()
+        check_choice("data.normalize", normalize, NORMALIZATIONS)
+        self.normalize = normalize
         self.solver, self.pde_yaml = as_solver(pde)
         output_interval(self.solver)  # refused here when the preset lacks it
         for key, value, low in (
@@ -127,7 +134,14 @@ class PDEDataModule(pl.LightningDataModule):
     def normalizer(self) -> Normalizer:
         """Per-channel statistics and conditioning scales (estimated on first use; deterministic)."""
         if self._normalizer is None:
-            mean, std = channel_stats(self._stats_sample())
+            if self.normalize == "none":
+                channels = len(self.solver.channels)
+                mean, std = (
+                    torch.zeros(channels, dtype=torch.float64),
+                    torch.ones(channels, dtype=torch.float64),
+                )
+            else:
+                mean, std = channel_stats(self._stats_sample())
             self._normalizer = Normalizer.from_solver(self.solver, mean, std, self.time_grid.dt_out)
         return self._normalizer
 
@@ -208,6 +222,7 @@ class OnlineDataModule(PDEDataModule):
         batch_size: int = 32,
         num_workers: int = 1,
         stats_trajectories: int = 16,
+        normalize: str = "channel",
         frames: int = 100,
         frame_stride: int = 1,
         rollout_frames: int | None = None,
@@ -223,7 +238,9 @@ class OnlineDataModule(PDEDataModule):
         num_test_trajectories: int = 32,
         cache_dir: str = ".cache/pdestream",
     ) -> None:
-        super().__init__(pde, time_history, target_frames, batch_size, num_workers, stats_trajectories)
+        super().__init__(
+            pde, time_history, target_frames, batch_size, num_workers, stats_trajectories, normalize
+        )
         check_choice("data.generation", generation, GENERATION)
         check_int("data.num_val_trajectories", num_val_trajectories, 1)
         check_int("data.num_test_trajectories", num_test_trajectories, 1)
@@ -434,8 +451,11 @@ class OfflineDataModule(PDEDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         stats_trajectories: int = 16,
+        normalize: str = "channel",
     ) -> None:
-        super().__init__(pde, time_history, target_frames, batch_size, num_workers, stats_trajectories)
+        super().__init__(
+            pde, time_history, target_frames, batch_size, num_workers, stats_trajectories, normalize
+        )
         missing = {"train", "val", "test"} - set(paths or {})
         if missing:
             raise ConfigError(

@@ -1,7 +1,9 @@
 """Write trajectories to HDF5: ``python -m data.generate pde=ks split=train num_trajectories=2048``.
 
 Resumable: rerunning the same command on a partial file continues where it stopped. Settings are
-in ``conf/generate.yaml``; ``pde`` is any ``conf/pde`` group.
+in ``conf/generate.yaml``; ``pde`` is any ``conf/pde`` group. ``format=fno`` writes the FNO papers' MATLAB
+layout (:mod:`data.fno_format`): the trajectories are generated, resumably, into ``<path>.partial.h5``, which
+is converted to ``path`` and removed once complete.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from data.cli import exit_bad_input, guard_command_line, require_writable
-from data.hdf5 import SplitInfo, write_split
+from data.fno_format import export_fno, read_fno
+from data.hdf5 import write_split
 from data.timegrid import TimeGrid
 from solvers.base import ConfigError, check_choice
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+FORMATS = ("pdestream", "fno")
 
 
-def run(cfg: DictConfig) -> SplitInfo:
-    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``); bad input raises :class:`ConfigError`
-    before any trajectory is solved."""
+def run(cfg: DictConfig) -> str:
+    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``) and return the file's path; bad input
+    raises :class:`ConfigError` before any trajectory is solved. A complete ``format=fno`` file is kept."""
     check_choice("dtype", cfg.dtype, DTYPES)
+    check_choice("format", cfg.format, FORMATS)
     require_writable(Path(str(cfg.path)).parent, "the directory of path")
     try:
         solver = instantiate(cfg.pde)
@@ -39,8 +44,18 @@ def run(cfg: DictConfig) -> SplitInfo:
     workers = cfg.workers
     if workers is None:
         workers = (os.cpu_count() or 1) if device == "cpu" else 0
-    return write_split(
-        cfg.path,
+    path = Path(str(cfg.path))
+    working = path.with_name(path.name + ".partial.h5") if cfg.format == "fno" else path
+    if cfg.format == "fno" and path.exists():
+        rows = len(read_fno(path)["a"])
+        if rows != cfg.num_trajectories:
+            raise ConfigError(
+                f"path={str(path)!r} already holds {rows} samples, not num_trajectories={cfg.num_trajectories}: "
+                "choose another path or delete the file"
+            )
+        return str(path)
+    write_split(
+        working,
         cfg.split,
         solver,
         TimeGrid.of_solver(solver, cfg.frames),
@@ -54,15 +69,19 @@ def run(cfg: DictConfig) -> SplitInfo:
         dtype=DTYPES[cfg.dtype],
         progress=cfg.progress,
     )
+    if cfg.format == "fno":
+        export_fno(working, cfg.split, path, OmegaConf.to_yaml(cfg))
+        working.unlink()
+    return str(path)
 
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        info = run(cfg)
+        path = run(cfg)
     except ConfigError as error:
         exit_bad_input("generation error", error)
-    print(f"{info.path}: split {info.split!r}, {info.num_trajectories} trajectories, complete")
+    print(f"{path}: split {cfg.split!r}, {cfg.num_trajectories} trajectories, complete")
 
 
 if __name__ == "__main__":

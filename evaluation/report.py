@@ -252,6 +252,11 @@ def definitions(ds: xr.Dataset) -> list[str]:
 def _training_data(config: Mapping) -> str:
     """Where a model's training data came from: the online stream, a fixed pool of it, or a file."""
     data = config["data"]
+    if str(data["_target_"]).endswith("FNOFileDataModule"):
+        return (
+            f"offline: the first {data.get('ntrain')} samples of {data.get('path')} (the FNO papers' layout: "
+            "input a, solution u), in shuffled epochs"
+        )
     if not str(data["_target_"]).endswith("OnlineDataModule"):
         return f"offline: windows of the trajectories in {(data.get('paths') or {}).get('train')}"
     buffer = data.get("buffer") or {}

@@ -1,11 +1,14 @@
 """Fourier Neural Operator (Li, Kovachki, Azizzadenesheli et al., "Fourier Neural Operator for
 Parametric Partial Differential Equations", ICLR 2021).
 
-``x → lift → [SpectralConv + 1×1 skip → (scale/shift) → GELU] × n_layers → projection MLP``.
+``x → lift → [SpectralConv + 1×1 skip → (BatchNorm) → (scale/shift) → σ] × n_layers → projection MLP``.
 
 The lifting and the projection act pointwise; every Fourier layer sums a truncated spectral convolution
 (``layers.SpectralConv``, ``modes`` per axis) and a pointwise linear skip ``W h``. As in the reference
-implementation, the last Fourier layer has no activation. Periodic data need no padding and make the
+implementation, the last Fourier layer has no activation. Two versions of the reference code are presets:
+the network of the ICLR 2021 paper (``fourier_1d.py`` as of October 2020: BatchNorm after every Fourier
+layer, ReLU, coordinates ``linspace(0, 2π, n)``) and the current one (no normalisation, GELU, coordinates
+``linspace(0, 1, n)``). Periodic data need no padding and make the
 network exactly equivariant to shifts by any whole number of cells (without ``grid`` channels);
 non-periodic data are zero-padded by a fraction ``padding`` of each axis before the Fourier layers and
 cropped afterwards, so that the FFT's implied periodicity does not tie the two boundaries together.
@@ -23,6 +26,9 @@ from torch import Tensor, nn
 from models.base import SurrogateNet
 from models.layers import FourierEmbedding, SpectralConv, check_modes, conv_nd
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+NORMS = ("none", "batch")
+
 
 class FNO(SurrogateNet):
     """FNO on 1D or 2D grids, optionally conditioned on PDE parameters and the time step.
@@ -34,8 +40,14 @@ class FNO(SurrogateNet):
         width: channels of the Fourier layers.
         n_layers: number of Fourier layers.
         projection: hidden channels of the pointwise projection MLP.
-        grid: append the normalised coordinates ``x_i / L_i ∈ [0, 1)`` as input channels (breaks
-            translation equivariance; useful for non-periodic data).
+        grid: append the coordinates ``linspace(0, grid_extent, n)`` of each axis as input channels, as the
+            reference code does (the ends included; breaks translation equivariance).
+        grid_extent: the last coordinate of those channels (1 in the current reference code, ``2π`` in the
+            ICLR 2021 version of ``fourier_1d.py``).
+        activation: ``gelu`` (current reference code) or ``relu`` (the ICLR 2021 paper), after every Fourier
+            layer but the last and inside the projection.
+        norm: ``none`` or ``batch``: BatchNorm of the sum of every Fourier layer (the ICLR 2021 paper's
+            networks; removed from the reference code in January 2021).
         padding: zero-padding fraction per axis for non-periodic data (``periodic=False`` only).
         periodic: the data are periodic; then ``padding`` must be 0.
         emb_dim: size of the conditioning embedding (used when ``cond_dim > 0``); each Fourier layer
@@ -60,6 +72,9 @@ class FNO(SurrogateNet):
         periodic: bool = True,
         emb_dim: int = 64,
         n: int | Sequence[int] | None = None,
+        grid_extent: float = 1.0,
+        activation: str = "gelu",
+        norm: str = "none",
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
         for name, value in (("width", width), ("n_layers", n_layers), ("projection", projection)):
@@ -67,12 +82,22 @@ class FNO(SurrogateNet):
                 raise ValueError(f"FNO: {name}={value!r} must be an int >= 1")
         if not 0.0 <= padding < 1.0:
             raise ValueError(f"FNO: padding={padding!r} must be a fraction in [0, 1)")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"FNO: activation={activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}"
+            )
+        if norm not in NORMS:
+            raise ValueError(f"FNO: norm={norm!r} is not allowed; allowed: {', '.join(NORMS)}")
+        if not grid_extent > 0:
+            raise ValueError(f"FNO: grid_extent={grid_extent!r} must be > 0")
         if periodic and padding:
             raise ValueError(
                 f"FNO: padding={padding} is for non-periodic data; set periodic=False or padding=0"
             )
         self.modes = (modes,) * ndim if isinstance(modes, int) else tuple(modes)
-        self.grid, self.padding = grid, padding
+        self.grid, self.padding, self.grid_extent = grid, padding, float(grid_extent)
+        activation_class = ACTIVATIONS[activation]
+        self.act = activation_class()
         if n is not None:
             sizes = (n,) * ndim if isinstance(n, int) else tuple(n)
             check_modes(self.modes, tuple(self._padded(s) for s in sizes), "FNO")
@@ -80,20 +105,22 @@ class FNO(SurrogateNet):
         self.lift = conv(self.in_features + (ndim if grid else 0), width, 1)
         self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, ndim) for _ in range(n_layers))
         self.pointwise = nn.ModuleList(conv(width, width, 1) for _ in range(n_layers))
+        batch_norm = (nn.BatchNorm1d, nn.BatchNorm2d)[ndim - 1]
+        self.norms = nn.ModuleList(batch_norm(width) for _ in range(n_layers)) if norm == "batch" else None
         self.embed = FourierEmbedding(cond_dim, emb_dim) if cond_dim else None
         self.film = (
             nn.ModuleList(nn.Linear(emb_dim, 2 * width) for _ in range(n_layers)) if cond_dim else None
         )
         self.project = nn.Sequential(
-            conv(width, projection, 1), nn.GELU(), conv(projection, self.out_features, 1)
+            conv(width, projection, 1), activation_class(), conv(projection, self.out_features, 1)
         )
 
     def _padded(self, size: int) -> int:
         return size + math.ceil(self.padding * size)
 
     def _coordinates(self, x: Tensor) -> Tensor:
-        """``[B, ndim, *S]`` normalised cell coordinates ``i / n`` per axis."""
-        axes = [torch.arange(n, device=x.device, dtype=x.dtype) / n for n in x.shape[2:]]
+        """``[B, ndim, *S]`` coordinates ``linspace(0, grid_extent, n)`` per axis (the reference code's)."""
+        axes = [torch.linspace(0, self.grid_extent, n, device=x.device, dtype=x.dtype) for n in x.shape[2:]]
         coords = torch.stack(torch.meshgrid(*axes, indexing="ij"))
         return coords.expand(x.shape[0], *coords.shape)
 
@@ -108,13 +135,15 @@ class FNO(SurrogateNet):
             h = F.pad(h, pad)
         emb = self.embed(cond) if self.embed is not None and cond is not None else None
         last = len(self.spectral) - 1
-        for i, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise, strict=True)):
-            h = spectral(h) + pointwise(h)
+        for i, (spectral, skip) in enumerate(zip(self.spectral, self.pointwise, strict=True)):
+            h = spectral(h) + skip(h)
+            if self.norms is not None:
+                h = self.norms[i](h)
             if emb is not None and self.film is not None:
                 scale, shift = self.film[i](emb).reshape(emb.shape[0], -1, *([1] * self.ndim)).chunk(2, dim=1)
                 h = h * (1 + scale) + shift
             if i < last:
-                h = F.gelu(h)
+                h = self.act(h)
         if self.padding:
             h = h[(..., *(slice(0, s) for s in spatial))]
         return self.project(h)

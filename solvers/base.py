@@ -550,6 +550,39 @@ def random_sines(
     return (amplitude * torch.sin(2 * math.pi * mode * x / length + phase)).sum(dim=1, keepdim=True)
 
 
+def gaussian_random_field(
+    batch: int,
+    n: int,
+    length: float,
+    ndim: int,
+    scale: float,
+    tau: float,
+    alpha: float,
+    generator: torch.Generator | None,
+    zero_mean: bool = False,
+) -> Tensor:
+    """Samples of the Gaussian measure ``N(0, scale (−Δ + τ² I)^{−α})`` on the periodic box ``[0, L)^ndim``,
+    ``[B, 1, *S]`` float64 at ``n`` points per axis.
+
+    The Karhunen-Loève expansion ``u = Σ_k sqrt(λ_k) ξ_k φ_k`` over the orthonormal Fourier modes
+    ``φ_k = L^{−ndim/2} e^{i κ·x}``, ``κ = 2π k / L``, with ``λ_k = scale (|κ|² + τ²)^{−α}`` and standard
+    (Hermitian) Gaussian ``ξ_k``, truncated to the modes the grid holds: the unnormalised DFT coefficients
+    have ``E|û_k|² = n^{2 ndim} λ_k / L^ndim`` (the mean ``û_0`` included unless ``zero_mean``; the real
+    Nyquist modes have the variance of their DFT coefficient, as in the FNO generators). Drawn as white noise on the grid filtered in Fourier space, so a
+    trajectory needs ``n^ndim`` normal draws.
+    """
+    dims = tuple(range(-ndim, 0))
+    full = wavenumbers(n, length)
+    axes = [full] * (ndim - 1) + [wavenumbers(n, length, real=True)]
+    k_sq = sum(k**2 for k in torch.meshgrid(*axes, indexing="ij"))
+    # White noise has E|ŵ_k|² = n^ndim, so the product has E|û_k|² = n^(2 ndim) λ_k / L^ndim.
+    amplitude = math.sqrt(scale * n**ndim / length**ndim) * (k_sq + tau**2) ** (-alpha / 2)
+    if zero_mean:
+        amplitude[(0,) * ndim] = 0.0
+    noise = torch.randn(batch, 1, *([n] * ndim), generator=generator, dtype=torch.float64)
+    return torch.fft.irfftn(torch.fft.rfftn(noise, dim=dims) * amplitude, s=[n] * ndim, dim=dims)
+
+
 def spectral_resample(u: Tensor, n: int, ndim: int) -> Tensor:
     """Band-limited interpolation of a periodic field ``[..., *S]`` (``ndim`` axes) onto ``n`` points per axis.
 

@@ -1,6 +1,15 @@
 """The 1D viscous Burgers equation ``u_t + (u²/2)_x = ν u_xx`` on the periodic interval ``[0, L)``.
 
-Discretisation (method of lines on the point values ``u_i = u(i Δx)``):
+Two methods, chosen per preset with ``method``:
+
+* ``weno5`` (default): shock-capturing finite differences with CFL-safe sub-steps, for any ``ν >= 0``;
+* ``spectral``: pseudo-spectral ETDRK4 (:mod:`solvers.spectral`, the scheme of the KS solver with
+  ``Lin(k) = -ν k²``), the diffusion integrated exactly, for smooth viscous regimes (the FNO benchmark's
+  ``ν = 0.1``), where the explicit path is diffusion-limited to ``ν h / Δx² <= 1/4`` (about 10^5 sub-steps per
+  time unit on 8192 points). Its step ``dt`` is set by accuracy alone; shocks it does not resolve ring
+  (Gibbs) instead of being captured.
+
+``weno5`` discretisation (method of lines on the point values ``u_i = u(i Δx)``):
 
 * advection: conservative finite differences (Shu & Osher 1989) with the global Lax-Friedrichs
   flux splitting ``f± = (u²/2 ± α u) / 2``, ``α = max_x |u|`` per trajectory, and fifth-order WENO
@@ -22,12 +31,20 @@ would allow ``D <= 0.47``; the sum keeps the combined spectrum inside the stabil
 trajectory takes its own number of equal sub-steps, so a batched solve equals per-trajectory solves
 exactly: a trajectory never depends on the others in its batch.
 
-Initial condition (Brandstetter, Worrall & Welling 2022, *Message passing neural PDE solvers*, ICLR):
+Initial conditions (``ic``):
+
+* ``sines`` (Brandstetter, Worrall & Welling 2022, *Message passing neural PDE solvers*, ICLR):
 ``u0 = Σ_{j=1..J} A_j sin(2π l_j x / L + φ_j)`` with ``A_j ~ U[-1/2, 1/2]``, ``l_j ∈ {1, …, max_mode}``
 uniformly, ``φ_j ~ U[0, 2π)``, ``J = waves``; here rescaled to ``max|u0| = 1``, so that the Reynolds number of a
 trajectory is ``L / ν``. The default domain ``L = 2π`` is that of the Burgers data of
 Brandstetter et al. (2022, *Lie point symmetry data augmentation for neural PDE solvers*, ICML), which
 the exact Cole-Hopf solutions of the tests also use.
+
+* ``grf``: the Gaussian random field ``N(0, ic_scale (−Δ + ic_tau² I)^{−ic_alpha})``
+  (:func:`~solvers.base.gaussian_random_field`, mean mode included); the FNO paper's Burgers data
+  (Li et al., ICLR 2021, Section 5.1) draw ``u0 ~ N(0, 625 (−Δ + 25 I)^{−2})`` on the unit interval:
+  ``ic_scale = 625``, ``ic_tau = 5``, ``ic_alpha = 2`` (``conf/pde/burgers_fno.yaml``), whose constant
+  mode has variance 1.
 """
 
 from __future__ import annotations
@@ -44,11 +61,20 @@ from solvers.base import (
     ParamValue,
     Solver,
     Stepper,
+    check_choice,
     check_int,
     check_number,
+    gaussian_random_field,
     random_sines,
     require,
 )
+from solvers.spectral import ConservativeETDRK4
+
+METHODS = ("weno5", "spectral")
+"""Allowed values of the ``method`` key."""
+
+INITIAL_CONDITIONS = ("sines", "grf")
+"""Allowed values of the ``ic`` key."""
 
 DIFFUSION_LIMIT = 0.25
 """Largest ``ν h / Δx²`` of one sub-step (see the module docstring)."""
@@ -66,15 +92,22 @@ class Burgers(Solver):
     Args:
         n: grid points.
         length: domain length ``L`` (default ``2π``).
-        dt: largest output-interval step; each is split further into CFL-safe SSP-RK3 sub-steps.
+        dt: largest internal step: ``weno5`` splits each further into CFL-safe SSP-RK3 sub-steps,
+            ``spectral`` takes it as its ETDRK4 step.
         dt_out: interval between stored frames, a multiple of ``dt`` (see :class:`~solvers.base.Solver`).
         nu: viscosity ``ν >= 0`` (units length²/time): a number, ``[low, high]`` or ``[low, high, "log"]``.
         cfl: advective Courant number ``max|u| h / Δx`` of a sub-step, in ``(0, 1]``.
         burn_in: time integrated before ``t = 0``.
         blowup: ``max|u|`` above which a trajectory counts as diverged.
-        waves: number ``J`` of sine waves in the initial condition.
+        waves: number ``J`` of sine waves in the ``sines`` initial condition.
         max_mode: largest wavenumber ``l_j`` (periods per domain) of those waves.
         n_solve: cells of the integration (a multiple of ``n``; see :class:`~solvers.base.Solver`).
+        method: one of :data:`METHODS`.
+        ic: initial condition, one of :data:`INITIAL_CONDITIONS`.
+        ic_scale, ic_tau, ic_alpha: the ``grf`` covariance ``ic_scale (−Δ + ic_tau² I)^{−ic_alpha}``
+            (``ic_alpha > 1/2`` for a finite variance in 1D).
+        ic_zero_mean: drop the ``grf``'s constant mode (the reference FNO generator ``GRF1.m`` does).
+        contour_points: points on the half circle of the ETDRK4 contour integrals (``spectral``).
     """
 
     param_order = ("nu",)
@@ -96,16 +129,39 @@ class Burgers(Solver):
         waves: int = 5,
         max_mode: int = 3,
         n_solve: int | None = None,
+        method: str = "weno5",
+        ic: str = "sines",
+        ic_scale: float = 625.0,
+        ic_tau: float = 5.0,
+        ic_alpha: float = 2.0,
+        ic_zero_mean: bool = False,
+        contour_points: int = 32,
     ) -> None:
         super().__init__(n, length, dt, burn_in, blowup, n_solve, dt_out)
         check_number("cfl", cfl, low=0, high=1, low_open=True)
         check_int("waves", waves, 1)
         check_int("max_mode", max_mode, 1, n // 2 - 1)
+        check_choice("method", method, METHODS)
+        check_choice("ic", ic, INITIAL_CONDITIONS)
+        check_number("ic_scale", ic_scale, low=0, low_open=True)
+        check_number("ic_tau", ic_tau, low=0, low_open=True)
+        check_number("ic_alpha", ic_alpha, low=0.5, low_open=True)
+        check_int("contour_points", contour_points, 8)
         self.add_param("nu", nu)
         require(self.params["nu"].low >= 0, f"nu={nu!r} is not allowed: the viscosity must be >= 0")
         self.cfl, self.waves, self.max_mode = float(cfl), waves, max_mode
-        # Generated initial conditions have max|u0| = 1.
-        self.substeps(self.dt, speed=1.0, nu=self.params["nu"].high)
+        self.method, self.ic = method, ic
+        self.ic_scale, self.ic_tau, self.ic_alpha = float(ic_scale), float(ic_tau), float(ic_alpha)
+        require(
+            isinstance(ic_zero_mean, bool),
+            f"ic_zero_mean={ic_zero_mean!r} is not allowed; allowed: true, false",
+        )
+        self.ic_zero_mean = ic_zero_mean
+        self.contour_points = contour_points
+        if method == "spectral":
+            self.scheme = ConservativeETDRK4(self.n_solve, _burgers_operator, contour_points)
+        elif ic == "sines":  # these initial conditions have max|u0| = 1
+            self.substeps(self.dt, speed=1.0, nu=self.params["nu"].high)
 
     def substeps(self, h: float, speed: float, nu: float) -> int:
         """Equal SSP-RK3 sub-steps needed to advance by ``h`` at ``max|u| = speed`` and viscosity ``nu``.
@@ -124,13 +180,37 @@ class Burgers(Solver):
         return count
 
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
+        if self.ic == "grf":
+            return gaussian_random_field(
+                batch,
+                self.n_solve,
+                self.length,
+                1,
+                self.ic_scale,
+                self.ic_tau,
+                self.ic_alpha,
+                generator,
+                zero_mean=self.ic_zero_mean,
+            )
         u = random_sines(batch, self.mesh(solve=True)[0], self.length, self.waves, self.max_mode, generator)
         return u / u.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def _to_state(self, u: Tensor) -> Tensor:
+        """``spectral``: all Fourier coefficients, so that frame 0 is ``u0`` itself (the FNO data's input); the
+        modes ``|k| >= n/3`` vanish in the first step, whose weights are zero there (Galerkin truncation)."""
+        return torch.fft.rfft(u) if self.method == "spectral" else u
+
+    def _from_state(self, state: Tensor) -> Tensor:
+        return self.scheme.from_state(state) if self.method == "spectral" else state
 
     def _stepper(self, params: dict[str, Tensor], device: torch.device, dtype: torch.dtype) -> Stepper:
         nu = params["nu"].tolist()
         if min(nu) < 0:
             raise ConfigError(f"parameter nu must be >= 0, got min {min(nu):g}")
+        if self.method == "spectral":
+            viscosity = params["nu"].to(torch.float64)
+            ones = torch.ones_like(viscosity)
+            return self.scheme.stepper(viscosity[:, None], self.length * ones, ones, dtype)
         viscosity = params["nu"].reshape(-1, 1, 1)
         speed: list[float] = []  # max|u0| per trajectory, read once on the first step (maximum principle)
         plans: dict[float, tuple[int, Tensor, Tensor | None]] = {}
@@ -164,6 +244,11 @@ class Burgers(Solver):
             return u
 
         return step
+
+
+def _burgers_operator(k: Tensor, nu: Tensor) -> Tensor:
+    """``Lin(k) = -ν k²`` for rows of ``ν`` ``[U, 1]``."""
+    return -nu * k**2
 
 
 def _flux(u: Tensor, viscosity: Tensor, dx: float) -> Tensor:

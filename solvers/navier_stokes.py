@@ -35,6 +35,7 @@ from solvers.base import (
     check_int,
     check_number,
     dealias_mask,
+    gaussian_random_field,
     require,
     wavenumbers,
 )
@@ -167,13 +168,12 @@ class NavierStokes2D(Solver):
     # ----------------------------------------------------------------- hooks
     def _initial_condition(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """FNO's Gaussian random field (see the class docstring), float64 ``[B, 1, n, n]``."""
-        alpha, tau, n = self.ic_alpha, self.ic_tau, self.n_solve
-        sigma = tau ** (alpha - 1.0)
-        amplitude = n * math.sqrt(2.0) * sigma * (self._k_sq + tau**2) ** (-alpha / 2)
-        amplitude[0, 0] = 0.0
-        # White noise has E|ξ̂_k|^2 = n^2, so the product has the FNO spectrum 2 σ^2 n^4 λ_k^{−α}.
-        noise = torch.randn(batch, 1, n, n, generator=generator, dtype=torch.float64)
-        return torch.fft.irfft2(torch.fft.rfft2(noise) * amplitude, s=(n, n))
+        # FNO's normalisation, E|ŵ_k|² = 2 σ² n⁴ (κ² + τ²)^{−α} whatever L: the measure
+        # N(0, 2 σ² L² (−Δ + τ² I)^{−α}) without its mean mode.
+        scale = 2 * self.ic_tau ** (2 * (self.ic_alpha - 1)) * self.length**2
+        return gaussian_random_field(
+            batch, self.n_solve, self.length, 2, scale, self.ic_tau, self.ic_alpha, generator, zero_mean=True
+        )
 
     def _to_state(self, u: Tensor) -> Tensor:
         return torch.fft.rfft2(u)

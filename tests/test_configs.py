@@ -43,6 +43,22 @@ GROUPS = [
     "hydra/launcher",
 ]
 EXPERIMENTS = options("experiment")
+FILE_BACKED = ("data=offline", "data=fno_file", "experiment=burgers_fno")
+"""Overrides that train from a file: no stream, buffer or cache options."""
+
+
+@pytest.fixture(scope="module")
+def fno_file(tmp_path_factory) -> Path:
+    """A small file in the FNO layout (12 samples of the Burgers benchmark on 64 points)."""
+    from data.fno_format import export_fno
+    from data.hdf5 import write_split
+    from data.timegrid import TimeGrid
+    from solvers import Burgers
+
+    folder = tmp_path_factory.mktemp("fno")
+    solver = Burgers(n=64, length=1.0, dt=0.05, dt_out=1.0, nu=0.1, method="spectral", ic="grf")
+    write_split(folder / "b.h5", "train", solver, TimeGrid(0.05, 1.0, 2), 12, seed=0, progress=False)
+    return export_fno(folder / "b.h5", "train", folder / "b.mat")
 
 
 def test_every_group_has_options_and_every_model_preset_names_a_network_and_its_objective():
@@ -65,7 +81,7 @@ def test_every_group_has_options_and_every_model_preset_names_a_network_and_its_
 )
 def test_every_option_composes_and_resolves(override, tmp_path):
     base = any_scheduler(tmp_path)
-    if override == "data=offline":  # the file-backed module has no stream, buffer or cache options
+    if override in FILE_BACKED:  # the file-backed modules have no stream, buffer or cache options
         base = [o for o in base if not o.startswith("data.")]
     cfg = compose_train([*base, override])
     # resolving everything a run reads proves the interpolations (model shapes, dt_out, scheduler) hold
@@ -140,10 +156,9 @@ def test_entry_point_configs_compose(config):
     assert cfg.paths if config == "evaluate" else cfg.pde._target_.startswith("solvers.")
 
 
-def one_step(overrides: list[str], tmp: Path) -> None:
-    cfg = compose_train(
-        [*any_scheduler(tmp), *overrides, "trainer.accelerator=cpu", "trainer.fast_dev_run=true"]
-    )
+def one_step(overrides: list[str], tmp: Path, file_backed: bool = False) -> None:
+    base = [o for o in any_scheduler(tmp) if not (file_backed and o.startswith("data."))]
+    cfg = compose_train([*base, *overrides, "trainer.accelerator=cpu", "trainer.fast_dev_run=true"])
     run = build(cfg)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
@@ -155,7 +170,11 @@ def test_every_model_preset_trains_one_step(model, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_trains_one_step(experiment, tmp_path):
+def test_every_experiment_trains_one_step(experiment, tmp_path, fno_file):
+    if f"experiment={experiment}" in FILE_BACKED:  # a small file of its layout, read at 32 points
+        rows = ["data.ntrain=6", "data.nval=2", "data.ntest=2"]
+        one_step([f"experiment={experiment}", f"data.path={fno_file}", *rows], tmp_path, file_backed=True)
+        return
     # tiny grids (solved at 64, stored at 32) and trajectories; frames for the input history plus a target
     one_step([f"experiment={experiment}", "data.frames=12", "pde.n_solve=64"], tmp_path)
 
@@ -200,7 +219,16 @@ KS_RECIPE = {
     "loss": ("mse", "mean", False),
     "ema": False,
 }
+BURGERS_RECIPE = {  # fourier_1d.py of October 2020: one input, one output, no rollout
+    **{key: value for key, value in FNO_RECIPE.items() if key != "buffer"},
+    "pool_size": None,
+    "ntrain": 1000,
+    "loss": ("rel_l2", "sum", False),
+    "model": ("fno-1d-paper", "none"),
+}
 RECIPES = {
+    "burgers_fno": {**BURGERS_RECIPE, "frames": (None, 1, 0)},
+    "burgers_fno_online": {**BURGERS_RECIPE, "ntrain": None, "frames": (2, 1, 0), "buffer": (2000, 400, 1)},
     "ns_fno": {**FNO_RECIPE, "frames": (50, 10, 39)},
     "ns_fno_1e-5": {**FNO_RECIPE, "frames": (20, 10, 9)},
     "ns_lsm_1e-5": {
@@ -245,17 +273,21 @@ def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
     target, settings = recipe["scheduler"]
     assert cfg.scheduler._target_ == target
     assert {key: cfg.scheduler[key] for key in settings} == settings
-    assert (cfg.data.batch_size, cfg.trainer.max_steps, cfg.data.pool_size) == (
+    assert (cfg.data.batch_size, cfg.trainer.max_steps, cfg.data.get("pool_size")) == (
         recipe["batch_size"],
         recipe["max_steps"],
         recipe["pool_size"],
     )
+    if "ntrain" in recipe:
+        assert cfg.data.get("ntrain") == recipe["ntrain"]
+    if "model" in recipe:  # the network and the raw fields of the reference script
+        assert (cfg.model.name, cfg.data.normalize, cfg.module.predict_difference) == (*recipe["model"], False)
     if "buffer" in recipe:
         buffer = cfg.data.buffer
         assert (buffer.capacity, buffer.watermark, buffer.max_reuse) == recipe["buffer"]
     assert (cfg.module.loss, cfg.module.reduction, cfg.module.unroll_grad) == recipe["loss"]
     frames, history, unroll = recipe["frames"]
-    assert (cfg.data.frames, cfg.data.time_history, cfg.module.unroll_steps) == (frames, history, unroll)
+    assert (cfg.data.get("frames"), cfg.data.time_history, cfg.module.unroll_steps) == (frames, history, unroll)
     if cfg.module.unroll_grad:  # the whole horizon in one window: t = 1..T, inputs 1..10, targets 11..T
         assert cfg.data.time_history + cfg.data.target_frames == cfg.data.frames
         assert cfg.pde.burn_in == 1.0 and cfg.pde.dt_out == 1.0

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from data.cli import require_writable
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
+from data.fno_format import FNOFileDataModule, is_fno_file
 from data.hdf5 import read_trajectories
 from data.timegrid import trajectory_steps
 from evaluation import metrics, registry
@@ -213,7 +214,13 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
     try:
         if cfg.test_path:
             solver = build_from_config(config["pde"], SOLVER_TARGETS, "pde")
-            data = read_trajectories(cfg.test_path, cfg.test_split, solver)
+            if is_fno_file(cfg.test_path):  # split as the checkpoint's file was, else as the FNO scripts
+                data_config = config["data"]
+                same = str(data_config["_target_"]).endswith(FNOFileDataModule.__name__)
+                rows = {k: data_config[k] for k in FNOFileDataModule.ROWS} if same else {}
+                data = FNOFileDataModule(solver, str(cfg.test_path), **rows).trajectories(cfg.test_split)
+            else:
+                data = read_trajectories(cfg.test_path, cfg.test_split, solver)
             what = f"test_path={cfg.test_path}"
         else:
             datamodule = build_from_config(config["data"], DATA_TARGETS, "data")
@@ -244,6 +251,8 @@ def origin_of_test_set(cfg: DictConfig, config: Mapping[str, Any]) -> str:
             "its range, uniform in log for a log range), each trajectory from its own seed (seed, split, "
             "index), disjoint from the training stream"
         )
+    if str(data["_target_"]).endswith(FNOFileDataModule.__name__):
+        return f"the last {data['ntest']} samples of the run's file {data['path']}: drawn by whatever made it"
     return f"the run's fixed test file {(data.get('paths') or {}).get('test')}: drawn by whatever made it"
 
 

@@ -354,6 +354,6 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     checkpoint = run.trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         score = checkpoint.best_model_score  # None when a resumed run had nothing left to train
-        shown = "" if score is None else f" (val/corr_time {float(score):.3f})"
+        shown = "" if score is None else f" ({checkpoint.monitor} {float(score):.4g})"
         log.info("best checkpoint: %s%s", checkpoint.best_model_path, shown)
     return results

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import data.datamodule as datamodule_module
-from data import OfflineDataModule, OnlineDataModule, write_split
+from data import OfflineDataModule, OnlineDataModule, inspect_split, write_split
 from data.generate import run as generate_run
 from data.timegrid import TimeGrid
 from data.trajectories import generate
@@ -164,7 +164,8 @@ def test_generate_cli_config_writes_a_complete_file(tmp_path):
         HydraConfig().set_config(cfg)
         assert cfg.path == "datasets/heat.h5"
         cfg.path = str(tmp_path / "heat.h5")
-        info = generate_run(cfg)
+        path = generate_run(cfg)
+    info = inspect_split(path, "train")
     assert info.num_trajectories == 6 and info.grid == TimeGrid(0.1, 0.2, 5)
 
 

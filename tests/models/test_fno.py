@@ -9,6 +9,7 @@ import torch
 
 from models.fno import FNO
 from models.layers import SpectralConv
+from training.presets import build
 
 
 def cells(n: int) -> torch.Tensor:
@@ -94,3 +95,36 @@ def test_paper_preset_parameter_count() -> None:
     spectral = 4 * 20 * 20 * (2 * 12) * 12
     assert sum(p.numel() for p in net.spectral.parameters()) == spectral == 460_800
     assert net.num_parameters() == 465_557
+
+
+@pytest.mark.parametrize(
+    ("preset", "twice", "once"),
+    [("fno-1d-repo", 549_569, 287_425), ("fno-1d-paper", 550_081, 287_937)],
+)
+def test_burgers_presets_have_the_reference_counts(preset: str, twice: int, once: int) -> None:
+    """The FNO paper's Burgers network (input (a(x), x), width 64, 16 modes): 549,569 real parameters in the
+    reference's count (utilities3.count_params: a complex weight counts two), 287,425 counted once; the ICLR 2021
+    version adds four BatchNorm layers (512 more)."""
+    net = build(preset, ndim=1, channels=1, time_history=1, time_future=1, cond_dim=0)
+    assert sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters()) == twice
+    assert net.num_parameters() == once
+
+
+def test_paper_variant_layers_and_coordinates() -> None:
+    """fno-1d-paper: BatchNorm of every Fourier layer's sum, ReLU, coordinates linspace(0, 2π, s)."""
+    net = build("fno-1d-paper", ndim=1, channels=1, time_history=1, time_future=1, cond_dim=0).double().eval()
+    assert len(net.norms) == 4 and isinstance(net.act, torch.nn.ReLU)
+    a = torch.randn(3, 1, 1, 64, dtype=torch.float64)
+    grid = net._coordinates(a.flatten(1, 2))
+    torch.testing.assert_close(grid[0, 0], torch.linspace(0, 2 * math.pi, 64, dtype=torch.float64))
+    # one layer by hand: lift (a, x), spectral + 1x1, BatchNorm (running statistics), ReLU
+    h = net.lift(torch.cat([a[:, 0], grid], dim=1))
+    h = torch.relu(net.norms[0](net.spectral[0](h) + net.pointwise[0](h)))
+    for i in range(1, 4):
+        h = net.norms[i](net.spectral[i](h) + net.pointwise[i](h))
+        h = torch.relu(h) if i < 3 else h
+    torch.testing.assert_close(net(a)[:, 0], net.project(h), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"activation='tanh' is not allowed; allowed: gelu, relu"):
+        FNO(1, 1, 1, 1, activation="tanh")
+    with pytest.raises(ValueError, match=r"norm='layer' is not allowed; allowed: none, batch"):
+        FNO(1, 1, 1, 1, norm="layer")

@@ -194,3 +194,121 @@ def test_blowup_reports_divergence() -> None:
     assert result.shape == (3, 3, 1, 64) and bool(result[1].isnan().all())
     for b in (0, 2):
         torch.testing.assert_close(result[b : b + 1], solver.solve(u0[b : b + 1], times), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ spectral method, GRF initial conditions
+def cole_hopf(u0: np.ndarray, times: list[float], nu: float, length: float, fine: int = 4) -> np.ndarray:
+    """Exact solutions ``[B, len(times), n]`` for periodic ``u0`` ``[B, n]`` (trigonometric polynomials).
+
+    With ``c`` the mean of ``u0``, ``u(x, t) = c + v(x − c t, t)`` (Galilean invariance), where ``v`` starts from
+    ``u0 − c`` and is given by Cole-Hopf: ``v = −2ν φ_x / φ`` with ``φ_t = ν φ_xx`` and
+    ``φ(x, 0) = exp(−∫_0^x v0 / (2ν))``, periodic since ``v0`` has zero mean. The heat equation is solved exactly
+    in Fourier space on a ``fine``× finer grid (``φ0`` is analytic: its coefficients decay exponentially), and
+    the shift by ``c t`` is a phase factor.
+    """
+    batch, n = u0.shape
+    m = fine * n
+    c = u0.mean(axis=-1, keepdims=True)
+    v_hat = np.fft.rfft(u0 - c)
+    k = 2 * np.pi * np.fft.rfftfreq(n, 1.0 / n) / length
+    integral_hat = np.zeros_like(v_hat)
+    integral_hat[:, 1:] = v_hat[:, 1:] / (1j * k[1:])
+    padded = np.zeros((batch, m // 2 + 1), dtype=complex)
+    padded[:, : n // 2] = integral_hat[:, : n // 2] * (m / n)
+    exponent = -np.fft.irfft(padded, n=m) / (2 * nu)
+    phi_hat = np.fft.rfft(np.exp(exponent - exponent.max(axis=-1, keepdims=True)))
+    kf = 2 * np.pi * np.fft.rfftfreq(m, 1.0 / m) / length
+    out = []
+    for t in times:
+        shifted = phi_hat * np.exp(-nu * kf**2 * t - 1j * kf * c * t)
+        phi, phi_x = np.fft.irfft(shifted, n=m), np.fft.irfft(1j * kf * shifted, n=m)
+        out.append((c - 2 * nu * phi_x / phi)[:, ::fine])
+    return np.stack(out, axis=1)
+
+
+def test_cole_hopf_reference_agrees_with_quadrature_for_a_moving_sine() -> None:
+    """``u0 = c + sin x``: the Galilean shift of the quadrature solution of ``sin x``."""
+    n, nu, c = 256, 0.1, 0.7
+    x = np.arange(n) * 2 * np.pi / n
+    got = cole_hopf((c + np.sin(x))[None], [0.5, 1.0], nu, 2 * np.pi)[0]
+    for row, t in zip(got, (0.5, 1.0), strict=True):
+        assert np.abs(row - (c + exact_sine(x - c * t, t, nu))).max() < 1e-10
+
+
+def grf_solver(n: int, nu: float, dt: float) -> Burgers:
+    return Burgers(n=n, length=1.0, dt=dt, nu=nu, method="spectral", ic="grf")
+
+
+def spectral_errors(n: int, nu: float, dt: float, times: list[float], batch: int = 8) -> np.ndarray:
+    """Largest relative L2 error over a batch of the paper's GRF starts, per time, against Cole-Hopf."""
+    solver = grf_solver(n, nu, dt)
+    u0 = solver.initial_condition(batch, torch.Generator().manual_seed(0), dtype=torch.float64)
+    # the solver keeps the modes |k| < n/3 after its first step: compare with the exact solution of those
+    kept = np.fft.irfft(np.fft.rfft(u0[:, 0].numpy()) * (np.fft.rfftfreq(n, 1.0 / n) < n / 3), n=n)
+    out = solver.solve(u0, times)[:, :, 0].numpy()
+    exact = cole_hopf(kept, times, nu, 1.0)
+    return (np.linalg.norm(out - exact, axis=-1) / np.linalg.norm(exact, axis=-1)).max(axis=0)
+
+
+@pytest.mark.parametrize(
+    ("nu", "n", "dt", "tolerance"),
+    [(0.1, 1024, 0.002, 2e-8), (0.05, 1024, 0.001, 2e-8), (0.02, 1024, 0.0005, 2e-8)],
+)
+def test_spectral_matches_cole_hopf_for_random_fields_with_a_mean(nu, n, dt, tolerance) -> None:
+    """The FNO benchmark's u0 ~ N(0, 625 (−Δ + 25 I)^−2), mean mode included, at several ν."""
+    errors = spectral_errors(n, nu, dt, [0.25, 1.0])
+    assert errors.max() < tolerance, errors
+
+
+@pytest.mark.parametrize(("nu", "order"), [(0.05, 3.5), (0.1, 2.5)])
+def test_spectral_converges_with_etdrk4s_order_in_time(nu: float, order: float) -> None:
+    """Observed orders 3.8 (ν = 0.05) and 2.7-3.1 (ν = 0.1): the stiffer problem shows ETDRK4's known order
+    reduction for parabolic problems (Hochbruck & Ostermann 2005, SIAM J. Numer. Anal. 43(3))."""
+    errors = np.array([spectral_errors(256, nu, dt, [0.5], batch=4)[0] for dt in (0.04, 0.02, 0.01, 0.005)])
+    orders = np.log2(errors[:-1] / errors[1:])
+    assert orders.min() > order and errors[-1] < 5e-8, (errors, orders)
+
+
+def test_spectral_keeps_the_initial_condition_and_the_mean() -> None:
+    solver = grf_solver(512, 0.1, 0.01)
+    u0 = solver.initial_condition(4, torch.Generator().manual_seed(3), dtype=torch.float64)
+    out = solver.solve(u0, [0.0, 0.5, 1.0])
+    torch.testing.assert_close(out[:, 0], u0, rtol=0, atol=1e-13)  # frame 0 is u0 itself, all its modes
+    mean = out.mean(dim=-1)
+    torch.testing.assert_close(mean, mean[:, :1].expand_as(mean), rtol=0, atol=1e-13)
+    assert mean[:, 0].abs().min() > 1e-3  # a non-zero mean: the constant mode is part of the field
+
+
+def test_grf_has_the_covariance_it_names() -> None:
+    """``E|û_k|² = n² λ_k / L`` with ``λ_k = 625 ((2πk/L)² + 25)^−2``: the paper's field, constant mode variance 1."""
+    n, batch = 32, 20_000
+    for length in (1.0, 2.0):
+        solver = Burgers(n=n, length=length, dt=0.01, nu=0.1, method="spectral", ic="grf")
+        u0 = solver.initial_condition(batch, torch.Generator().manual_seed(4), dtype=torch.float64)[:, 0]
+        power = torch.fft.rfft(u0).abs().pow(2).mean(0)[: n // 2] / n**2
+        k = 2 * math.pi * torch.arange(n // 2, dtype=torch.float64) / length
+        expected = 625 * (k**2 + 25) ** -2 / length
+        assert (power / expected - 1).abs().max() < 0.04, power / expected
+    assert u0.mean(-1).var().item() == pytest.approx(0.5, rel=0.04)  # λ_0 / L on L = 2
+
+
+def test_fno_preset_builds_the_papers_solver() -> None:
+    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "pde" / "burgers_fno.yaml")
+    solver = instantiate(cfg)
+    assert (solver.n, solver.length, solver.method, solver.ic) == (8192, 1.0, "spectral", "grf")
+    assert (solver.ic_scale, solver.ic_tau, solver.ic_alpha) == (625.0, 5.0, 2.0)
+    assert solver.params["nu"].low == solver.params["nu"].high == 0.1 and solver.dt_out == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "fd"}, r"^method='fd' is not allowed; allowed: weno5, spectral$"),
+        ({"ic": "gauss"}, r"^ic='gauss' is not allowed; allowed: sines, grf$"),
+        ({"ic_alpha": 0.5}, r"^ic_alpha=0\.5 is not allowed; allowed: a number > 0\.5$"),
+        ({"ic_scale": 0}, r"ic_scale=0"),
+    ],
+)
+def test_bad_spectral_config(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Burgers(**kwargs)

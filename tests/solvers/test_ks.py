@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from solvers.base import SERIAL_POINTS, ConfigError, DivergenceError
-from solvers.ks import KuramotoSivashinsky, etdrk4_coefficients
+from solvers.ks import KuramotoSivashinsky
+from solvers.spectral import etdrk4_coefficients
 
 F64 = torch.float64
 

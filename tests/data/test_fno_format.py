@@ -1,0 +1,159 @@
+"""The FNO papers' MATLAB layout: written by data.generate format=fno, read back (MATLAB 5 and 7.3), split and
+subsampled as the reference scripts do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from data.fno_format import FNOFileDataModule, read_fno
+from data.generate import run as generate_run
+from solvers import Burgers
+from solvers.base import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+N, SAMPLES = 512, 12
+
+
+def generate(path: Path, *extra: str) -> str:
+    overrides = [
+        "pde=burgers_fno",
+        f"pde.n={N}",
+        "pde.dt=0.01",
+        "split=train",
+        f"num_trajectories={SAMPLES}",
+        "frames=2",
+        "chunk=5",
+        "format=fno",
+        f"path={path}",
+        "workers=0",
+        "progress=false",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("generate", overrides=overrides, return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        return generate_run(cfg)
+
+
+@pytest.fixture(scope="module")
+def fno_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fno") / "burgers.mat"
+    assert generate_run is not None and generate(path) == str(path)
+    return path
+
+
+def solver(n: int = N, **kwargs) -> Burgers:
+    return Burgers(n=n, length=1.0, dt=0.01, dt_out=1.0, nu=0.1, method="spectral", ic="grf", **kwargs)
+
+
+def test_generate_writes_the_published_layout(fno_file: Path) -> None:
+    """``a`` and ``u`` are [N, n] float32 (burgers_data_R10.mat: [2048, 8192]), ``u`` the solution at t = 1 of ``a``."""
+    found = scipy.io.loadmat(fno_file)
+    assert found["a"].shape == found["u"].shape == (SAMPLES, N) and found["a"].dtype == np.float32
+    assert found["nu"].ravel().tolist() == [0.1] * SAMPLES and found["t"].ravel().tolist() == [1.0]
+    assert "format: fno" in str(found["config"][0])
+    assert not fno_file.with_name(fno_file.name + ".partial.h5").exists()  # the working file is gone
+    # row i is trajectory i of the seed stream: its u0 solved to t = 1 again
+    again = solver()
+    u0 = torch.from_numpy(found["a"][:2]).double()[:, None]
+    u1 = again.solve(u0, [1.0])[:, 0, 0].numpy()
+    assert np.abs(u1 - found["u"][:2]).max() < 1e-5
+    mean = found["a"].mean(-1)
+    assert np.abs(found["u"].mean(-1) - mean).max() < 1e-5 and np.abs(mean).max() > 0.05
+
+
+def test_a_complete_file_is_kept_and_a_wrong_count_refused(fno_file: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Burgers, "solve", lambda *a, **k: pytest.fail("solved again"))
+    stamp = fno_file.stat().st_mtime_ns
+    assert generate(fno_file) == str(fno_file) and fno_file.stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"already holds 12 samples, not num_trajectories=13"):
+        generate(fno_file, "num_trajectories=13")
+
+
+def test_an_interrupted_generation_resumes(tmp_path: Path, fno_file: Path, monkeypatch) -> None:
+    """Killed after the first chunk: no .mat yet, and the rerun finishes the same rows."""
+    path = tmp_path / "b.mat"
+    calls = []
+    original = Burgers.solve
+
+    def dies_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Burgers, "solve", dies_second)
+    with pytest.raises(KeyboardInterrupt):
+        generate(path)
+    assert not path.exists() and path.with_name("b.mat.partial.h5").exists()
+    monkeypatch.setattr(Burgers, "solve", original)
+    generate(path)
+    np.testing.assert_array_equal(scipy.io.loadmat(path)["u"], scipy.io.loadmat(fno_file)["u"])
+
+
+def test_matlab_73_files_are_read_with_their_axes_reversed(tmp_path: Path, fno_file: Path) -> None:
+    """A MATLAB 7.3 file is HDF5 holding each array transposed; the reference MatReader reverses the axes."""
+    found = scipy.io.loadmat(fno_file)
+    path = tmp_path / "v73.mat"
+    with h5py.File(path, "w") as file:
+        for key in ("a", "u"):
+            file[key] = found[key].astype(np.float64).T
+    back = read_fno(path)
+    np.testing.assert_array_equal(back["a"], found["a"].astype(np.float64))
+    np.testing.assert_array_equal(back["u"], found["u"].astype(np.float64))
+
+
+def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) -> None:
+    found = scipy.io.loadmat(fno_file)
+    dm = FNOFileDataModule(solver(n=128), str(fno_file), ntrain=6, nval=2, ntest=3, batch_size=4)
+    test = dm.trajectories("test")
+    assert test["u"].shape == (3, 2, 1, 128) and test["grid"].dt_out == 1.0
+    np.testing.assert_array_equal(test["u"][:, 0, 0].numpy(), found["a"][-3:, ::4])  # x_data[-ntest:, ::sub]
+    np.testing.assert_array_equal(test["u"][:, 1, 0].numpy(), found["u"][-3:, ::4])
+    assert dm.trajectories("val")["index"].tolist() == [6, 7]
+    assert dm.trajectories("train")["index"].tolist() == list(range(6))
+    seen = []
+    for batch in dm.train_dataloader():
+        assert batch["x"].shape[1:] == (1, 1, 128) and batch["y"].shape[1:] == (1, 1, 128)
+        torch.testing.assert_close(batch["dt"], torch.ones(len(batch["x"])))
+        seen += [row for row in batch["x"][:, 0, 0]]
+    assert len(seen) == 6  # one epoch is every training row once
+    train = torch.from_numpy(found["a"][:6, ::4])
+    assert sorted(int((train - row).abs().sum(1).argmin()) for row in seen) == list(range(6))
+    assert dm.normalizer.mean.tolist() != [0.0]
+    raw = FNOFileDataModule(solver(n=128), str(fno_file), normalize="none", ntrain=6, nval=2, ntest=3)
+    assert raw.normalizer.mean.tolist() == [0.0] and raw.normalizer.std.tolist() == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"n": 96}, r"pde\.n=96 must divide 512 \(allowed: 512, 256, 128, 64, 32, 16, 8\)"),
+        ({"ntrain": 10}, r"holds 12 samples; data\.ntrain \+ data\.nval \+ data\.ntest = 15 must not exceed it"),
+        ({"path": "missing.mat"}, r"data file 'missing\.mat' does not exist; write it with python -m data\.generate"),
+        ({"normalize": "minmax"}, r"data\.normalize='minmax' is not allowed; allowed: channel, none"),
+    ],
+)
+def test_bad_input_is_one_sentence(fno_file: Path, change: dict, pattern: str) -> None:
+    kwargs = {"ntrain": 6, "nval": 2, "ntest": 3, "path": str(fno_file), **change}
+    with pytest.raises(ConfigError, match=pattern):
+        FNOFileDataModule(solver(n=kwargs.pop("n", 128)), **kwargs).trajectories("test")
+
+
+def test_foreign_and_corrupt_files_are_refused(tmp_path: Path) -> None:
+    other = tmp_path / "other.mat"
+    scipy.io.savemat(other, {"x": np.zeros((2, 8))})
+    with pytest.raises(ConfigError, match=r"is not an FNO-layout file: it lacks \['a', 'u'\]; it has \['x'\]"):
+        read_fno(other)
+    garbage = tmp_path / "garbage.mat"
+    garbage.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)
+    with pytest.raises(ConfigError, match=r"is not a readable MATLAB file"):
+        read_fno(garbage)
