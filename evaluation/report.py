@@ -298,8 +298,12 @@ def protocol_card(ds: xr.Dataset) -> tuple[list[str], Table]:
     lines = [
         f"PDE: {_pde_line(first['pde'])}.",
         f"Test data: {ds.attrs['test_data']}, at the model step Δt = {_units(ds.attrs['dt'], TIME_UNITS)}; "
-        f"rollouts of {ds.sizes['time']} steps after the input frames (lead time up to "
-        f"{_units(float(ds.time[-1]), TIME_UNITS)}).",
+        + (
+            "an operator task: each model maps its input frame(s) to the frame Δt later, no rollout."
+            if ds.sizes["time"] == 1
+            else f"rollouts of {ds.sizes['time']} steps after the input frames (lead time up to "
+            f"{_units(float(ds.time[-1]), TIME_UNITS)})."
+        ),
     ]
     header = [
         "model", "network", "params", "input / target frames", "training data", "batch",

@@ -165,3 +165,35 @@ def test_online_vs_offline_benchmark(tmp_path: Path) -> None:
     assert "| ks | adaptive loss |" in out and "adaptive loss vs uniform online: p99" in out
     assert (tmp_path / "test" / "ks-8.h5").is_file()
     assert (tmp_path / "error_vs_pool.png").stat().st_size > 0 and (tmp_path / "summary.md").is_file()
+
+
+def test_burgers_fno_scores_by_hand() -> None:
+    """The benchmark's figures: relative L2 per sample, the input-mean floor, gains paired by seed."""
+    import torch
+
+    from benchmarks.burgers_fno import Run, errors, gains, summarise
+    from data.timegrid import TimeGrid
+
+    x = torch.tensor([[1.0, 3.0], [-1.0, 1.0]])  # means 2 and 0
+    y = torch.tensor([[2.0, 2.0], [0.5, -0.5]])
+    data = {"u": torch.stack([x, y], 1)[:, :, None], "params": {}, "grid": TimeGrid(0.1, 1.0, 2)}
+    floor = errors(None, data)  # predicts the input's mean: exact for the first, 0 for the second
+    assert floor.tolist() == pytest.approx([0.0, 1.0])
+    runs = [Run("repo-256", s, {"test": 0.01 * (1 + s), "train": 0.005}) for s in (0, 1, 2)]
+    runs += [Run("repo-online-256", s, {"test": 0.008 * (1 + s), "train": 0.009}) for s in (0, 1)]
+    for run in runs:
+        run.wall_s = 60.0 * (run.seed + 1)
+    rows = summarise(runs)
+    assert rows[0]["test"] == pytest.approx(0.02) and rows[0]["wall_s"] == 120.0
+    assert rows[0]["gap"] == pytest.approx(0.015) and rows[1]["seeds"] == [0, 1]
+    gain = gains(runs)["repo-online-256 vs repo-256"]
+    assert gain["mean"] == pytest.approx(0.2) and gain["seeds"] == 2 and gain["ci"] == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_burgers_fno_benchmark(tmp_path: Path) -> None:
+    out = run_benchmark("burgers_fno", "--quick", "--seeds", "0", "--settings", "offline-256", "repo-online-256",
+                        "repo-256", "--out", str(tmp_path))  # fmt: skip
+    assert "| offline-256 | 256 | 1 |" in out and "| repo-online-256 | 256 | 1 |" in out
+    assert "repo-online-256 vs repo-256, paired by seed (1)" in out
+    assert (tmp_path / "summary.json").is_file() and (tmp_path / "test" / "quick.mat").is_file()

@@ -281,13 +281,20 @@ def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
     if "ntrain" in recipe:
         assert cfg.data.get("ntrain") == recipe["ntrain"]
     if "model" in recipe:  # the network and the raw fields of the reference script
-        assert (cfg.model.name, cfg.data.normalize, cfg.module.predict_difference) == (*recipe["model"], False)
+        assert (cfg.model.name, cfg.data.normalize, cfg.module.predict_difference) == (
+            *recipe["model"],
+            False,
+        )
     if "buffer" in recipe:
         buffer = cfg.data.buffer
         assert (buffer.capacity, buffer.watermark, buffer.max_reuse) == recipe["buffer"]
     assert (cfg.module.loss, cfg.module.reduction, cfg.module.unroll_grad) == recipe["loss"]
     frames, history, unroll = recipe["frames"]
-    assert (cfg.data.get("frames"), cfg.data.time_history, cfg.module.unroll_steps) == (frames, history, unroll)
+    assert (cfg.data.get("frames"), cfg.data.time_history, cfg.module.unroll_steps) == (
+        frames,
+        history,
+        unroll,
+    )
     if cfg.module.unroll_grad:  # the whole horizon in one window: t = 1..T, inputs 1..10, targets 11..T
         assert cfg.data.time_history + cfg.data.target_frames == cfg.data.frames
         assert cfg.pde.burn_in == 1.0 and cfg.pde.dt_out == 1.0

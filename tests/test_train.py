@@ -764,7 +764,7 @@ def assert_one_sentence(result: subprocess.CompletedProcess, prefix: str, patter
     [
         (
             ["model=nope"],
-            r"model=nope is not an option of the model group; allowed: fno, fno-2d-paper, fno-small, ",
+            r"model=nope is not an option of the model group; allowed: fno, fno-1d-paper, fno-1d-repo, fno-2d-paper, ",
         ),
         (["hydra.run.dir={tmp}/garbage.ckpt/run"], r"hydra.run.dir=.* is not a writable directory"),
         # |u| > 2 counts as blown up: the stream diverges while training, after the validation set is made

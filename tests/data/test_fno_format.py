@@ -137,8 +137,14 @@ def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) 
     ("change", "pattern"),
     [
         ({"n": 96}, r"pde\.n=96 must divide 512 \(allowed: 512, 256, 128, 64, 32, 16, 8\)"),
-        ({"ntrain": 10}, r"holds 12 samples; data\.ntrain \+ data\.nval \+ data\.ntest = 15 must not exceed it"),
-        ({"path": "missing.mat"}, r"data file 'missing\.mat' does not exist; write it with python -m data\.generate"),
+        (
+            {"ntrain": 10},
+            r"holds 12 samples; data\.ntrain \+ data\.nval \+ data\.ntest = 15 must not exceed it",
+        ),
+        (
+            {"path": "missing.mat"},
+            r"data file 'missing\.mat' does not exist; write it with python -m data\.generate",
+        ),
         ({"normalize": "minmax"}, r"data\.normalize='minmax' is not allowed; allowed: channel, none"),
     ],
 )
@@ -151,7 +157,9 @@ def test_bad_input_is_one_sentence(fno_file: Path, change: dict, pattern: str) -
 def test_foreign_and_corrupt_files_are_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.mat"
     scipy.io.savemat(other, {"x": np.zeros((2, 8))})
-    with pytest.raises(ConfigError, match=r"is not an FNO-layout file: it lacks \['a', 'u'\]; it has \['x'\]"):
+    with pytest.raises(
+        ConfigError, match=r"is not an FNO-layout file: it lacks \['a', 'u'\]; it has \['x'\]"
+    ):
         read_fno(other)
     garbage = tmp_path / "garbage.mat"
     garbage.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)

@@ -8,6 +8,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from solvers.base import (
@@ -292,11 +293,16 @@ def test_a_parameter_missing_from_param_order_is_refused() -> None:
 
 
 def test_every_pde_preset_carries_its_output_interval() -> None:
-    intervals = {p.stem: OmegaConf.load(p).get("dt_out") for p in CONF.glob("*.yaml")}
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base="1.3"):
+        intervals = {
+            p.stem: compose("generate", [f"pde={p.stem}"]).pde.get("dt_out") for p in CONF.glob("*.yaml")
+        }
     assert intervals == {
         "ks": 1.0,
         "ks_lpsda": 100 / 499,
         "burgers": 0.1,
+        "burgers_fno": 1.0,  # the operator u0 -> u(., 1)
+        "burgers_fno_2pi": 1.0,
         "navier_stokes": 1.0,
         "kolmogorov": 0.2,
     }
