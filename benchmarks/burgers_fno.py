@@ -24,7 +24,7 @@ a 95 % t-interval; the stream's gain over the 1000-sample protocol is paired by 
 [--jobs 2] [--data datasets/burgers_fno.mat] [--out benchmarks/results/burgers_fno]`` from the repository root,
 after ``python -m data.generate pde=burgers_fno split=train num_trajectories=2048 frames=2 format=fno
 path=datasets/burgers_fno.mat dtype=float64``. Finished runs under ``--out`` are reused (re-scored only).
-``--quick`` is a smoke run of a minute on a small file it writes itself.
+``--quick`` is a smoke run of a minute on a small file it writes itself, under ``<out>/quick``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from omegaconf import OmegaConf
 from benchmarks.online_vs_offline import command, interval, trained
 from data.fno_format import FNOFileDataModule
 from evaluation.metrics import relative_l2
+from evaluation.timing import cpu_name
 from training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,15 +75,21 @@ SETTINGS: dict[str, list[str]] = {
     **{f"offline-{s}": ["experiment=burgers_fno", f"pde.n={s}"] for s in PUBLISHED},
     "offline-2pi-256": ["experiment=burgers_fno", TWO_PI, "pde.n=256"],
     "online-256": [STREAM, "pde.n=256"],
+    "online-2pi-256": [STREAM, TWO_PI, "pde.n=256"],
     **{f"repo-{s}": ["experiment=burgers_fno", f"pde.n={s}", *REPO] for s in PUBLISHED},
     "repo-online-256": [STREAM, "pde.n=256", *REPO],
     f"repo-pool{POOL}-256": [STREAM, "pde.n=256", *REPO, *_pool(POOL)],
 }
 """``<network>-<data>-<s>``: ``offline`` / ``online`` the paper's network (fno-1d-paper) on the file / the stream,
 ``repo`` the current reference network (fno-1d-repo); ``2pi`` the data on (0, 2π) with zero-mean starts."""
-PAIRS = [("repo-online-256", "repo-256"), (f"repo-pool{POOL}-256", "repo-256"), ("online-256", "offline-256")]
+PAIRS = [
+    ("online-2pi-256", "offline-2pi-256"),
+    ("repo-online-256", "repo-256"),
+    (f"repo-pool{POOL}-256", "repo-256"),
+    ("online-256", "offline-256"),
+]
 """(streamed, fixed 1000 samples): the gains reported, paired by seed."""
-DEFAULT_SETTINGS = ["offline-256", "offline-2pi-256", "repo-256", "repo-online-256"]
+DEFAULT_SETTINGS = ["offline-256", "offline-2pi-256", "online-2pi-256", "repo-256", "repo-online-256"]
 QUICK_FILE = {"n": 1024, "samples": 48, "rows": ["data.ntrain=24", "data.nval=8", "data.ntest=8"]}
 
 
@@ -175,7 +182,7 @@ def execute(run: Run, args: argparse.Namespace, threads: int) -> Run:
         f"hydra.run.dir={run_dir}",
         *args.extra["all"],
     ]
-    if overrides[0].endswith("_online"):
+    if STREAM in SETTINGS[run.setting]:
         overrides += args.extra["online"]
     else:
         overrides += [f"data.path={data_file(run.setting, args)}", *args.extra["file"]]
@@ -296,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.steps, args.zero_shot, file_rows = 25_000, ZERO_SHOT, {}
     args.extra = {"all": [], "online": [], "file": []}
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.quick:
+    if args.quick:  # in a folder of its own: its 6-step runs must not mix with full ones
+        args.out = args.out / "quick"
+        args.out.mkdir(parents=True, exist_ok=True)
         args.data, args.steps, args.zero_shot = quick_file(args.out), 6, (QUICK_FILE["n"],)
         args.data_2pi = args.data
         args.extra = {
@@ -325,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     paired = gains(runs)
     result = {
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {args.jobs} runs at once, {threads} thread(s) each",
+        "machine": f"{cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs), {args.jobs} runs at once, "
+        f"{threads} thread(s) each",
         "steps": args.steps,
         "rows": summary,
         "input_mean_floor": {str(s): v for s, v in floor.items()},
@@ -339,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         *(
             f"{pair}, paired by seed ({g['seeds']}): test rel. L2 {g['mean']:+.1%} ± {g['ci']:.1%} lower"
             for pair, g in paired.items()
+        ),
+        "Each row's run (seed K; its file: datasets/<pde preset>.mat):\n"
+        + "\n".join(
+            f"- `{row['setting']}`: `python train.py {' '.join(SETTINGS[row['setting']])} seed=K`"
+            for row in summary
         ),
     ]
     (args.out / "summary.md").write_text("\n\n".join(text) + "\n")

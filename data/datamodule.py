@@ -239,7 +239,13 @@ class OnlineDataModule(PDEDataModule):
         cache_dir: str = ".cache/pdestream",
     ) -> None:
         super().__init__(
-            pde, time_history, target_frames, batch_size, num_workers, stats_trajectories, normalize
+            pde,
+            time_history=time_history,
+            target_frames=target_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            stats_trajectories=stats_trajectories,
+            normalize=normalize,
         )
         check_choice("data.generation", generation, GENERATION)
         check_int("data.num_val_trajectories", num_val_trajectories, 1)
@@ -454,7 +460,13 @@ class OfflineDataModule(PDEDataModule):
         normalize: str = "channel",
     ) -> None:
         super().__init__(
-            pde, time_history, target_frames, batch_size, num_workers, stats_trajectories, normalize
+            pde,
+            time_history=time_history,
+            target_frames=target_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            stats_trajectories=stats_trajectories,
+            normalize=normalize,
         )
         missing = {"train", "val", "test"} - set(paths or {})
         if missing:

@@ -4,7 +4,8 @@ The Burgers benchmark of Li et al. (ICLR 2021, Section 5.1) ships as ``burgers_d
 initial conditions ``u(·, 0)`` and ``u`` = the solutions ``u(·, 1)``, each ``[2048, 8192]``; the reference
 script ``fourier_1d.py`` subsamples every ``8192 / s``-th point, trains on the first 1000 rows and tests on
 the last 100. A file with more output frames holds ``u`` as ``[N, *S, T]`` (time last, as the FNO
-Navier-Stokes files do).
+Navier-Stokes files do; read here as the trajectory ``a, u_1 … u_T``, whereas the reference's 2D time script
+takes its inputs from ``u`` itself).
 
 :func:`export_fno` writes a pdestream split in this layout (MATLAB 5, readable by ``scipy.io.loadmat``, by
 the reference code's ``MatReader`` and by MATLAB), with the composed config and each sample's PDE
@@ -86,7 +87,7 @@ def read_fno(path: str | Path) -> dict[str, np.ndarray]:
             found = {k: np.transpose(v) for k, v in found.items()}
         else:
             found = scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError) as error:
         raise ConfigError(
             f"{str(path)!r} is not a readable MATLAB file (corrupt or truncated?): {error}"
         ) from None
@@ -150,7 +151,13 @@ class FNOFileDataModule(PDEDataModule):
         ntest: int = 100,
     ) -> None:
         super().__init__(
-            pde, time_history, target_frames, batch_size, num_workers, stats_trajectories, normalize
+            pde,
+            time_history=time_history,
+            target_frames=target_frames,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            stats_trajectories=stats_trajectories,
+            normalize=normalize,
         )
         for key, value in (("ntrain", ntrain), ("nval", nval), ("ntest", ntest)):
             check_int(f"data.{key}", value, 1)
@@ -176,6 +183,14 @@ class FNOFileDataModule(PDEDataModule):
                 f"{', '.join(allowed)})"
             )
         later = u if u.ndim == ndim + 2 else u[..., None]
+        if "t" in found:  # a file that records its output times: they must be the PDE config's
+            times = np.asarray(found["t"], dtype=np.float64).reshape(-1)
+            expected = output_interval(self.solver) * np.arange(1, later.shape[-1] + 1)
+            if times.shape != expected.shape or not np.allclose(times, expected):
+                raise ConfigError(
+                    f"{self.path!r} holds frames at t = {times.tolist()}; pde.dt_out={output_interval(self.solver):g} "
+                    f"expects {expected.tolist()}: give the pde.dt_out it was made with"
+                )
         frames = np.concatenate([a[..., None], later], axis=-1)  # [N, *S, 1 + T]
         sub = (slice(None), *([slice(None, None, n_file // n)] * ndim))
         trajectories = torch.from_numpy(np.ascontiguousarray(np.moveaxis(frames[sub], -1, 1)))
@@ -219,7 +234,7 @@ class FNOFileDataModule(PDEDataModule):
         return TimeGrid(self.solver.dt, output_interval(self.solver), self._load()["u"].shape[1])
 
     def trajectories(self, split: str) -> dict[str, Any]:
-        """As :meth:`PDEDataModule.trajectories`, and ``"train"``: the training rows as two-frame trajectories."""
+        """As :meth:`PDEDataModule.trajectories`, and ``"train"``: the training rows as trajectories."""
         return self._load_trajectories("train") if split == "train" else super().trajectories(split)
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:

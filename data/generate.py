@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -21,7 +22,7 @@ from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.fno_format import export_fno, read_fno
 from data.hdf5 import write_split
 from data.timegrid import TimeGrid
-from solvers.base import ConfigError, check_choice
+from solvers.base import ConfigError, Solver, check_choice
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,14 +47,10 @@ def run(cfg: DictConfig) -> str:
         workers = (os.cpu_count() or 1) if device == "cpu" else 0
     path = Path(str(cfg.path))
     working = path.with_name(path.name + ".partial.h5") if cfg.format == "fno" else path
-    if cfg.format == "fno" and path.exists():
-        rows = len(read_fno(path)["a"])
-        if rows != cfg.num_trajectories:
-            raise ConfigError(
-                f"path={str(path)!r} already holds {rows} samples, not num_trajectories={cfg.num_trajectories}: "
-                "choose another path or delete the file"
-            )
-        return str(path)
+    if cfg.format == "fno":
+        check_fno_request(cfg, solver, path)
+        if path.exists():
+            return str(path)
     write_split(
         working,
         cfg.split,
@@ -73,6 +70,32 @@ def run(cfg: DictConfig) -> str:
         export_fno(working, cfg.split, path, OmegaConf.to_yaml(cfg))
         working.unlink()
     return str(path)
+
+
+IDENTITY = ("pde", "split", "seed", "num_trajectories", "frames")
+"""The settings that decide a file's contents: a complete ``format=fno`` file made with others is refused."""
+
+
+def check_fno_request(cfg: DictConfig, solver: Solver, path: Path) -> None:
+    """Refuse, before solving, what the FNO layout cannot hold, and an existing file made with other settings."""
+    if path.suffix != ".mat":
+        raise ConfigError(f"path={str(path)!r} is not allowed with format=fno: give a .mat file")
+    if cfg.frames < 2 or len(solver.channels) != 1:
+        raise ConfigError(
+            f"format=fno holds one field (this pde has {len(solver.channels)}) and frames >= 2 (got {cfg.frames}): "
+            "an input a and at least one solution u"
+        )
+    if not path.exists():
+        return
+    stored = OmegaConf.create(str(np.asarray(read_fno(path).get("config", [""])).ravel()[0]))
+    for key in IDENTITY:
+        have, want = OmegaConf.select(stored, key), cfg.get(key)
+        if have != want:
+            shown = OmegaConf.to_container(have) if isinstance(have, DictConfig) else have
+            raise ConfigError(
+                f"path={str(path)!r} already holds data made with {key}={shown!r}, not {OmegaConf.to_container(want) if isinstance(want, DictConfig) else want!r}: "
+                "choose another path or delete the file"
+            )
 
 
 @hydra.main(config_path="../conf", config_name="generate", version_base="1.3")

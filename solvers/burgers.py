@@ -159,6 +159,11 @@ class Burgers(Solver):
         self.ic_zero_mean = ic_zero_mean
         self.contour_points = contour_points
         if method == "spectral":
+            require(
+                self.params["nu"].low > 0,
+                f"nu={nu!r} is not allowed with method=spectral: it needs nu > 0 (a viscous, smooth regime); "
+                "use method=weno5 for inviscid or shock-forming flows",
+            )
             self.scheme = ConservativeETDRK4(self.n_solve, _burgers_operator, contour_points)
         elif ic == "sines":  # these initial conditions have max|u0| = 1
             self.substeps(self.dt, speed=1.0, nu=self.params["nu"].high)

@@ -7,9 +7,11 @@ scheme of Cox & Matthews (2002) with the coefficients evaluated by the contour-i
 Trefethen (2005, SIAM J. Sci. Comput. 26(4), 1214-1233): the linear part is integrated exactly, so the step
 is limited by the nonlinear term only.
 
-Dealiasing follows Orszag's 2/3 rule as a Galerkin truncation: the state keeps only the Fourier modes
-``|k| < n/3`` (the initial field is projected on them, every ETDRK4 weight vanishes above), so the product
-``u²`` formed on the ``n``-point grid is alias-free on the kept modes.
+Dealiasing follows Orszag's 2/3 rule as a Galerkin truncation: every ETDRK4 weight vanishes on the Fourier
+modes ``|k| >= n/3``, so after the first step the state holds only the modes below and the product ``u²``
+formed on the ``n``-point grid is alias-free on them. :meth:`ConservativeETDRK4.to_state` projects the
+initial field on those modes too (KS); a solver that keeps the whole initial field as its frame 0 (Burgers)
+lets its first step see the higher modes' products.
 """
 
 from __future__ import annotations

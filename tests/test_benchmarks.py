@@ -190,10 +190,29 @@ def test_burgers_fno_scores_by_hand() -> None:
     assert gain["mean"] == pytest.approx(0.2) and gain["seeds"] == 2 and gain["ci"] == pytest.approx(0.0)
 
 
+def test_readme_quotes_the_burgers_reproduction() -> None:
+    from benchmarks.burgers_fno import PUBLISHED
+
+    """Every line of the benchmark's table and every gain it prints stand in the README as written."""
+    summary = (ROOT / "benchmarks" / "results" / "burgers_fno" / "summary.md").read_text().splitlines()
+    readme = (ROOT / "README.md").read_text()
+    quoted = [line for line in summary if line.startswith(("| ", "- `")) or " vs " in line]
+    assert len(quoted) > 4
+    for line in quoted:
+        assert line in readme, line
+    # every 4-decimal figure of the README's section is the benchmark's (or a published one)
+    section = readme.split("#### Reproduced on the CPU")[1].split("### Evaluation reports")[0]
+    text = "\n".join(summary)
+    for figure in re.findall(r"\b0\.\d{4}\b", section):
+        assert figure in text or float(figure) in PUBLISHED.values(), figure
+
+
 @pytest.mark.slow
 def test_burgers_fno_benchmark(tmp_path: Path) -> None:
     out = run_benchmark("burgers_fno", "--quick", "--seeds", "0", "--settings", "offline-256", "repo-online-256",
                         "repo-256", "--out", str(tmp_path))  # fmt: skip
     assert "| offline-256 | 256 | 1 |" in out and "| repo-online-256 | 256 | 1 |" in out
     assert "repo-online-256 vs repo-256, paired by seed (1)" in out
-    assert (tmp_path / "summary.json").is_file() and (tmp_path / "test" / "quick.mat").is_file()
+    assert (tmp_path / "quick" / "summary.json").is_file() and (
+        tmp_path / "quick" / "test" / "quick.mat"
+    ).is_file()

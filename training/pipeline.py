@@ -210,7 +210,9 @@ def load_models(paths: Sequence[str], trust: bool) -> list[Model]:
 
 
 def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """The test trajectories: ``test_path`` (an HDF5 file) or the set the checkpoint's data config defines."""
+    """The test trajectories: ``test_path`` (a pdestream HDF5 file, or an FNO-layout ``.mat`` file split as the
+    checkpoint's own file was, else as the FNO scripts: its last 100 rows) or the set the checkpoint's data config
+    defines."""
     try:
         if cfg.test_path:
             solver = build_from_config(config["pde"], SOLVER_TARGETS, "pde")

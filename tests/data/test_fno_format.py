@@ -74,8 +74,27 @@ def test_a_complete_file_is_kept_and_a_wrong_count_refused(fno_file: Path, monke
     monkeypatch.setattr(Burgers, "solve", lambda *a, **k: pytest.fail("solved again"))
     stamp = fno_file.stat().st_mtime_ns
     assert generate(fno_file) == str(fno_file) and fno_file.stat().st_mtime_ns == stamp
-    with pytest.raises(ConfigError, match=r"already holds 12 samples, not num_trajectories=13"):
+    with pytest.raises(
+        ConfigError, match=r"already holds data made with num_trajectories=12, not 13: choose"
+    ):
         generate(fno_file, "num_trajectories=13")
+    with pytest.raises(
+        ConfigError, match=r"already holds data made with pde=\{.*'nu': 0\.1.*\}, not \{.*'nu': 0\.2"
+    ):
+        generate(fno_file, "pde.nu=0.2")
+
+
+@pytest.mark.parametrize(
+    ("extra", "pattern"),
+    [
+        (["path={tmp}/b.h5"], r"path='.*b\.h5' is not allowed with format=fno: give a \.mat file"),
+        (["frames=1"], r"format=fno holds one field \(this pde has 1\) and frames >= 2 \(got 1\)"),
+    ],
+)
+def test_what_the_layout_cannot_hold_is_refused_before_solving(tmp_path, extra, pattern, monkeypatch) -> None:
+    monkeypatch.setattr(Burgers, "solve", lambda *a, **k: pytest.fail("solved"))
+    with pytest.raises(ConfigError, match=pattern):
+        generate(tmp_path / "b.mat", *(e.format(tmp=tmp_path) for e in extra))
 
 
 def test_an_interrupted_generation_resumes(tmp_path: Path, fno_file: Path, monkeypatch) -> None:
@@ -163,5 +182,8 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path: Path) -> None:
         read_fno(other)
     garbage = tmp_path / "garbage.mat"
     garbage.write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)
-    with pytest.raises(ConfigError, match=r"is not a readable MATLAB file"):
-        read_fno(garbage)
+    empty = tmp_path / "empty.mat"
+    empty.write_bytes(b"")
+    for path in (garbage, empty):
+        with pytest.raises(ConfigError, match=r"is not a readable MATLAB file"):
+            read_fno(path)

@@ -307,6 +307,7 @@ def test_fno_preset_builds_the_papers_solver() -> None:
         ({"ic": "gauss"}, r"^ic='gauss' is not allowed; allowed: sines, grf$"),
         ({"ic_alpha": 0.5}, r"^ic_alpha=0\.5 is not allowed; allowed: a number > 0\.5$"),
         ({"ic_scale": 0}, r"ic_scale=0"),
+        ({"method": "spectral", "nu": [0.0, 0.1]}, r"nu=\[0\.0, 0\.1\] is not allowed with method=spectral"),
     ],
 )
 def test_bad_spectral_config(kwargs: dict, match: str) -> None:
