@@ -151,23 +151,63 @@ class Rows:
         return self.cache[path, s].trajectories(split)
 
 
-def errors(module: torch.nn.Module | None, data: dict) -> np.ndarray:
-    """Relative L2 of each sample's prediction of frame 1 from frame 0 (``None``: the input's mean)."""
+def predict(module: torch.nn.Module | None, data: dict) -> torch.Tensor:
+    """Each sample's prediction of frame 1 from frame 0, ``[N, 1, 1, S]`` (``None``: the input's mean)."""
     u = data["u"]
-    x, y = u[:, :1], u[:, 1:2]
+    x = u[:, :1]
     if module is None:
-        pred = x.mean(dim=-1, keepdim=True).expand_as(y)
-    else:
-        params = {k: v.float() for k, v in data["params"].items()}
-        dt = torch.full((len(u),), data["grid"].dt_out)
-        with torch.no_grad():
-            pred = torch.cat(
-                [
-                    module(x[i : i + 50], {k: v[i : i + 50] for k, v in params.items()}, dt[i : i + 50])
-                    for i in range(0, len(u), 50)
-                ]
+        return x.mean(dim=-1, keepdim=True).expand_as(x)
+    params = {k: v.float() for k, v in data["params"].items()}
+    dt = torch.full((len(u),), data["grid"].dt_out)
+    with torch.no_grad():
+        return torch.cat([
+            module(x[i : i + 50], {k: v[i : i + 50] for k, v in params.items()}, dt[i : i + 50])
+            for i in range(0, len(u), 50)
+        ])  # fmt: skip
+
+
+def errors(module: torch.nn.Module | None, data: dict) -> np.ndarray:
+    """Relative L2 error of each sample's prediction (:func:`predict`)."""
+    return relative_l2(predict(module, data), data["u"][:, 1:2])[:, 0].double().numpy()
+
+
+def figure(runs: Sequence[Run], args: argparse.Namespace, rows: Rows, path: Path) -> None:
+    """Per data file: one test sample's u0, u(·, 1) and the s = 256 models' predictions (their first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = {}
+    for run in runs:
+        if run.s == 256 and run.setting not in shown:
+            shown[run.setting] = run
+    files = list(dict.fromkeys(data_file(setting, args) for setting in shown))
+    fig, axes = plt.subplots(1, len(files), figsize=(6 * len(files), 3.8), squeeze=False)
+    for ax, file in zip(axes[0], files, strict=True):
+        for colour, (setting, run) in enumerate(
+            (k, r) for k, r in shown.items() if data_file(k, args) == file
+        ):
+            module, config = load_checkpoint(args.out / "runs" / run.name / "checkpoints" / "last.ckpt")
+            data = rows.get(dict(config["pde"]), file, 256, "test")
+            sample = {**data, "u": data["u"][:1], "params": {k: v[:1] for k, v in data["params"].items()}}
+            x = np.linspace(0, float(config["pde"]["length"]), 256, endpoint=False)
+            if colour == 0:
+                ax.plot(x, sample["u"][0, 0, 0], color="0.6", ls="--", label="u0 (input)")
+                ax.plot(x, sample["u"][0, 1, 0], color="k", lw=2, label="u(·, 1) (truth)")
+            error = errors(module, sample)[0]
+            ax.plot(
+                x,
+                predict(module, sample)[0, 0, 0],
+                color=f"C{colour}",
+                label=f"{setting} (rel. L2 {error:.2g})",
             )
-    return relative_l2(pred, y)[:, 0].double().numpy()
+        ax.set_title(f"{file.name}: test sample 1 (row {int(data['index'][0])})")
+        ax.set_xlabel("x")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def execute(run: Run, args: argparse.Namespace, threads: int) -> Run:
@@ -343,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": time.perf_counter() - start,
     }
     (args.out / "summary.json").write_text(json.dumps(result, indent=1))
+    figure(runs, args, rows, args.out / "samples.png")
     text = [
         f"# FNO Burgers benchmark: {args.steps} steps, {result['machine']}",
         table(summary, floor, args.zero_shot),
