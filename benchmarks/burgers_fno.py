@@ -56,6 +56,9 @@ from training.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = {256: 0.0149, 512: 0.0158, 1024: 0.0160, 2048: 0.0146, 4096: 0.0142, 8192: 0.0139}
 """FNO relative L2 on Burgers by resolution s (Li et al., ICLR 2021; neuraloperator doc/source/theory_guide/fno.rst)."""
+PUBLISHED_LATER = {"ReLU, no BatchNorm": 0.0018, "GELU, no BatchNorm": 0.0007}
+"""The authors' later figures for the network without BatchNorm on the same data (Kovachki, Li et al., "Neural
+Operator", JMLR 2023: Table 3, s = 256, and Section 6.3's "from 0.0018 to 0.0007" with GELU)."""
 ZERO_SHOT = (1024, 8192)
 """Resolutions the s = 256 models are also tested at."""
 POOL = 10_000
@@ -299,7 +302,7 @@ def fmt(row: dict, key: str) -> str:
     if key not in row:
         return "–"
     half = row[f"{key}_ci"]
-    return f"{row[key]:.4f}" + (f" ± {half:.4f}" if math.isfinite(half) else "")
+    return f"{row[key]:.3g}" + (f" ± {half:.2g}" if math.isfinite(half) else "")
 
 
 def table(rows: Sequence[dict], floor: dict[int, float], zero_shot: Sequence[int]) -> str:
@@ -318,14 +321,14 @@ def table(rows: Sequence[dict], floor: dict[int, float], zero_shot: Sequence[int
             f"{published}" if published else "–",
             ratio,
             fmt(row, "train"),
-            f"{row['gap']:.4f}",
+            f"{row['gap']:+.2g}",
             *(fmt(row, f"test@{s}") for s in zero_shot),
             f"{minutes} min {seconds:02d} s" if math.isfinite(row["wall_s"]) else "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     for s, value in sorted(floor.items()):
         lines.append(
-            f"| input's mean (u's mean is conserved) | {s} | – | {value:.4f} |" + " – |" * (len(head) - 4)
+            f"| input's mean (u's mean is conserved) | {s} | – | {value:.3g} |" + " – |" * (len(head) - 4)
         )
     return "\n".join(lines)
 
