@@ -250,6 +250,7 @@ def score(run: Run, args: argparse.Namespace, rows: Rows) -> Run:
     pde, path = dict(config["pde"]), data_file(run.setting, args)
     run.scores["test"] = float(errors(module, rows.get(pde, path, run.s, "test")).mean())
     run.scores["train"] = float(errors(module, rows.get(pde, path, run.s, "train")).mean())
+    run.scores["gap"] = run.scores["test"] - run.scores["train"]
     if run.s == 256:
         for s in args.zero_shot:
             run.scores[f"test@{s}"] = float(errors(module, rows.get(pde, path, s, "test")).mean())
@@ -279,7 +280,6 @@ def summarise(runs: Sequence[Run]) -> list[dict]:
             values = [r.scores[key] for r in group]
             row[key], row[f"{key}_ci"] = interval(values)
             row[f"{key}_values"] = values
-        row["gap"] = row["test"] - row["train"]
         row["wall_s"] = statistics.median(r.wall_s for r in group)
         row["published"] = PUBLISHED.get(row["s"]) if setting.startswith("offline") else None
         out.append(row)
@@ -321,7 +321,7 @@ def table(rows: Sequence[dict], floor: dict[int, float], zero_shot: Sequence[int
             f"{published}" if published else "–",
             ratio,
             fmt(row, "train"),
-            f"{row['gap']:+.2g}",
+            fmt(row, "gap"),
             *(fmt(row, f"test@{s}") for s in zero_shot),
             f"{minutes} min {seconds:02d} s" if math.isfinite(row["wall_s"]) else "–",
         ]
