@@ -76,7 +76,7 @@ def _pool(size: int) -> list[str]:
 
 SETTINGS: dict[str, list[str]] = {
     **{f"offline-{s}": ["experiment=burgers_fno", f"pde.n={s}"] for s in PUBLISHED},
-    "offline-2pi-256": ["experiment=burgers_fno", TWO_PI, "pde.n=256"],
+    **{f"offline-2pi-{s}": ["experiment=burgers_fno", TWO_PI, f"pde.n={s}"] for s in PUBLISHED},
     "online-256": [STREAM, "pde.n=256"],
     "online-2pi-256": [STREAM, TWO_PI, "pde.n=256"],
     **{f"repo-{s}": ["experiment=burgers_fno", f"pde.n={s}", *REPO] for s in PUBLISHED},

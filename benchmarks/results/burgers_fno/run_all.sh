@@ -10,5 +10,6 @@ B="python -m benchmarks.burgers_fno --jobs 2"
 $B --settings offline-256 repo-256 repo-online-256 --seeds 0
 $B --settings online-2pi-256 offline-2pi-256 --seeds 0 1 2
 $B --settings repo-256 repo-online-256 --seeds 1 2
-$B --settings repo-pool10000-256 repo-1024 --seeds 0
+$B --settings offline-2pi-1024 repo-pool10000-256 --seeds 0
 $B --settings offline-256 --seeds 1 2
+$B --settings offline-2pi-1024 --seeds 1 2
