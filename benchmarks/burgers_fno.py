@@ -9,9 +9,10 @@ averaged over samples, of the last checkpoint (the reference script reports the 
 * ``offline-<s>``: the published protocol at resolution s (``experiment=burgers_fno pde.n=<s>``);
 * ``online-256``: the same network, recipe and steps, every training sample a fresh draw solved at s = 256 while
   training runs (``experiment=burgers_fno_online``), tested on the same 100 rows;
-* ``pool10000-256``: the stream cycling a fixed pool of 10,000 draws, held whole in the buffer;
-* ``repo-256``: the current reference network (``model=fno-1d-repo``, GELU, no BatchNorm) with the current
-  script's halving every 50 epochs.
+* ``offline-2pi-<s>``, ``online-2pi-256``: the same on the reference code's data (``pde=burgers_fno_2pi``);
+* ``repo-<s>``, ``repo-online-256``: the current reference network (``model=fno-1d-repo``, GELU, no BatchNorm)
+  with the current script's halving every 50 epochs; ``repo-pool10000-256``: its stream cycling a fixed pool
+  of 10,000 draws, held whole in the buffer.
 
 Every model is scored on the test rows at its own s, the s = 256 models also at 1024 and 8192 (zero-shot
 resolution, the paper's claim), and on the 1000 training rows (the train-vs-test gap; for a streamed model
@@ -20,10 +21,11 @@ mean of u is conserved) is scored alongside as the floor any model must beat. Fi
 a 95 % t-interval; the stream's gain over the 1000-sample protocol is paired by seed. Wall times are each run's
 ``train.py`` process, median over seeds, with ``--jobs`` runs side by side on one thread each.
 
-``python -m benchmarks.burgers_fno [--settings offline-256 offline-1024 online-256 pool10000-256] [--seeds 0 1 2]
-[--jobs 2] [--data datasets/burgers_fno.mat] [--out benchmarks/results/burgers_fno]`` from the repository root,
-after ``python -m data.generate pde=burgers_fno split=train num_trajectories=2048 frames=2 format=fno
-path=datasets/burgers_fno.mat dtype=float64``. Finished runs under ``--out`` are reused (re-scored only).
+``python -m benchmarks.burgers_fno [--settings offline-256 offline-2pi-256 online-2pi-256 ...] [--seeds 0 1 2]
+[--jobs 2] [--data datasets/burgers_fno.mat] [--data-2pi datasets/burgers_fno_2pi.mat]
+[--out benchmarks/results/burgers_fno]`` from the repository root, after ``python -m data.generate
+pde=burgers_fno split=train num_trajectories=2048 frames=2 format=fno path=datasets/burgers_fno.mat
+dtype=float64`` (and the same with ``pde=burgers_fno_2pi path=datasets/burgers_fno_2pi.mat``). Finished runs under ``--out`` are reused (re-scored only).
 ``--quick`` is a smoke run of a minute on a small file it writes itself, under ``<out>/quick``.
 """
 
@@ -61,6 +63,8 @@ PUBLISHED_LATER = {"ReLU, no BatchNorm": 0.0018, "GELU, no BatchNorm": 0.0007}
 Operator", JMLR 2023: Table 3, s = 256, and Section 6.3's "from 0.0018 to 0.0007" with GELU)."""
 ZERO_SHOT = (1024, 8192)
 """Resolutions the s = 256 models are also tested at."""
+HELD_OUT = 900
+"""Rows 1000-1899, unseen by every model, scored in sets of 100 for the spread of a 100-sample test figure."""
 POOL = 10_000
 REPO = ["model=fno-1d-repo", "scheduler.step_size=2500"]  # the current fourier_1d.py: halved every 50 epochs
 TWO_PI = "pde=burgers_fno_2pi"
@@ -70,7 +74,8 @@ STREAM = "experiment=burgers_fno_online"
 def _pool(size: int) -> list[str]:
     """A fixed pool of ``size`` streamed draws held whole in the buffer, each used as often as the steps need."""
     uses = 25_000 * 20 // size
-    return [f"data.pool_size={size}", f"data.buffer.capacity={size}", f"data.buffer.watermark={size}",
+    room = 100  # one solver call (data.solver_batch) above the watermark
+    return [f"data.pool_size={size}", f"data.buffer.capacity={size + room}", f"data.buffer.watermark={size}",
             f"data.buffer.max_reuse={uses}"]  # fmt: skip
 
 
@@ -251,10 +256,18 @@ def score(run: Run, args: argparse.Namespace, rows: Rows) -> Run:
     run.scores["test"] = float(errors(module, rows.get(pde, path, run.s, "test")).mean())
     run.scores["train"] = float(errors(module, rows.get(pde, path, run.s, "train")).mean())
     run.scores["gap"] = run.scores["test"] - run.scores["train"]
+    run.scores["sets_sd"] = spread(errors(module, rows.get(pde, path, run.s, "val")), args.test_rows)
     if run.s == 256:
         for s in args.zero_shot:
             run.scores[f"test@{s}"] = float(errors(module, rows.get(pde, path, s, "test")).mean())
     return run
+
+
+def spread(held_out: np.ndarray, size: int) -> float:
+    """The relative standard deviation of the mean error over disjoint sets of ``size`` held-out samples: how
+    much a test figure of ``size`` samples moves with the samples drawn (``nan`` with fewer than two sets)."""
+    sets = held_out[: len(held_out) // size * size].reshape(-1, size).mean(axis=1)
+    return float(sets.std(ddof=1) / sets.mean()) if len(sets) > 1 else math.nan
 
 
 def finished(args: argparse.Namespace) -> list[Run]:
@@ -299,14 +312,15 @@ def gains(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
 
 
 def fmt(row: dict, key: str) -> str:
-    if key not in row:
+    if not math.isfinite(row.get(key, math.nan)):
         return "–"
     half = row[f"{key}_ci"]
     return f"{row[key]:.3g}" + (f" ± {half:.2g}" if math.isfinite(half) else "")
 
 
 def table(rows: Sequence[dict], floor: dict[int, float], zero_shot: Sequence[int]) -> str:
-    head = ["setting", "s", "seeds", "test rel. L2", "published", "ratio", "train rel. L2", "gap"]
+    head = ["setting", "s", "seeds", "test rel. L2", "published", "ratio", "sd of 100-sample sets"]
+    head += ["train rel. L2", "gap"]
     head += [f"test at s = {s}" for s in zero_shot] + ["wall (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -320,6 +334,7 @@ def table(rows: Sequence[dict], floor: dict[int, float], zero_shot: Sequence[int
             fmt(row, "test"),
             f"{published}" if published else "–",
             ratio,
+            f"{row['sets_sd']:.0%}" if math.isfinite(row["sets_sd"]) else "–",
             fmt(row, "train"),
             fmt(row, "gap"),
             *(fmt(row, f"test@{s}") for s in zero_shot),
@@ -343,13 +358,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "burgers_fno")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small file, a few steps")
     args = parser.parse_args(argv)
-    args.steps, args.zero_shot, file_rows = 25_000, ZERO_SHOT, {}
+    args.steps, args.zero_shot, args.test_rows, file_rows = 25_000, ZERO_SHOT, 100, {"nval": HELD_OUT}
     args.extra = {"all": [], "online": [], "file": []}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:  # in a folder of its own: its 6-step runs must not mix with full ones
         args.out = args.out / "quick"
         args.out.mkdir(parents=True, exist_ok=True)
-        args.data, args.steps, args.zero_shot = quick_file(args.out), 6, (QUICK_FILE["n"],)
+        args.data, args.steps, args.zero_shot, args.test_rows = quick_file(args.out), 6, (QUICK_FILE["n"],), 4
         args.data_2pi = args.data
         args.extra = {
             "all": ["trainer.max_steps=6", "trainer.val_check_interval=3"],
