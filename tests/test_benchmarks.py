@@ -168,10 +168,12 @@ def test_online_vs_offline_benchmark(tmp_path: Path) -> None:
 
 
 def test_burgers_fno_scores_by_hand() -> None:
-    """The benchmark's figures: relative L2 per sample, the input-mean floor, gains paired by seed."""
+    """The benchmark's figures: relative L2 per sample, the input-mean floor, gains paired by seed, the spread of
+    a test figure over sets of held-out samples."""
+    import numpy as np
     import torch
 
-    from benchmarks.burgers_fno import Run, errors, gains, summarise
+    from benchmarks.burgers_fno import Run, errors, gains, spread, summarise
     from data.timegrid import TimeGrid
 
     x = torch.tensor([[1.0, 3.0], [-1.0, 1.0]])  # means 2 and 0
@@ -188,6 +190,9 @@ def test_burgers_fno_scores_by_hand() -> None:
     assert rows[0]["gap"] == pytest.approx(0.01) and rows[1]["seeds"] == [0, 1]
     gain = gains(runs)["repo-online-256 vs repo-256"]
     assert gain["mean"] == pytest.approx(0.2) and gain["seeds"] == 2 and gain["ci"] == pytest.approx(0.0)
+    # two sets of two held-out samples (the fifth left out): means 1 and 3, sd sqrt(2), relative to their mean 2
+    assert spread(np.array([1.0, 1.0, 3.0, 3.0, 9.0]), 2) == pytest.approx(2**0.5 / 2)
+    assert math.isnan(spread(np.array([1.0, 3.0]), 2))
 
 
 def test_readme_quotes_the_burgers_reproduction() -> None:
