@@ -601,15 +601,31 @@ def figure_spectra(ds: xr.Dataset) -> plt.Figure:
 def figure_samples(
     pred: Tensor, true: Tensor, times: np.ndarray, label: str, length: float, channel: str
 ) -> plt.Figure:
-    """Truth, prediction and error of sample rollouts. 1D: space-time plots per sample; 2D: snapshots of
-    the first sample. Truth and prediction share the truth's colour range (prediction values outside it
-    are drawn yellow above, green below, with arrows on the colour bar); the error has its own symmetric
-    scale."""
+    """Truth, prediction and error of sample rollouts. 1D: space-time plots per sample, or profiles where
+    there is one lead time (an operator task); 2D: snapshots of the first sample. Truth and prediction share
+    the truth's colour range (prediction values outside it are drawn yellow above, green below, with arrows
+    on the colour bar); the error has its own symmetric scale."""
     pred = pred.float().numpy()[:, :, 0]
     true = true[:, : pred.shape[1]].float().numpy()[:, :, 0]
     dx = length / pred.shape[-1]
     space = (-0.5 * dx, length - 0.5 * dx)  # grid points x_i = i L / n, at the pixel centres
-    if pred.ndim == 3:  # [P, T, X]
+    if pred.ndim == 3 and pred.shape[1] == 1:  # [P, 1, X]: truth and prediction as curves, the error below
+        fig, axes = plt.subplots(
+            2, len(pred), figsize=(6 * len(pred), 5.5), squeeze=False, sharex=True, layout="constrained"
+        )
+        x = np.arange(pred.shape[-1]) * dx
+        for col, (p, t) in enumerate(zip(pred[:, 0], true[:, 0], strict=True)):
+            axes[0, col].plot(x, t, "k", lw=2, label="truth")
+            axes[0, col].plot(x, p, "C1", lw=1, label="prediction")
+            axes[0, col].set_title(f"trajectory {col}, lead time {times[0]:g} {TIME_UNITS}", fontsize=9)
+            axes[1, col].plot(x, p - t, "C3", lw=1)
+            axes[1, col].set_xlabel(f"x ({LENGTH_UNITS})")
+            for ax in axes[:, col]:
+                ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel(channel)
+        axes[1, 0].set_ylabel(f"prediction − truth ({channel})")
+        axes[0, 0].legend(fontsize=8)
+    elif pred.ndim == 3:  # [P, T, X]
         fig, axes = plt.subplots(
             len(pred), 3, figsize=(12, 3.4 * len(pred)), squeeze=False, layout="constrained"
         )

@@ -33,6 +33,22 @@ def test_space_time_plot_has_physical_axes_and_labelled_colour_bars():
     plt.close(fig)
 
 
+def test_one_lead_time_is_drawn_as_profiles_with_the_error_below():
+    """An operator task (one output frame) has no time axis to image: curves of truth and prediction."""
+    x = torch.arange(32) * 2 * math.pi / 32
+    true = torch.sin(x).expand(2, 1, 1, 32).clone()
+    pred = true + 0.1
+    fig = figure_samples(pred, true, np.array([1.0]), "m", 2 * math.pi, "u")
+    top, bottom = fig.axes[0], fig.axes[2]  # trajectory 0: the curves, its error below
+    (truth, prediction), error = top.lines, bottom.lines[0]
+    assert np.allclose(truth.get_ydata(), true[0, 0, 0])
+    assert np.allclose(prediction.get_ydata(), pred[0, 0, 0])
+    assert np.allclose(error.get_ydata(), 0.1) and error.get_xdata()[1] == pytest.approx(2 * math.pi / 32)
+    assert top.get_ylabel() == "u" and bottom.get_ylabel() == "prediction − truth (u)"
+    assert bottom.get_xlabel() == "x (length units)" and not _colorbars(fig)
+    plt.close(fig)
+
+
 def test_saturating_prediction_keeps_the_truths_colour_range_and_is_marked():
     g = torch.Generator().manual_seed(0)
     true = torch.randn(1, 8, 1, 16, 16, generator=g)
