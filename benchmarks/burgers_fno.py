@@ -306,8 +306,9 @@ def gains(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
     for streamed, fixed in PAIRS:
         seeds = [seed for (name, seed) in test if name == streamed and (fixed, seed) in test]
         if seeds:
-            mean, half = interval([1 - test[streamed, seed] / test[fixed, seed] for seed in seeds])
-            out[f"{streamed} vs {fixed}"] = {"mean": mean, "ci": half, "seeds": len(seeds)}
+            values = [1 - test[streamed, seed] / test[fixed, seed] for seed in seeds]
+            mean, half = interval(values)
+            out[f"{streamed} vs {fixed}"] = {"mean": mean, "ci": half, "seeds": len(seeds), "values": values}
     return out
 
 
@@ -406,8 +407,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"# FNO Burgers benchmark: {args.steps} steps, {result['machine']}",
         table(summary, floor, args.zero_shot),
         *(
-            f"{pair}, paired by seed ({g['seeds']}): test rel. L2 {g['mean']:+.1%} ± {g['ci']:.1%} lower"
+            f"{pair}, paired by seed ({g['seeds']}): test rel. L2 {g['mean']:+.1%}"
+            + (f" ± {g['ci']:.1%}" if math.isfinite(g["ci"]) else "")
+            + f" lower (each seed: {', '.join(f'{v:+.1%}' for v in g['values'])})"
             for pair, g in paired.items()
+        ),
+        "Test rel. L2 of each seed:\n"
+        + "\n".join(
+            f"- {row['setting']}: {', '.join(f'{v:.3g}' for v in row['test_values'])}" for row in summary
         ),
         "Each row's run (seed K; its file: datasets/<pde preset>.mat):\n"
         + "\n".join(

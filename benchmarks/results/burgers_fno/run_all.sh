@@ -9,7 +9,7 @@ $G pde=burgers_fno_2pi path=datasets/burgers_fno_2pi.mat
 B="python -m benchmarks.burgers_fno --jobs 2"
 $B --settings offline-256 repo-256 repo-online-256 --seeds 0
 $B --settings online-2pi-256 offline-2pi-256 --seeds 0 1 2
-$B --settings repo-256 repo-online-256 --seeds 1 2
-$B --settings offline-2pi-1024 repo-pool10000-256 --seeds 0
-$B --settings offline-256 --seeds 1 2
-$B --settings offline-2pi-1024 --seeds 1 2
+$B --settings repo-pool10000-256 --seeds 0 &   # the three side by side, one thread each
+$B --settings repo-online-256 --seeds 1 &
+$B --settings repo-256 --seeds 1
+wait
