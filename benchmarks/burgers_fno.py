@@ -25,7 +25,8 @@ a 95 % t-interval; the stream's gain over the 1000-sample protocol is paired by 
 [--jobs 2] [--data datasets/burgers_fno.mat] [--data-2pi datasets/burgers_fno_2pi.mat]
 [--out benchmarks/results/burgers_fno]`` from the repository root, after ``python -m data.generate
 pde=burgers_fno split=train num_trajectories=2048 frames=2 format=fno path=datasets/burgers_fno.mat
-dtype=float64`` (and the same with ``pde=burgers_fno_2pi path=datasets/burgers_fno_2pi.mat``). Finished runs under ``--out`` are reused (re-scored only).
+dtype=float64`` (and the same with ``pde=burgers_fno_2pi path=datasets/burgers_fno_2pi.mat``). Finished runs
+under ``--out`` are reused (re-scored only).
 ``--quick`` is a smoke run of a minute on a small file it writes itself, under ``<out>/quick``.
 """
 
@@ -64,7 +65,7 @@ Operator", JMLR 2023: Table 3, s = 256, and Section 6.3's "from 0.0018 to 0.0007
 ZERO_SHOT = (1024, 8192)
 """Resolutions the s = 256 models are also tested at."""
 HELD_OUT = 900
-"""Rows 1000-1899, unseen by every model, scored in sets of 100 for the spread of a 100-sample test figure."""
+"""Rows 1000-1899, trained on by no model, scored in sets of 100 for the spread of a 100-sample test figure."""
 POOL = 10_000
 REPO = ["model=fno-1d-repo", "scheduler.step_size=2500"]  # the current fourier_1d.py: halved every 50 epochs
 TWO_PI = "pde=burgers_fno_2pi"
@@ -74,7 +75,9 @@ STREAM = "experiment=burgers_fno_online"
 def _pool(size: int) -> list[str]:
     """A fixed pool of ``size`` streamed draws held whole in the buffer, each used as often as the steps need."""
     uses = 25_000 * 20 // size
-    room = 100  # one solver call (data.solver_batch) above the watermark
+    room = OmegaConf.load(
+        ROOT / "conf" / "experiment" / "burgers_fno_online.yaml"
+    ).data.solver_batch  # one call
     return [f"data.pool_size={size}", f"data.buffer.capacity={size + room}", f"data.buffer.watermark={size}",
             f"data.buffer.max_reuse={uses}"]  # fmt: skip
 
@@ -203,13 +206,9 @@ def figure(runs: Sequence[Run], args: argparse.Namespace, rows: Rows, path: Path
             if colour == 0:
                 ax.plot(x, sample["u"][0, 0, 0], color="0.6", ls="--", label="u0 (input)")
                 ax.plot(x, sample["u"][0, 1, 0], color="k", lw=2, label="u(·, 1) (truth)")
-            error = errors(module, sample)[0]
-            ax.plot(
-                x,
-                predict(module, sample)[0, 0, 0],
-                color=f"C{colour}",
-                label=f"{setting} (rel. L2 {error:.2g})",
-            )
+            pred = predict(module, sample)
+            error = float(relative_l2(pred, sample["u"][:, 1:2])[0, 0])
+            ax.plot(x, pred[0, 0, 0], color=f"C{colour}", label=f"{setting} (rel. L2 {error:.2g})")
         ax.set_title(f"{file.name}: test sample 1 (row {int(data['index'][0])})")
         ax.set_xlabel("x")
         ax.legend(fontsize=7)
