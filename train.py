@@ -1,12 +1,13 @@
 """Train a neural PDE surrogate: ``python train.py [pde=…] [model=…] [data=…] [trainer=…] …``.
 
 The whole run is decided by the composed Hydra config (``conf/train.yaml``); see the README. Bad input
-exits with status 2 and one sentence; a stop signal (SIGTERM, SIGUSR1) writes ``last.ckpt`` and exits
-with ``128 + signal``.
+exits with status 2 and one sentence, as does a non-finite loss or gradient; a stop signal (SIGTERM, SIGUSR1,
+Ctrl-C) writes ``last.ckpt`` and exits with ``128 + signal``.
 """
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def main(cfg: DictConfig) -> float | None:
     except Stopped as stop:
         log.warning("%s", stop)
         sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:  # Ctrl-C before training started (during it, Stopped saves last.ckpt first)
+        log.warning("interrupted before training started: nothing to save")
+        sys.exit(128 + signal.SIGINT)
     return results.get("val/corr_time")  # the value a Hydra sweeper optimises
 
 

@@ -79,8 +79,9 @@ CASES = [
 ]
 
 
-def load_solver(case: Case) -> Any:
-    """The solver built from ``conf/pde/<name>.yaml`` with ``burn_in = 0``; ``None`` (with a note) if absent."""
+def load_solver(case: Case, **overrides: Any) -> Any:
+    """The solver built from ``conf/pde/<name>.yaml`` with ``burn_in = 0`` and ``overrides``; ``None`` (with a
+    note) if absent."""
     module_name, class_name = case.target.rsplit(".", 1)
     path = CONF / f"{case.name}.yaml"
     try:
@@ -90,7 +91,7 @@ def load_solver(case: Case) -> Any:
         return None
     kwargs = OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.exists() else {}
     kwargs.pop("_target_", None)
-    kwargs["burn_in"] = 0.0
+    kwargs.update(burn_in=0.0, **overrides)
     return cls(**kwargs)
 
 

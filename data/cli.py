@@ -49,7 +49,7 @@ def _static_prefix(value: str) -> str:
 
 
 def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) -> None:
-    """Refuse unknown options of config groups and unwritable run directories among the overrides.
+    """Refuse unknown options of config groups, unknown keys and unwritable run directories among the overrides.
 
     Raises :class:`ConfigError` with one sentence; flags and overrides Hydra understands otherwise are
     left to Hydra.
@@ -69,12 +69,48 @@ def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) ->
                 raise ConfigError(
                     f"{key}={option.strip()} is not an option of the {key} group; allowed: {', '.join(allowed)}"
                 )
+    _check_keys(overrides, conf_dir, config_name)
     defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / f"{config_name}.yaml"), resolve=False)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     key = RUN_DIR_KEYS[1] if multirun else RUN_DIR_KEYS[0]
     run_dir = values.get(key, defaults.get("hydra", {}).get(key.split(".")[1], {}).get("dir"))
     if isinstance(run_dir, str) and _static_prefix(run_dir):
         require_writable(_static_prefix(run_dir), key)
+
+
+def _check_keys(overrides: Sequence[str], conf_dir: Path, config_name: str) -> None:
+    """Refuse an override of a key the composed configuration lacks (``data.nosuchkey=1``: Hydra's error is
+    several lines) and a ``+key=…`` that adds a top-level key nothing reads; the configuration is composed
+    (with the overrides' group choices) only when there are such overrides to look at."""
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    keyed = []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        name = key.lstrip("+~")
+        if key.startswith(("~", "++")) or name.startswith("hydra") or name.split("@", 1)[0] in groups:
+            continue
+        keyed.append((override, key, name))
+    if not keyed:
+        return
+    from hydra import compose, initialize_config_dir
+
+    choices = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").split("@", 1)[0] in groups]
+    with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
+        cfg = compose(config_name, overrides=[o.split(",", 1)[0] for o in choices])  # a sweep's first option
+    for override, key, name in keyed:
+        parent, _, leaf = name.rpartition(".")
+        node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+        if key.startswith("+"):
+            if not parent:
+                known = ", ".join(k for k in cfg if k not in groups)
+                raise ConfigError(
+                    f"{override} adds a top-level key that nothing reads; the top-level settings are: {known}"
+                )
+            continue
+        if not OmegaConf.is_dict(node) or leaf not in node.keys():
+            where = f"{parent} has" if parent else "the top level has"
+            known = ", ".join(node) if OmegaConf.is_dict(node) else "no such node"
+            raise ConfigError(f"{override}: no such setting; {where}: {known}")
 
 
 def exit_bad_input(what: str, error: BaseException) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -222,3 +223,32 @@ def test_burgers_fno_benchmark(tmp_path: Path) -> None:
     assert (tmp_path / "quick" / "summary.json").is_file() and (
         tmp_path / "quick" / "test" / "quick.mat"
     ).is_file()
+
+
+def gpu_benchmark(tmp_path: Path, *experiments: str) -> dict:
+    out = tmp_path / "gpu.json"
+    table = run_benchmark(
+        "gpu", "--tiny", "--device", "cpu", "--out", str(out), "--experiments", *experiments
+    )
+    results = json.loads(out.read_text())
+    assert [r["experiment"] for r in results["models"]] == list(experiments)
+    for row in results["models"]:
+        assert row["params"] > 1000 and row["batch"] == 2 and row["grid"].startswith("32^")
+        assert_rates([row["steps_per_s"]])
+        assert re.search(rf"^{row['experiment']}\s+{row['model']}\s", table, re.MULTILINE)
+    return results
+
+
+def test_gpu_benchmark_counts_solver_traffic_and_times_published_set_ups(tmp_path: Path) -> None:
+    results = gpu_benchmark(tmp_path, "burgers_fno", "ks_pde_refiner")
+    assert [r["solver"] for r in results["solvers"]] == ["ks", "navier_stokes"]
+    for row in results["solvers"]:
+        # a step reads and writes at least its state, and moves less than a thousand copies of it
+        assert 2 * row["state_bytes"] <= row["bytes_per_step"] < 1000 * row["state_bytes"], row
+        assert_rates([row["steps_per_s"], row["roofline_fraction"]])
+        assert row["bandwidth"] == pytest.approx(row["bytes_per_step"] * row["steps_per_s"])
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_builds_every_published_set_up(tmp_path: Path) -> None:
+    gpu_benchmark(tmp_path, *sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))

@@ -559,8 +559,8 @@ def test_adaptive_sampling_resumes_bit_exact(tmp_path):
     assert torch.equal(a["loss"], b["loss"]) and not a["loss"].isnan().all()
 
 
-def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplog):
-    """Its best score is not restored (no validation runs): the summary line must not format None
+def test_resuming_a_finished_run_says_nothing_is_left_and_logs_cleanly(tmp_path, caplog):
+    """No step is left to train: the resume says so; the summary line must not format a missing score
     (pytest's log capture raises on a logging error)."""
     run_steps(tmp_path / "done", 3)
     overrides = [*default_data(tmp_path / "again"), "trainer.max_steps=3", "scheduler.total_steps=30"]
@@ -571,18 +571,17 @@ def test_resuming_a_finished_run_trains_nothing_and_logs_cleanly(tmp_path, caplo
             )
         )
     assert "train/loss" not in results
-    assert "best checkpoint: " in caplog.text
+    assert re.search(r"has trained 3 steps, trainer.max_steps=3: nothing left to train", caplog.text)
+    assert "no best.ckpt written" in caplog.text  # the best model is the other directory's
 
 
 def test_auto_resume_picks_the_run_directory_checkpoint(tmp_path):
-    from training.run import resume_path
+    from training.rundir import resume_source
 
-    cfg = compose_train([*tiny(tmp_path), "ckpt_path=auto"])
-    assert resume_path(cfg) is None  # a fresh run directory: start from scratch
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    last.parent.mkdir(parents=True)
-    last.write_bytes(b"")
-    assert resume_path(cfg) == str(last)
+    run = tmp_path / "run"
+    assert resume_source("auto", run) is None  # a fresh run directory: start from scratch
+    run_steps(tmp_path, 2)
+    assert resume_source("auto", run) == str(run / "checkpoints" / "last.ckpt")
 
 
 # --------------------------------------------------------------------------- DDP on CPU
@@ -735,7 +734,7 @@ def other_model_checkpoint(tmp: Path) -> Path:
             r"ckpt_path=.*garbage.ckpt: checkpoint .* is corrupt or not a torch checkpoint",
         ),
         (["ckpt_path={truncated}"], r"ckpt_path=.*truncated.ckpt: checkpoint .* is corrupt"),
-        (["ckpt_path={other}", "model=unet-small"], r"ckpt_path=.* holds weights of another model or grid"),
+        (["ckpt_path={other}", "model=unet-small"], r"ckpt_path=.* was trained with model\._target_="),
     ],
 )
 def test_bad_config_is_one_clear_error(overrides, message, tmp_path):

@@ -1,5 +1,5 @@
-"""Training callbacks: throughput, the share of time spent waiting for data, the online stream's statistics,
-a rollout figure, progress lines and the intra-op thread budget."""
+"""Training callbacks: the best checkpoint, throughput, the share of time spent waiting for data, the online
+stream's statistics, a rollout figure, progress lines and the intra-op thread budget."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 
 from data.datamodule import OnlineDataModule
@@ -23,6 +23,51 @@ from solvers.base import ConfigError
 from solvers.threads import Registry, intra_op_threads
 
 log = logging.getLogger("pdestream")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (``save_top_k=1``) that only ever keeps a
+    model that beat every score it knows.
+
+    * ``floor``: the score to match before anything is saved, the untrained model's validation score
+      (:func:`training.run.fit` sets it), so ``best.ckpt`` is never a model that scored worse than no training;
+    * a non-finite score is never saved (Lightning saves the first score it sees, NaN included);
+    * the best score travels in the checkpoint, not in the directory path: a run resumed from another
+      directory (moved, copied, or a new ``hydra.run.dir``) keeps it as its floor, and only a file of this
+      directory is ever taken as the best model or removed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.floor: float | None = None
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
+        if current is None or not bool(torch.isfinite(current)):
+            return False
+        if self.floor is not None:
+            as_good = current >= self.floor if self.mode == "max" else current <= self.floor
+            if not trainer.strategy.reduce_boolean_decision(bool(as_good)):
+                return False
+        return super().check_monitor_top_k(trainer, current)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "floor": self.floor}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        scores = [state_dict.get("floor"), state_dict.get("best_model_score")]
+        scores = [float(s) for s in scores if s is not None and math.isfinite(float(s))]
+        self.floor = (max if self.mode == "max" else min)(scores) if scores else None
+        here = Path(self.dirpath or "") / f"{self.filename}{self.FILE_EXTENSION}"
+        self.best_k_models, self.kth_best_model_path, self.best_model_path = {}, "", ""
+        self.best_model_score = None
+        if (
+            self.floor is not None and here.is_file()
+        ):  # this directory's best file (the run's, or moved with it)
+            score = torch.tensor(self.floor)
+            self.best_k_models = {str(here): score}
+            self.kth_best_model_path = self.best_model_path = str(here)
+            self.kth_value = self.best_model_score = score
+        self.last_model_path = ""
 
 
 class Throughput(pl.Callback):
@@ -262,8 +307,9 @@ class ThreadBudget(pl.Callback):
     on this node when the configuration says, else the launcher's environment) in the machine's
     :class:`~solvers.threads.Registry` when built and unregisters at teardown; the share is chosen when
     the run is built and re-evaluated every ``interval`` seconds while it trains, so runs that start or
-    end beside it (sweep jobs, a second training run) are accounted for. A fixed ``threads`` count is
-    kept as it is (the run still registers, so that the others count it).
+    end beside it (sweep jobs, a second training run) are accounted for. A fixed ``threads`` count (the
+    configuration's, or the one a resumed checkpoint recorded: ``reason`` says which) is kept as it is (the
+    run still registers, so that the others count it).
     """
 
     def __init__(
@@ -273,9 +319,10 @@ class ThreadBudget(pl.Callback):
         ranks: int | None = None,
         interval: float = 10.0,
         registry: Registry | None = None,
+        reason: str = "fixed",
     ) -> None:
         self.workers, self.threads, self.ranks, self.interval = workers, threads, ranks, interval
-        self.registry = registry or Registry()
+        self.registry, self.reason = registry or Registry(), reason
         self._checked = -math.inf
         self.setup()
 
@@ -284,13 +331,18 @@ class ThreadBudget(pl.Callback):
         first = self._checked == -math.inf
         self._checked = time.monotonic()
         if self.threads is not None:
-            threads, reason = self.threads, "fixed"
+            threads, reason = self.threads, self.reason
         else:
             threads, reason = intra_op_threads(self.workers, self.registry.processes(), ranks=self.ranks)
         if first or threads != torch.get_num_threads():
             torch.set_num_threads(threads)
             log.info("torch threads: %d (%s)", threads, reason)
         return threads
+
+    def state_dict(self) -> dict[str, Any]:
+        """The thread count in use, recorded in each checkpoint: a resume uses it (floating-point sums depend on
+        how the work is split among threads, so the same count is what makes a resume bit-exact)."""
+        return {"threads": torch.get_num_threads()}
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
         self.registry.register(1 + self.workers)

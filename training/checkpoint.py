@@ -14,14 +14,18 @@ in the config as ``time_grid``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import pickle
+import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
@@ -62,9 +66,94 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+CHECKSUM_KEY = "pdestream_checksum"
+"""Where a checkpoint holds the checksum of its tensors (:func:`tensor_checksum`), written by
+:class:`AtomicCheckpointIO` and checked by :func:`read_checkpoint`."""
+
+
+def _tensors(node: Any, path: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside nested dicts, lists and tuples, with its path, in a fixed order."""
+    if isinstance(node, torch.Tensor):
+        yield path, node
+    elif isinstance(node, Mapping):
+        for key in sorted(node, key=repr):
+            if key != CHECKSUM_KEY:
+                yield from _tensors(node[key], f"{path}/{key!r}")
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            yield from _tensors(item, f"{path}/{i}")
+
+
+def tensor_checksum(checkpoint: Mapping[str, Any]) -> str:
+    """A BLAKE2b digest of every tensor of ``checkpoint`` (path, dtype, shape and bytes)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path, tensor in _tensors(checkpoint):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{path}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint that could not be written (full disk, lost mount); the previous file is intact."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint whole or not at all, with a checksum of its tensors.
+
+    The file is written as a temporary file in the checkpoint's own directory, flushed to disk (fsync) and
+    renamed onto its name, so a full disk, a kill or a power cut leaves the previous checkpoint as it was;
+    a failed write raises :class:`CheckpointWriteError` (one sentence) and removes the temporary file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        checkpoint[CHECKSUM_KEY] = tensor_checksum(checkpoint)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except (
+            OSError,
+            RuntimeError,
+        ) as error:  # torch's archive writer re-raises a failed write as RuntimeError
+            tmp.unlink(missing_ok=True)
+            cause = error if isinstance(error, OSError) else error.__context__
+            if not isinstance(cause, OSError):
+                raise
+            kept = f"{path} still holds the previous checkpoint" if path.exists() else "nothing was written"
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path} ({cause.strerror or cause}); {kept}: free space or "
+                "fix the directory and resume with ckpt_path=auto"
+            ) from None
+        finally:
+            checkpoint.pop(CHECKSUM_KEY, None)
+
+
 def read_checkpoint(path: Path, trust: bool = False) -> Any:
-    """The checkpoint's contents, loaded as data (``weights_only=True``) unless ``trust``; a missing, truncated
-    or foreign file raises :class:`CheckpointError` with one sentence."""
+    """The checkpoint's contents, loaded as data (``weights_only=True``) unless ``trust``; a missing, truncated,
+    foreign or altered file (its tensors no longer match the checksum written with them) raises
+    :class:`CheckpointError` with one sentence."""
+    checkpoint = _load(path, trust)
+    stored = checkpoint.get(CHECKSUM_KEY) if isinstance(checkpoint, dict) else None
+    if stored is not None and stored != tensor_checksum(checkpoint):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt: its tensors do not match the checksum written with them "
+            "(changed on disk after it was saved); use another checkpoint of the run"
+        )
+    return checkpoint
+
+
+def _load(path: Path, trust: bool) -> Any:
     corrupt = (
         f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint (truncated or another file type?)"
     )
@@ -73,12 +162,14 @@ def read_checkpoint(path: Path, trust: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):
+        blocked = re.search(r"(?:Unsupported global: GLOBAL|GLOBAL) ([\w.]+)", str(error))
+        if blocked is None:
             raise CheckpointError(corrupt) from None
         if not trust:
             raise CheckpointError(
-                f"checkpoint {str(path)!r} holds objects that cannot be loaded with weights_only=True; "
-                "if you trust the file, set trust_checkpoints=true to unpickle it"
+                f"checkpoint {str(path)!r} holds pickled Python objects ({blocked.group(1)}) that loading "
+                "as data (weights_only=True) refuses to run; if you trust the file, set "
+                "trust_checkpoints=true to unpickle it"
             ) from None
         log.warning("%s: loading with weights_only=False (trust_checkpoints=true)", path)
         try:

@@ -225,7 +225,10 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
                 data = read_trajectories(cfg.test_path, cfg.test_split, solver)
             what = f"test_path={cfg.test_path}"
         else:
-            datamodule = build_from_config(config["data"], DATA_TARGETS, "data")
+            data_config = dict(config["data"])
+            if "cache_dir" in data_config:  # this evaluation's cache, not the directory the training run used
+                data_config["cache_dir"] = cfg.cache_dir
+            datamodule = build_from_config(data_config, DATA_TARGETS, "data")
             data = datamodule.trajectories("test")
             what = f"the test set of {label}'s data config"
     except ConfigError as error:
@@ -622,8 +625,9 @@ def evaluate(cfg: DictConfig) -> Path:
     from evaluation.report import write_report  # matplotlib only when a report is written
 
     paths = check_config(cfg)
-    try:  # before any rollout: the report must have somewhere to go
+    try:  # before any rollout: the report and the test set must have somewhere to go
         require_writable(cfg.output_dir, "output_dir")
+        require_writable(cfg.cache_dir, "cache_dir")
     except ConfigError as error:
         raise EvaluationError(str(error)) from None
     device = device_of(cfg.device)

@@ -34,11 +34,12 @@ from data.cli import require_writable
 from data.normalize import CondLayout
 from models import network_class
 from solvers.base import ConfigError, check_int
-from training.callbacks import ThreadBudget
-from training.checkpoint import EvaluationError, read_checkpoint
+from training.callbacks import BestCheckpoint, ThreadBudget
+from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule
 from training.presets import module_class, network_config
-from training.stopping import StopGuard, Stopped
+from training.rundir import Claim, ResumeError, check_resume, claim, resume_source
+from training.stopping import FiniteGuard, NonFinite, StopGuard, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +98,6 @@ def last_checkpoint(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
 
-def resume_path(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path``, or with ``ckpt_path=auto`` the run directory's
-    ``checkpoints/last.ckpt`` when it exists (a requeued SLURM job continues where it stopped)."""
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "auto":
-        last = last_checkpoint(cfg)
-        return str(last) if last.is_file() else None
-    if ckpt_path is not None and not Path(ckpt_path).is_file():
-        raise RunConfigError(
-            f"ckpt_path={ckpt_path}: no such checkpoint file (give a .ckpt file, auto or null)"
-        )
-    return ckpt_path
-
-
 @dataclass
 class Run:
     """Everything a training run needs, built and validated."""
@@ -119,6 +106,7 @@ class Run:
     module: SurrogateModule
     datamodule: pl.LightningDataModule
     ckpt_path: str | None
+    run_dir: Claim
 
 
 class _DropBanners(logging.Filter):
@@ -139,6 +127,8 @@ def quiet_logging() -> None:
             logger.addFilter(_DropBanners())
     # Lightning 2.6 calling a torch pytree API that torch 2.13 deprecates: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # a resume writes into its own checkpoint directory: training/rundir.py decides what may be overwritten
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     if rank_zero_only.rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
 
@@ -206,19 +196,22 @@ def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
         raise RunConfigError(f"trainer.gradient_clip_val={clip!r} is not allowed: give a number >= 0 or null")
 
 
-def _resume_weights(path: str) -> dict[str, Any]:
-    """The weights of the checkpoint to resume from, read at start-up: it must be a readable training
-    checkpoint (``weights_only=True``), not truncated, garbage or an evaluation-only file."""
+def _resume_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint to resume from, read at start-up: it must be a readable, intact training checkpoint
+    (``weights_only=True``), not truncated, altered, garbage or an evaluation-only file."""
     try:
         checkpoint = read_checkpoint(Path(path))
     except EvaluationError as error:
         raise RunConfigError(f"ckpt_path={path}: {error}") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or "loops" not in checkpoint:
+    config = (
+        (checkpoint.get("hyper_parameters") or {}).get("config") if isinstance(checkpoint, dict) else None
+    )
+    if not isinstance(state, dict) or "loops" not in checkpoint or not isinstance(config, Mapping):
         raise RunConfigError(
-            f"ckpt_path={path} is not a training checkpoint of train.py (no weights or loop state)"
+            f"ckpt_path={path} is not a training checkpoint of train.py (no weights, configuration or loop state)"
         )
-    return state
+    return checkpoint
 
 
 def _check_resume_fits(path: str, state: Mapping[str, Any], module: SurrogateModule) -> None:
@@ -238,8 +231,11 @@ def build(cfg: DictConfig) -> Run:
     register_resolvers()
     quiet_logging()
     cfg = fast_dev_config(cfg)
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise RunConfigError(f"seed={seed!r} is not allowed; give an int >= 0 or null")
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
     _check_trainer(cfg.trainer, online=str(cfg.data.get("_target_", "")).endswith("OnlineDataModule"))
     try:
         SurrogateModule.check_options(**cfg.module)
@@ -249,15 +245,54 @@ def build(cfg: DictConfig) -> Run:
         module_cls = module_class(cfg.model, network_class(cfg.model.get("_target_"), "model._target_"))
     except ValueError as error:
         raise RunConfigError(str(error)) from None
-    ckpt_path = resume_path(cfg)
-    resume_weights = _resume_weights(ckpt_path) if ckpt_path is not None else None
     try:
         require_writable(cfg.paths.output_dir, "paths.output_dir")
         if cfg.data.get("cache_dir") is not None:
             require_writable(cfg.data.cache_dir, "data.cache_dir")
-    except ConfigError as error:
+        ckpt_path = resume_source(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    except (ConfigError, ResumeError) as error:
         raise RunConfigError(str(error)) from None
-    budget = thread_budget(cfg)  # before the solvers generate validation and statistics data
+    resumed = _resume_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if resumed is not None:
+        stored = {k: v for k, v in resumed["hyper_parameters"]["config"].items() if k != "time_grid"}
+        try:
+            check_resume(ckpt_path, stored, resolved(cfg))
+        except ResumeError as error:
+            raise RunConfigError(str(error)) from None
+        _nothing_left(ckpt_path, resumed, cfg.trainer)
+    try:
+        run_dir = claim(cfg.paths.output_dir, ckpt_path, rank_zero_only.rank)
+    except ResumeError as error:
+        raise RunConfigError(str(error)) from None
+    try:
+        return _build(cfg, module_cls, ckpt_path, resumed, run_dir)
+    except BaseException:
+        run_dir.release()
+        raise
+
+
+def _nothing_left(path: str, checkpoint: Mapping[str, Any], trainer: Mapping[str, Any]) -> None:
+    """Say so when the checkpoint has trained every step the run asks for (the resume then only validates)."""
+    done = int(checkpoint.get("global_step", 0))
+    if done >= int(trainer.get("max_steps") or 0) > 0:
+        log.warning(
+            "ckpt_path=%s has trained %d steps, trainer.max_steps=%s: nothing left to train (raise "
+            "trainer.max_steps to continue)",
+            path,
+            done,
+            trainer.get("max_steps"),
+        )
+
+
+def _build(
+    cfg: DictConfig,
+    module_cls: type[SurrogateModule],
+    ckpt_path: str | None,
+    resumed: Mapping[str, Any] | None,
+    run_dir: Claim,
+) -> Run:
+    recorded = (resumed or {}).get("callbacks", {}).get(ThreadBudget.__qualname__, {}).get("threads")
+    budget = thread_budget(cfg, recorded)  # before the solvers generate validation and statistics data
     datamodule = _instantiate(cfg.data, "data")
     try:
         datamodule.prepare_data()
@@ -280,7 +315,7 @@ def build(cfg: DictConfig) -> Run:
         raise RunConfigError(str(error)) from None
     _check_network_fits(module, datamodule)
     if ckpt_path is not None:
-        _check_resume_fits(ckpt_path, resume_weights, module)
+        _check_resume_fits(ckpt_path, resumed["state_dict"], module)
     try:
         module.configure_optimizers()  # builds (and discards) them, so bad settings fail now
     except (ValueError, TypeError) as error:
@@ -288,31 +323,36 @@ def build(cfg: DictConfig) -> Run:
     if cfg.get("compile"):
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(budget)
-    callbacks.append(StopGuard(str(last_checkpoint(cfg))))
+    callbacks += [budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
-    # one requeue mechanism on SLURM: submitit's (conf/hydra/launcher/slurm.yaml), not Lightning's as well
-    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if (
+        SLURMEnvironment.detect()
+    ):  # one requeue mechanism on SLURM: submitit's (conf/hydra/launcher/slurm.yaml)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
-    return Run(trainer, module, datamodule, ckpt_path)
+    return Run(trainer, module, datamodule, ckpt_path, run_dir)
 
 
-def thread_budget(cfg: DictConfig) -> ThreadBudget:
+def thread_budget(cfg: DictConfig, recorded: int | None = None) -> ThreadBudget:
     """The run's intra-op thread budget from ``threads`` (``auto`` or a count), applied now.
 
     ``auto`` shares the CPUs available to the process among the processes on them
-    (:mod:`solvers.threads`); an ``OMP_NUM_THREADS`` in the environment is an explicit count and wins.
+    (:mod:`solvers.threads`); an ``OMP_NUM_THREADS`` in the environment is an explicit count and wins. A
+    resumed run under ``auto`` keeps the count its checkpoint ``recorded``, so that it continues bit-exactly.
     """
-    threads = cfg.get("threads", "auto")
+    threads, reason = cfg.get("threads", "auto"), "fixed"
     if threads == "auto" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"])
+    elif threads == "auto" and isinstance(recorded, int) and recorded >= 1:
+        threads, reason = recorded, "recorded in the checkpoint, for a bit-exact resume"
     if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise RunConfigError(f"threads={threads!r} is not allowed; give auto or an int >= 1")
     data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
     workers = max(int(data.get("num_workers") or 0), 1) if data.get("generation") == "cpu" else 0
     devices = trainer.get("devices")  # ranks per node, known before DDP starts them
     ranks = devices if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 else None
-    return ThreadBudget(workers, None if threads == "auto" else threads, ranks)
+    return ThreadBudget(workers, None if threads == "auto" else threads, ranks, reason=reason)
 
 
 def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataModule) -> None:
@@ -334,26 +374,40 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, float] = {}
     params = sum(p.numel() for p in run.module.net.parameters())
     log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
+    best = run.trainer.checkpoint_callback
     try:
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
             log.info("validating the untrained model")
-            untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
-            results["untrained/corr_time"] = float(untrained[0]["val/corr_time"])
+            untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
+            results["untrained/corr_time"] = float(untrained["val/corr_time"])
             log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
+            if isinstance(best, BestCheckpoint) and best.monitor in untrained:
+                best.floor = float(untrained[best.monitor])  # best.ckpt must match the untrained model
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
-    except ConfigError as error:  # the stream failed while training (e.g. too many diverged trajectories)
+    except (
+        ConfigError,
+        NonFinite,
+        CheckpointWriteError,
+    ) as error:  # the stream failed, NaN training, full disk
         raise RunConfigError(str(error)) from None
     except SIGTERMException:  # a signal outside the training steps (Lightning's own handler)
         raise Stopped(signal.SIGTERM, run.trainer.global_step, None) from None
     finally:
+        run.run_dir.release()
         if any(isinstance(logger, WandbLogger) for logger in run.trainer.loggers):
             import wandb
 
             wandb.finish()  # close the run, so that the next job of a multirun starts its own
     results.update({k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1})
-    checkpoint = run.trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_path:
-        score = checkpoint.best_model_score  # None when a resumed run had nothing left to train
-        shown = "" if score is None else f" ({checkpoint.monitor} {float(score):.4g})"
-        log.info("best checkpoint: %s%s", checkpoint.best_model_path, shown)
+    if best is not None and best.best_model_path:
+        score = best.best_model_score  # None when a resumed run had nothing left to train
+        shown = "" if score is None else f" ({best.monitor} {float(score):.4g})"
+        log.info("best checkpoint: %s%s", best.best_model_path, shown)
+    elif isinstance(best, BestCheckpoint) and best.floor is not None:
+        log.warning(
+            "no validation reached %s %.4g (the untrained model's, or the resumed run's best): no best.ckpt "
+            "written; last.ckpt holds the final state",
+            best.monitor,
+            best.floor,
+        )
     return results

@@ -1,10 +1,11 @@
-"""Clean stops of a training run: a signal saves a resumable checkpoint, a data error stops every rank.
+"""Clean stops of a training run: a signal saves a resumable checkpoint, a data error stops every rank, a
+non-finite loss, gradient or input stops the run before it reaches the weights.
 
 SLURM sends SIGTERM before it kills a preempted job, the signal of ``--signal`` (SIGUSR1, or SIGUSR2 for
-submitit) before its time limit; a user may send either by hand. :class:`StopGuard` notes the signal,
-writes ``last.ckpt`` at the end of the current optimizer step and stops the run with :class:`Stopped`,
-which ``train.py`` turns into exit status ``128 + signal`` (143 for SIGTERM), so a job runner can tell a
-stopped run from a finished one; ``ckpt_path=auto`` continues it exactly. Under submitit, whose handler
+submitit) before its time limit; a user may send either by hand, or press Ctrl-C (SIGINT). :class:`StopGuard`
+notes the signal, writes ``last.ckpt`` at the end of the current optimizer step and stops the run with
+:class:`Stopped`, which ``train.py`` turns into exit status ``128 + signal`` (143 for SIGTERM, 130 for
+Ctrl-C), so a job runner can tell a stopped run from a finished one; ``ckpt_path=auto`` continues it exactly. Under submitit, whose handler
 of SIGUSR2 requeues the job, that handler runs after the checkpoint is written (one requeue mechanism:
 submitit's; Lightning's own SLURM requeue is switched off in :func:`training.run.build`).
 
@@ -16,7 +17,7 @@ on any rank stops all of them with that rank's sentence.
 from __future__ import annotations
 
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from data.stream import STREAM_ERROR
 from solvers.base import ConfigError
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 CHAINED = (signal.SIGUSR2,)
 """Signals whose previous handler (submitit's checkpoint-and-requeue) runs after the checkpoint is written."""
 
@@ -95,8 +96,75 @@ class StopGuard(pl.Callback):
     ) -> None:
         if not self._stop_on:
             return
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         previous = self._previous.get(self._stop_on)
         if self._stop_on in CHAINED and callable(previous):
             previous(self._stop_on, None)
         raise Stopped(self._stop_on, trainer.global_step, self.checkpoint_path)
+
+
+class NonFinite(Exception):
+    """Training met a non-finite input, loss or gradient; the message is one sentence for the user."""
+
+
+def _first_non_finite(named: Iterable[tuple[str, torch.Tensor | None]]) -> str | None:
+    """The name of the first tensor of ``named`` that holds a NaN or an infinity, else ``None``; one
+    synchronisation for all of them."""
+    named = [(name, t) for name, t in named if t is not None and t.is_floating_point()]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    return next((name for (name, _), ok in zip(named, finite, strict=True) if not ok), None)
+
+
+class FiniteGuard(pl.Callback):
+    """Stops training at the first non-finite gradient, before the optimizer applies it, naming its cause.
+
+    The batch (``x``, ``y``, the PDE parameters) is looked at as it arrives and the loss before the backward
+    pass; the gradients (equal on every DDP rank once reduced, so all ranks stop at the same step) decide
+    before the optimizer step. The weights, the EMA and the checkpoints are never touched by a NaN:
+    ``last.ckpt`` and ``best.ckpt`` stay the last state a validation saved. The error (:class:`NonFinite`,
+    one sentence) names the step and the first non-finite quantity (input, else loss, else the first
+    parameter's gradient); ``train.py`` exits with status 2. Each check is one reduction and one
+    synchronisation.
+    """
+
+    DATA = "check the training data (the solver's blowup bound, or the file's trajectories)"
+    TRAINING = "lower optimizer.lr, set trainer.gradient_clip_val, or check the data"
+
+    def __init__(self) -> None:
+        self.cause: tuple[str, str] | None = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.cause = None
+        if not isinstance(batch, Mapping):
+            return
+        named = [(f"the batch's {k}", batch.get(k)) for k in ("x", "y")]
+        named += [(f"the batch's parameter {k}", v) for k, v in (batch.get("params") or {}).items()]
+        bad = _first_non_finite(named)
+        self.cause = (bad, self.DATA) if bad else None
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if self.cause is None and _first_non_finite([("the training loss", loss.detach())]):
+            self.cause = ("the training loss", self.TRAINING)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        grads = [
+            (f"the gradient of {n}", p.grad) for n, p in pl_module.named_parameters() if p.grad is not None
+        ]
+        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm([g for _, g in grads]))).all()):
+            return
+        bad = _first_non_finite(grads)  # a norm may overflow where every value is finite
+        if bad is None:
+            return
+        what, remedy = self.cause or (bad, self.TRAINING)
+        raise NonFinite(
+            f"training stopped at step {trainer.global_step + 1}: {what} is NaN or infinite; {remedy}; "
+            "no checkpoint holds a step after the last validation"
+        )
