@@ -302,3 +302,26 @@ def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
     if recipe["ema"]:
         assert cfg.callbacks.ema.decay == 0.995
     assert cfg.trainer.gradient_clip_val is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("model", available())
+def test_compile_true_trains_every_model_preset_on_the_cpu(model, tmp_path):
+    """``compile=true`` (``torch.compile`` of the network, inductor's C++ back end on the CPU): a training step
+    and a validation rollout run compiled, and the compiled network gives the eager network's output."""
+    cfg = compose_train(
+        [*any_scheduler(tmp_path), f"model={model}", "compile=true", "trainer.fast_dev_run=true"]
+    )
+    run = build(cfg)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert torch.isfinite(run.trainer.callback_metrics["train/loss"])
+    net = run.module.net.eval()
+    val = run.datamodule.trajectories("val")
+    x = run.module.normalizer.normalize(val["u"][:2, : net.time_history])
+    cond = run.module.normalizer.cond(
+        {k: v[:2] for k, v in val["params"].items()}, torch.full((2,), val["grid"].dt_out)
+    )
+    with torch.no_grad():
+        compiled, eager = net(x, cond), net.forward(x, cond)  # forward() bypasses the compiled call
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
