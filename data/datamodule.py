@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_split
+from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_bytes, write_split
 from data.normalize import Normalizer, channel_stats
 from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.timegrid import TimeGrid, output_interval
-from data.trajectories import describe_solver, generate
+from data.trajectories import DivergenceCounter, describe_solver, generate, generate_bytes
 from solvers.base import ConfigError, Solver, check_choice, check_int
+from solvers.memory import require_memory
 
 GENERATION = ("cpu", "device")
 NORMALIZATIONS = ("channel", "none")
@@ -141,7 +142,7 @@ class PDEDataModule(pl.LightningDataModule):
                     torch.ones(channels, dtype=torch.float64),
                 )
             else:
-                mean, std = channel_stats(self._stats_sample())
+                mean, std = channel_stats(*self._stats_sample())
             self._normalizer = Normalizer.from_solver(self.solver, mean, std, self.time_grid.dt_out)
         return self._normalizer
 
@@ -162,7 +163,8 @@ class PDEDataModule(pl.LightningDataModule):
     def _load_trajectories(self, split: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _stats_sample(self) -> Tensor:
+    def _stats_sample(self) -> tuple[Tensor, str]:
+        """Trajectories ``[N, T, C, *S]`` to estimate the statistics from, and words naming them."""
         raise NotImplementedError
 
 
@@ -310,7 +312,14 @@ class OnlineDataModule(PDEDataModule):
         try:
             inspect_split(self.cache_path, split, self.solver)
         except ConfigError:
-            count = self.num_rollouts[split]
+            count, frames = self.num_rollouts[split], self.time_grid.frames
+            chunk = min(count, 16)  # a progress line per chunk; the data do not depend on it
+            held = count * frames * len(self.solver.channels) * self.solver.n**self.solver.ndim * 4
+            require_memory(
+                f"generating the {split} set ({count} trajectories of {frames} frames, {chunk} at a time)",
+                max(write_bytes(self.solver, frames, chunk), held),
+                f"pde.n_solve, pde.n, data.rollout_frames or data.num_{split}_trajectories",
+            )
             write_split(
                 self.cache_path,
                 split,
@@ -319,7 +328,7 @@ class OnlineDataModule(PDEDataModule):
                 count,
                 self.seed,
                 config_yaml=self.pde_yaml,
-                chunk=min(count, 16),  # a progress line per chunk; the data do not depend on it
+                chunk=chunk,
                 max_divergence_fraction=self.max_divergence_fraction,
             )
 
@@ -328,12 +337,21 @@ class OnlineDataModule(PDEDataModule):
             self._write_once(split)
             return read_trajectories(self.cache_path, split, self.solver)
 
-    def _stats_sample(self) -> Tensor:
-        times = self.time_grid.times()
-        return generate(self.solver, self.seed, "stats", range(self.stats_trajectories), times).u
+    def _stats_sample(self) -> tuple[Tensor, str]:
+        count, frames = self.stats_trajectories, self.time_grid.frames
+        require_memory(
+            f"solving the {count} statistics trajectories of {frames} frames",
+            generate_bytes(self.solver, count, frames),
+            "pde.n_solve, pde.n, data.rollout_frames or data.stats_trajectories",
+        )
+        made = generate(self.solver, self.seed, "stats", range(count), self.time_grid.times())
+        DivergenceCounter(self.max_divergence_fraction).update(made, self.solver)
+        return made.u, f"the {count} statistics trajectories of the pde config ({made.diverged} diverged)"
 
     # -------------------------------------------------------------- training stream
     def setup(self, stage: str | None = None) -> None:
+        """Place the training stream (rank, device) and refuse it, before anything is solved, if its shards'
+        replay buffers and solver calls do not fit in memory."""
         trainer = self.trainer
         if trainer is not None:
             self.stream.rank, self.stream.world_size = trainer.global_rank, trainer.world_size
@@ -344,6 +362,18 @@ class OnlineDataModule(PDEDataModule):
             elif torch.cuda.is_available():
                 device = torch.device("cuda")
         self.stream.device = device
+        if stage in (None, "fit"):
+            shards = 1 if self.generation == "device" else max(self.num_workers, 1)
+            if trainer is not None and device.type == "cpu":  # the ranks on this node share its memory
+                shards *= max(trainer.world_size // trainer.num_nodes, 1)
+            require_memory(
+                f"the training stream ({shards} shard(s), each with a replay buffer of "
+                f"{self.stream.layout['capacity']} windows and solver calls of {self.stream.solver_batch} "
+                f"trajectories of {self.stream.grid.frames} frames)",
+                shards * self.stream.memory_bytes(),
+                "data.buffer.capacity, data.solver_batch, data.frames, pde.n_solve or pde.n",
+                device,
+            )
 
     def train_dataloader(self) -> DataLoader:
         workers = 0 if self.generation == "device" else max(self.num_workers, 1)
@@ -534,7 +564,7 @@ class OfflineDataModule(PDEDataModule):
             )
         return {**data, "u": data["u"][:, ::stride], "grid": grid}
 
-    def _stats_sample(self) -> Tensor:
-        return read_trajectories(self.paths["train"], "train", self.solver, limit=self.stats_trajectories)[
-            "u"
-        ]
+    def _stats_sample(self) -> tuple[Tensor, str]:
+        path, count = self.paths["train"], self.stats_trajectories
+        sample = read_trajectories(path, "train", self.solver, limit=count)["u"]
+        return sample, f"the first {len(sample)} trajectories of {path!r} split 'train'"

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.datamodule import PDEDataModule
-from data.hdf5 import read_trajectories
+from data.hdf5 import check_finite, read_trajectories, write_failure
 from data.timegrid import TimeGrid, output_interval
 from solvers.base import ConfigError, Solver, check_int
 
@@ -47,7 +47,8 @@ def export_fno(source: str | Path, split: str, target: str | Path, config_yaml: 
 
     ``a`` ``[N, *S]`` is frame 0, ``u`` the later frames (``[N, *S]`` for one, ``[N, *S, T]`` for more), float32;
     ``t`` holds their times, ``config`` the YAML it was made with, and every PDE parameter is a vector ``[N]``.
-    Written to a temporary file and renamed, so ``target`` exists only once it is complete.
+    Written to a temporary file beside ``target``, flushed to the disk and renamed, so ``target`` exists only
+    once it is complete; a failed write (a full disk) raises :class:`ConfigError` and leaves ``source`` as it is.
     """
     data = read_trajectories(source, split)
     u = data["u"]
@@ -64,9 +65,28 @@ def export_fno(source: str | Path, split: str, target: str | Path, config_yaml: 
     }
     target = Path(target)
     partial = target.with_name(target.name + ".partial")
-    scipy.io.savemat(partial, variables, appendmat=False, do_compression=False)
-    os.replace(partial, target)
+    try:
+        with open(partial, "wb") as handle:
+            scipy.io.savemat(handle, variables, do_compression=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+        _sync_directory(target.parent)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise write_failure(
+            target, error, f"the {len(fields)} trajectories stay in {str(source)!r}"
+        ) from None
     return target
+
+
+def _sync_directory(folder: Path) -> None:
+    """Flush ``folder``'s entries to the disk (a rename is durable once its directory is)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def read_fno(path: str | Path) -> dict[str, np.ndarray]:
@@ -239,15 +259,19 @@ class FNOFileDataModule(PDEDataModule):
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
         data, rows = self._load(), self._split_rows(split)
+        check_finite(data["u"][rows], self.path, split, rows.start)
         indices = torch.arange(data["count"])[rows]
         params = {k: v[rows] for k, v in data["params"].items()}
         return {"u": data["u"][rows], "params": params, "grid": self.time_grid, "index": indices}
 
-    def _stats_sample(self) -> Tensor:
-        return self._load()["u"][: min(self.stats_trajectories, self.rows["train"])]
+    def _stats_sample(self) -> tuple[Tensor, str]:
+        sample = self._load()["u"][: min(self.stats_trajectories, self.rows["train"])]
+        check_finite(sample, self.path, "train")
+        return sample, f"the first {len(sample)} training rows of {self.path!r}"
 
     def train_dataloader(self) -> DataLoader:
         data, rows = self._load(), self._split_rows("train")
+        check_finite(data["u"][rows], self.path, "train")
         if self.time_history + self.target_frames > data["u"].shape[1]:
             raise ConfigError(
                 f"{self.path!r} has {data['u'].shape[1]} frames per sample; time_history + target_frames = "

@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.fno_format import export_fno, read_fno
-from data.hdf5 import write_split
+from data.hdf5 import write_bytes, write_split
 from data.timegrid import TimeGrid
 from solvers.base import ConfigError, Solver, check_choice
+from solvers.memory import require_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -30,8 +31,9 @@ FORMATS = ("pdestream", "fno")
 
 
 def run(cfg: DictConfig) -> str:
-    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``) and return the file's path; bad input
-    raises :class:`ConfigError` before any trajectory is solved. A complete ``format=fno`` file is kept."""
+    """Generate one split as ``cfg`` says (see ``conf/generate.yaml``) and return the file's path; bad input,
+    and a configuration that needs more memory than the machine has, raise :class:`ConfigError` before any
+    trajectory is solved. A complete ``format=fno`` file is kept."""
     check_choice("dtype", cfg.dtype, DTYPES)
     check_choice("format", cfg.format, FORMATS)
     require_writable(Path(str(cfg.path)).parent, "the directory of path")
@@ -51,6 +53,13 @@ def run(cfg: DictConfig) -> str:
         check_fno_request(cfg, solver, path)
         if path.exists():
             return str(path)
+    processes = max(workers, 1)
+    require_memory(
+        f"generating {cfg.chunk} trajectories of {cfg.frames} frames at a time in {processes} process(es)",
+        write_bytes(solver, cfg.frames, cfg.chunk, workers, DTYPES[cfg.dtype]),
+        "pde.n_solve, pde.n, frames, chunk or workers",
+        device,
+    )
     write_split(
         working,
         cfg.split,

@@ -11,16 +11,21 @@ Layout of one split group (``train``, ``val``, ``test``)::
 Group attributes: ``config`` (composed config, YAML), ``pdestream_version``, ``solver_class``,
 ``solver`` (JSON of the solver settings), ``seed``, ``dt_out``, ``num_trajectories`` (target),
 ``num_written``, ``next_index``, ``attempted``, ``diverged`` and ``complete`` (1 only once all
-``num_trajectories`` rows are written). Rows are written in chunks; the counters are updated after the
-rows and flushed, so an interrupted write resumes at ``num_written`` and is never read as complete.
+``num_trajectories`` rows are written). Rows are written in chunks, each flushed to the disk (``fsync``)
+and read back before the counters are updated and flushed in turn, so the counters count only rows known to
+be on the disk: an interrupted or failed write (a full disk) resumes at ``num_written`` and is never read as
+complete. Reading refuses trajectories that hold NaN or inf.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -36,11 +41,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.progress import Progress
 from data.timegrid import TimeGrid
-from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate
+from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate, generate_bytes
 from solvers.base import ConfigError, Solver, check_int
 
 RESERVED = ("u", "trajectory", "t", "channel", "x", "y")
 SPATIAL = ("x", "y")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""The errors of a write that more free space (or quota) would let through."""
+RESERVE_SLACK = 2**18
+"""Bytes reserved beyond a write's rows for what HDF5 adds with them (chunk index nodes, attributes: a few kB)."""
 
 
 def pdestream_version() -> str:
@@ -50,12 +59,15 @@ def pdestream_version() -> str:
         return "unknown"
 
 
-def _open(path: str | Path, mode: str = "r") -> h5py.File:
-    """Open an HDF5 file; a missing, truncated or corrupt file gives one :class:`ConfigError`."""
-    if mode == "r" and not Path(path).is_file():
-        raise ConfigError(f"data file {str(path)!r} does not exist")
+def _open(path: str | Path, mode: str = "r", **options: Any) -> h5py.File:
+    """Open an HDF5 file (``options`` go to ``h5py.File``); a missing, truncated or corrupt file gives one
+    :class:`ConfigError`. The ``OSError`` of a new file that cannot be created is left to the writer."""
+    if not Path(path).is_file():
+        if mode == "r":
+            raise ConfigError(f"data file {str(path)!r} does not exist")
+        return h5py.File(path, mode, **options)
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, **options)
     except OSError as error:
         remedy = (
             "regenerate it with python -m data.generate"
@@ -194,9 +206,8 @@ def _create_split(
     for name in solver.params:
         if name in RESERVED:
             raise ConfigError(f"parameter name {name!r} collides with a file variable; reserved: {RESERVED}")
-        group.create_dataset(name, shape=(num_trajectories,), dtype="f8").dims[0].attach_scale(
-            group["trajectory"]
-        )
+        zeros = np.zeros(num_trajectories)  # allocated now, in the space reserved for the new split
+        group.create_dataset(name, data=zeros).dims[0].attach_scale(group["trajectory"])
     group.attrs.update(attrs)
     group.attrs.update(num_written=0, next_index=0, attempted=0, diverged=0, complete=0)
     return group
@@ -224,6 +235,11 @@ def write_split(
     ``workers`` DataLoader processes on the CPU, or in this process on ``device``); diverged ones are
     skipped (their indices are absent from the ``trajectory`` coordinate) and counted. An existing
     split with different settings is refused.
+
+    Each chunk's disk space is reserved before HDF5 writes it (:func:`_reserve`), and the chunk is flushed to
+    the disk and read back before the counters count it. A failed write (a full disk, an I/O error) raises
+    :class:`ConfigError` saying how many trajectories are safely written, and rerunning resumes after them; a
+    split this call created without writing a row is removed again (the whole file if this call created it).
     """
     check_int("num_trajectories", num_trajectories, 1)
     check_int("chunk", chunk, 1)
@@ -236,53 +252,177 @@ def write_split(
         "num_trajectories": num_trajectories,
         "dt_out": grid.dt_out,
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with _open(path, "a") as file:
-        if split in file:
-            group = file[split]
-            _check_resumable(path, split, group, identity, grid)
-        else:
-            attrs = {**identity, "config": config_yaml, "pdestream_version": pdestream_version()}
-            group = _create_split(file, split, solver, grid, num_trajectories, attrs)
-        written = int(group.attrs["num_written"])
-        counter = DivergenceCounter(
-            max_divergence_fraction, int(group.attrs["attempted"]), int(group.attrs["diverged"])
-        )
-        bar = Progress(
-            num_trajectories,
-            f"generating {split} split of {Path(path).name}",
-            "trajectories",
-            progress,
-            done=written,
-        )
-        start = int(group.attrs["next_index"])
-        chunks = _Chunks(solver, seed, split, grid, start, chunk, device, dtype)
-        for k, made in enumerate(_run_chunks(chunks, workers) if written < num_trajectories else ()):
-            counter.update(made, solver)
-            take = min(len(made.index), num_trajectories - written)
-            rows = slice(written, written + take)
-            group["u"][rows] = made.u[:take].float().cpu().numpy()
-            group["trajectory"][rows] = made.index[:take].numpy()
-            for name, values in made.params.items():
-                group[name][rows] = values[:take].numpy()
-            file.flush()
-            written += take
-            complete = take < len(made.index) or written == num_trajectories
-            next_index = int(made.index[take - 1]) + 1 if complete and take else start + (k + 1) * chunk
-            group.attrs.update(
-                num_written=written,
-                next_index=next_index,
-                attempted=counter.attempted,
-                diverged=counter.diverged,
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed, created, safe = path.exists(), False, 0  # safe: rows whose counters are on the disk
+    bar: Progress | None = None
+    try:
+        with _writing(path) as file:
+            if split in file:
+                group = file[split]
+                _check_resumable(path, split, group, identity, grid)
+            else:
+                created = True
+                _reserve(file, 8 * num_trajectories * (1 + len(solver.params)) + 8 * len(grid.times()))
+                attrs = {**identity, "config": config_yaml, "pdestream_version": pdestream_version()}
+                group = _create_split(file, split, solver, grid, num_trajectories, attrs)
+                _sync(file)
+            safe = written = int(group.attrs["num_written"])
+            counter = DivergenceCounter(
+                max_divergence_fraction, int(group.attrs["attempted"]), int(group.attrs["diverged"])
             )
-            file.flush()
-            bar.update_to(written)
-            if written == num_trajectories:
-                group.attrs["complete"] = 1
-                file.flush()
-                break
-        bar.close()
+            bar = Progress(
+                num_trajectories,
+                f"generating {split} split of {path.name}",
+                "trajectories",
+                progress,
+                done=written,
+            )
+            start = int(group.attrs["next_index"])
+            chunks = _Chunks(solver, seed, split, grid, start, chunk, device, dtype)
+            columns = [group[name] for name in ("u", "trajectory", *solver.params)]
+            for k, made in enumerate(_run_chunks(chunks, workers) if written < num_trajectories else ()):
+                counter.update(made, solver)
+                take = min(len(made.index), num_trajectories - written)
+                values = [made.u[:take].float().cpu().numpy(), made.index[:take].numpy()]
+                values += [made.params[name][:take].numpy() for name in solver.params]
+                _write_verified(file, columns, slice(written, written + take), values)
+                written += take
+                complete = take < len(made.index) or written == num_trajectories
+                next_index = int(made.index[take - 1]) + 1 if complete and take else start + (k + 1) * chunk
+                group.attrs.update(
+                    num_written=written,
+                    next_index=next_index,
+                    attempted=counter.attempted,
+                    diverged=counter.diverged,
+                    complete=int(written == num_trajectories),
+                )
+                _sync(file)
+                safe = written
+                bar.update_to(written)
+                if written == num_trajectories:
+                    break
+    except OSError as error:  # reserving, writing, flushing, reading back or closing failed
+        if created and safe == 0:
+            _discard(path, split, whole_file=not existed)
+        kept = f"{safe} of {num_trajectories} trajectories of split {split!r} are safely written"
+        raise write_failure(path, error, kept) from None
+    finally:
+        if bar is not None:
+            bar.close()
     return inspect_split(path, split)
+
+
+def write_bytes(
+    solver: Solver, frames: int, chunk: int, workers: int = 0, dtype: torch.dtype = torch.float32
+) -> int:
+    """About the peak memory (bytes) of :func:`write_split`: ``max(workers, 1)`` processes each solving a
+    chunk (:func:`~data.trajectories.generate_bytes`), the chunks a DataLoader prefetches (two per worker),
+    and the chunk being written and read back."""
+    rows = chunk * frames * len(solver.channels) * solver.n**solver.ndim * 4
+    return max(workers, 1) * generate_bytes(solver, chunk, frames, dtype) + (2 * workers + 2) * rows
+
+
+def write_failure(path: str | Path, error: OSError, kept: str) -> ConfigError:
+    """The sentence for a write of ``path`` that failed with ``error``: the cause, what is kept (``kept``)
+    and what to do."""
+    if error.errno in DISK_FULL:
+        return ConfigError(
+            f"disk full while writing {str(path)!r}: {kept}; free space and rerun the same command to resume"
+        )
+    reason = (error.strerror or str(error)).split(" (", 1)[0]
+    return ConfigError(
+        f"could not write {str(path)!r} ({reason}): {kept}; fix that and rerun the same command to resume"
+    )
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[h5py.File]:
+    """``path`` opened for writing without a chunk cache (so a failed write raises where it happens, not when
+    the cache is evicted); closing it after a failure does not mask that failure."""
+    file = _open(path, "a", rdcc_nbytes=0)
+    try:
+        yield file
+    except BaseException:
+        with contextlib.suppress(OSError, RuntimeError):
+            file.close()
+        raise
+    try:
+        file.close()
+    except RuntimeError as error:
+        raise _os_error(error) from None
+
+
+def _reserve(file: h5py.File, nbytes: int) -> None:
+    """Allocate disk space for ``nbytes`` (and :data:`RESERVE_SLACK`) past the end of ``file`` before HDF5
+    writes there.
+
+    A full disk then fails here, with HDF5's state intact: HDF5 that meets it itself, while flushing its
+    metadata, can neither flush nor close the file again and crashes the process at exit. :func:`_sync`
+    gives back what was not used. Where the system or file system cannot reserve space (macOS, some network
+    file systems) nothing is reserved.
+    """
+    try:
+        os.posix_fallocate(file.id.get_vfd_handle(), file.id.get_filesize(), nbytes + RESERVE_SLACK)
+    except AttributeError:
+        pass
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _sync(file: h5py.File) -> None:
+    """Flush ``file`` to the operating system, cut what :func:`_reserve` left unused and flush it to the disk,
+    so that a write error surfaces here."""
+    try:
+        file.flush()
+    except RuntimeError as error:
+        raise _os_error(error) from None
+    handle, size = file.id.get_vfd_handle(), file.id.get_filesize()
+    if os.fstat(handle).st_size > size:
+        os.ftruncate(handle, size)
+    os.fsync(handle)
+
+
+def _os_error(error: RuntimeError) -> OSError:
+    """The ``OSError`` behind h5py's ``RuntimeError`` for a failed flush or close (its errno is in HDF5's
+    message; ``EIO`` where it is not)."""
+    found = re.search(r"errno = (\d+)", str(error))
+    return OSError(int(found.group(1)) if found else errno.EIO, str(error))
+
+
+def _write_verified(
+    file: h5py.File, datasets: list[h5py.Dataset], rows: slice, values: list[np.ndarray]
+) -> None:
+    """Write ``values`` into ``rows`` of ``datasets`` (in space reserved for them), flush them to the disk
+    and read them back.
+
+    Raises:
+        OSError: the reservation, a write or the flush failed, or the rows read back differ from ``values``
+            (``EIO``).
+    """
+    _reserve(file, sum(value.nbytes for value in values))
+    for dataset, value in zip(datasets, values, strict=True):
+        dataset[rows] = value
+    _sync(file)
+    for dataset, value in zip(datasets, values, strict=True):
+        if not np.array_equal(dataset[rows], value, equal_nan=True):
+            raise OSError(
+                errno.EIO,
+                f"rows {rows.start} to {rows.stop - 1} of {dataset.name} read back differ from those written",
+            )
+
+
+def _discard(path: Path, split: str, whole_file: bool) -> None:
+    """Remove a split that failed before its first row was written (the whole file if it was new), so that a
+    rerun creates it afresh; a removal that fails too leaves it for the rerun to report."""
+    with contextlib.suppress(OSError):
+        if whole_file:
+            path.unlink(missing_ok=True)
+        else:
+            with h5py.File(path, "a") as file:
+                if split in file:
+                    del file[split]
 
 
 def _run_chunks(chunks: _Chunks, workers: int) -> Iterator[Trajectories]:
@@ -320,18 +460,33 @@ def read_trajectories(
     """A split (its first ``limit`` trajectories) in memory.
 
     Returns ``u`` ``[N, T, C, *S]`` (float32), ``params`` ``{name: [N]}``, the :class:`~data.timegrid.TimeGrid`
-    ``grid`` and ``index`` ``[N]`` (each trajectory's index in its seed stream).
+    ``grid`` and ``index`` ``[N]`` (each trajectory's index in its seed stream); trajectories that hold NaN or
+    inf are refused (:func:`check_finite`).
     """
     info = inspect_split(path, split, solver)
     rows = slice(0, limit)
     with _open(path) as file:
         group = file[split]
+        u = torch.from_numpy(group["u"][rows])
+        check_finite(u, path, split)
         return {
-            "u": torch.from_numpy(group["u"][rows]),
+            "u": u,
             "params": {name: torch.from_numpy(group[name][rows]) for name in info.param_names},
             "grid": info.grid,
             "index": torch.from_numpy(group["trajectory"][rows]),
         }
+
+
+def check_finite(u: Tensor, path: str | Path, split: str, first: int = 0) -> None:
+    """Refuse trajectories ``u`` ``[N, ...]``, rows ``first … first + N - 1`` of ``split`` in ``path``, that hold
+    NaN or inf, naming the first such row."""
+    finite = torch.isfinite(u.reshape(len(u), -1)).all(dim=1)
+    if not bool(finite.all()):
+        row = first + int((~finite).nonzero()[0])
+        raise ConfigError(
+            f"{str(path)!r} split {split!r} holds non-finite values (NaN or inf), first in trajectory {row}: "
+            "regenerate the file (a cache file: delete it) or give another"
+        )
 
 
 def open_dataset(path: str | Path, split: str) -> xr.Dataset:
@@ -341,7 +496,8 @@ def open_dataset(path: str | Path, split: str) -> xr.Dataset:
 
 
 class HDF5Windows(Dataset):
-    """Training windows read lazily from a split: sample ``i`` is window ``i % W`` of trajectory ``i // W``.
+    """Training windows read lazily from a split: sample ``i`` is window ``i % W`` of trajectory ``i // W``
+    (a window holding NaN or inf is refused, naming its trajectory).
 
     A window is ``time_history + target_frames`` frames ``stride`` file frames apart (so the model's
     interval is ``stride · dt_file``). The file is opened on first access in each process (never
@@ -393,6 +549,7 @@ class HDF5Windows(Dataset):
         trajectory, start = divmod(i, self.windows)
         frames = self._group()["u"][trajectory, start : start + self.span : self.stride]
         window = torch.from_numpy(frames)
+        check_finite(window[None], self.path, self.split, trajectory)
         return {
             "x": window[: self.time_history],
             "y": window[self.time_history :],

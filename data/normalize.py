@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from solvers.base import TIME_SCALE, ParamSpec, Solver
+from solvers.base import TIME_SCALE, ConfigError, ParamSpec, Solver
 
 TIME_STEP = "dt"
 """The conditioning vector's last entry: the model's time step."""
@@ -79,7 +79,9 @@ class Normalizer(nn.Module):
     ) -> None:
         super().__init__()
         if bool((std <= 0).any()) or not bool(torch.isfinite(std).all() and torch.isfinite(mean).all()):
-            raise ValueError(f"Normalizer: std must be finite and > 0, got {std.tolist()}")
+            raise ValueError(
+                f"Normalizer: mean and std must be finite with std > 0; got mean {mean.tolist()} and std {std.tolist()}"
+            )
         self.layout = CondLayout(tuple(param_names))
         self.register_buffer("mean", mean.double().clone())
         self.register_buffer("std", std.double().clone())
@@ -150,8 +152,20 @@ class Normalizer(nn.Module):
         self.layout = CondLayout(tuple(state["param_names"]))
 
 
-def channel_stats(u: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and standard deviation (float64) of ``[N, T, C, *S]``; a zero std becomes 1."""
+def channel_stats(u: Tensor, source: str = "the data") -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation (float64) of ``[N, T, C, *S]``; a zero std becomes 1.
+
+    Raises:
+        ConfigError: the statistics are not finite (``u`` holds NaN or inf, or nothing); the sentence names
+            ``source``, the trajectories ``u`` are.
+    """
     values = u.double().transpose(0, 2).reshape(u.shape[2], -1)
-    mean, std = values.mean(dim=1), values.std(dim=1)
+    none = torch.full((u.shape[2],), math.nan, dtype=torch.float64)  # fewer than two values: no statistics
+    mean, std = (values.mean(dim=1), values.std(dim=1)) if values.shape[1] > 1 else (none, none)
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise ConfigError(
+            f"the normalisation statistics of {source} are not finite (per-channel mean {mean.tolist()}, std "
+            f"{std.tolist()}) because those trajectories hold NaN or inf or there are none; fix their source or "
+            "set data.normalize=none"
+        )
     return mean, torch.where(std > 0, std, torch.ones_like(std))

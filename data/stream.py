@@ -32,7 +32,7 @@ from data.normalize import CondLayout
 from data.progress import Progress
 from data.sampling import ADAPTIVE_KEYS, ParameterSampler
 from data.timegrid import TimeGrid
-from data.trajectories import DivergenceCounter, Trajectories, generate
+from data.trajectories import DivergenceCounter, Trajectories, generate, generate_bytes
 from solvers.base import ConfigError, Solver, check_int
 
 STREAM_KEY = "stream"
@@ -169,6 +169,14 @@ class TrajectoryStream(IterableDataset):
         config = {"policy": "reservoir", "capacity": 16384, "max_reuse": 4, "watermark": 4096}
         config.update(self.buffer_config)
         return ReplayBuffer(seed=seed, **config)
+
+    def memory_bytes(self) -> int:
+        """About the peak memory (bytes) of one shard: its replay buffer's windows, a solver call
+        (:func:`~data.trajectories.generate_bytes`) and the windows cut from it."""
+        frame = len(self.solver.channels) * self.solver.n**self.solver.ndim
+        windows = self._make_buffer(0).capacity + self.solver_batch * self.windows_per_trajectory
+        window_bytes = 4 * frame * (self.time_history + self.target_frames)
+        return window_bytes * windows + generate_bytes(self.solver, self.solver_batch, self.grid.frames)
 
     @property
     def layout(self) -> dict[str, Any]:

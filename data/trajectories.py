@@ -110,6 +110,13 @@ class Trajectories:
     message: str = ""
 
 
+def generate_bytes(solver: Solver, batch: int, frames: int, dtype: torch.dtype = torch.float32) -> int:
+    """About the peak memory (bytes) of :func:`generate` for ``batch`` trajectories of ``frames`` frames: the
+    float64 initial conditions and the solve (:meth:`~solvers.base.Solver.solve_bytes`)."""
+    initial = batch * len(solver.channels) * solver.n_solve**solver.ndim * 8
+    return initial + solver.solve_bytes(batch, frames, dtype)
+
+
 def generate(
     solver: Solver,
     seed: int,
@@ -128,15 +135,15 @@ def generate(
     it must consume the generator as the solver does, so that the initial conditions stay the same.
     """
     params: list[dict[str, Tensor]] = []
-    states = []
+    u0 = torch.empty(len(indices), len(solver.channels), *[solver.n_solve] * solver.ndim, dtype=torch.float64)
     for row, index in enumerate(indices):
         generator = torch.Generator().manual_seed(trajectory_seed(seed, split, index))
         params.append(
             solver.sample_params(1, generator) if draw_params is None else draw_params(generator, row)
         )
-        states.append(solver.initial_condition(1, generator, device="cpu", dtype=torch.float64))
+        u0[row] = solver.initial_condition(1, generator, device="cpu", dtype=torch.float64)[0]
     batch_params = {name: torch.cat([p[name] for p in params]) for name in solver.params}
-    u0 = torch.cat(states).to(device=device, dtype=dtype)
+    u0 = u0.to(device=device, dtype=dtype)
     index = torch.as_tensor(list(indices), dtype=torch.int64)
     try:
         u = solver.solve(u0, times, {k: v.to(device) for k, v in batch_params.items()})

@@ -39,6 +39,10 @@ jobs ran. So a CPU solve runs every operation on one thread, and larger solves s
 synchronisation per solve instead of one per operation; a descheduled part delays only itself).
 ATen's own element-wise kernels stay serial below 32768 elements for the same reason."""
 
+OUTPUT_COPIES = 3
+"""Copies of an output frame at the peak of :meth:`Solver.solve`: the frames collected one by one, their
+stack, and the allocator's slack of the per-frame temporaries between them (measured: 2.4-3.2 on the CPU)."""
+
 ParamValue = float | Sequence[Any]
 """A PDE parameter in a config: a number (fixed) or ``[low, high]`` (uniform) or ``[low, high, "log"]``."""
 
@@ -252,6 +256,10 @@ class Solver(ABC):
     }
     """``name → (meaning, units)`` of each parameter, for the axes and tables that show it; a subclass adds
     its own to these."""
+    work_fields: float = 32.0
+    """Peak memory of :meth:`solve` besides its outputs, per trajectory, in fields of the solve grid (state,
+    stages, FFT buffers, the allocator's slack): each solver sets its own, measured as peak RSS growth
+    (``tests/data/test_memory.py``)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -387,6 +395,14 @@ class Solver(ABC):
         n, dx = (self.n_solve, self.dx_solve) if solve else (self.n, self.dx)
         axis = (torch.arange(n, dtype=torch.float64) * dx).to(device=device, dtype=dtype)
         return tuple(torch.meshgrid(*[axis] * self.ndim, indexing="ij")) if self.ndim > 1 else (axis,)
+
+    def solve_bytes(self, batch: int, frames: int, dtype: torch.dtype = torch.float32) -> int:
+        """About the peak memory (bytes) that :meth:`solve` of ``batch`` trajectories at ``frames`` output
+        times takes on its device: :attr:`work_fields` fields on the solve grid per trajectory, and every
+        output frame :data:`OUTPUT_COPIES` times."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        fields = self.work_fields * self.n_solve**self.ndim + OUTPUT_COPIES * frames * self.n**self.ndim
+        return math.ceil(batch * len(self.channels) * itemsize * fields)
 
     # ----------------------------------------------------------------- hooks
     @abstractmethod

@@ -1,5 +1,7 @@
 """DataModules: cached rollout sets, normalisation, offline files, checkpoint resume under Lightning."""
 
+import errno
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 import data.datamodule as datamodule_module
-from data import OfflineDataModule, OnlineDataModule, inspect_split, write_split
+from data import Normalizer, OfflineDataModule, OnlineDataModule, inspect_split, write_split
 from data.generate import run as generate_run
 from data.timegrid import TimeGrid
 from data.trajectories import generate
@@ -339,3 +341,68 @@ def test_runs_started_together_share_one_cache_file(tmp_path, heat1d, monkeypatc
     for thread in threads:
         thread.join()
     assert writes == ["test"] and torch.equal(results[0], results[1])
+
+
+def test_a_full_disk_while_caching_stops_with_one_sentence(tmp_path, heat1d, monkeypatch):
+    """The validation cache is written as any generated file: nothing unverified is counted, and a cache
+    file created without one verified row is removed, so the next run generates it afresh."""
+    dm = online(tmp_path, heat1d)
+    original = h5py.Dataset.__setitem__
+
+    def full(self, key, value):
+        if self.name == "/val/u":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+    with pytest.raises(ConfigError) as stopped:
+        dm.prepare_data()
+    assert str(stopped.value) == (
+        f"disk full while writing {str(dm.cache_path)!r}: 0 of 5 trajectories of split 'val' are safely written; "
+        "free space and rerun the same command to resume"
+    )
+    assert not dm.cache_path.exists()
+    monkeypatch.undo()
+    assert dm.trajectories("val")["u"].shape == (5, 6, 1, 16)
+
+
+def test_non_finite_validation_and_training_data_are_refused(tmp_path, heat1d):
+    dm = online(tmp_path, heat1d)
+    dm.prepare_data()
+    with h5py.File(dm.cache_path, "a") as file:
+        file["val"]["u"][2, 3, 0, 4] = float("nan")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{re.escape(repr(str(dm.cache_path)))} split 'val' holds non-finite values \(NaN or inf\), "
+        r"first in trajectory 2: regenerate the file \(a cache file: delete it\) or give another$",
+    ):
+        online(tmp_path, heat1d).trajectories("val")
+    path = tmp_path / "heat.h5"
+    for split in ("train", "val", "test"):
+        write_split(path, split, heat1d, TimeGrid(0.1, 0.2, 6), 4, seed=0, progress=False)
+    with h5py.File(path, "a") as file:
+        file["train"]["u"][1, 5, 0, 0] = float("inf")
+    offline = OfflineDataModule(heat1d, {split: str(path) for split in ("train", "val", "test")})
+    with pytest.raises(
+        ConfigError, match=r"split 'train' holds non-finite values \(NaN or inf\), first in trajectory 1"
+    ):
+        _ = offline.normalizer
+
+
+def test_non_finite_statistics_are_one_consistent_sentence(tmp_path):
+    """Statistics trajectories that all diverge leave no data: the sentence says which statistics, from what,
+    and what to do (it used to blame a std of [1.0] for not being finite)."""
+    dm = online(tmp_path, Heat(n=16, dt=0.1, nu=-1.0, blowup=1.0), stats_trajectories=4)
+    with pytest.raises(ConfigError) as refused:
+        _ = dm.normalizer
+    assert str(refused.value) == (
+        "the normalisation statistics of the 4 statistics trajectories of the pde config (4 diverged) are not "
+        "finite (per-channel mean [nan], std [nan]) because those trajectories hold NaN or inf or there are "
+        "none; fix their source or set data.normalize=none"
+    )
+    with pytest.raises(
+        ValueError, match=r"mean and std must be finite with std > 0; got mean \[nan\] and std \[1\.0\]"
+    ):
+        Normalizer(
+            torch.tensor([float("nan")]), torch.ones(1), [], torch.zeros(1), torch.ones(1), torch.zeros(1)
+        )

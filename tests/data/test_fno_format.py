@@ -3,6 +3,7 @@ subsampled as the reference scripts do."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import h5py
@@ -187,3 +188,42 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path: Path) -> None:
     for path in (garbage, empty):
         with pytest.raises(ConfigError, match=r"is not a readable MATLAB file"):
             read_fno(path)
+
+
+def test_a_full_disk_while_exporting_keeps_the_generated_trajectories(
+    tmp_path: Path, fno_file: Path, monkeypatch
+):
+    """The .mat is written beside its target and renamed once on the disk: a full disk leaves no .mat, no
+    temporary file, and the trajectories in the working file, which the rerun exports."""
+    path = tmp_path / "b.mat"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scipy.io, "savemat", full)
+    working = tmp_path / "b.mat.partial.h5"
+    with pytest.raises(ConfigError) as stopped:
+        generate(path)
+    assert str(stopped.value) == (
+        f"disk full while writing {str(path)!r}: the {SAMPLES} trajectories stay in {str(working)!r}; "
+        "free space and rerun the same command to resume"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [working.name]
+    monkeypatch.undo()
+    monkeypatch.setattr(Burgers, "solve", lambda *a, **k: pytest.fail("solved again"))
+    generate(path)
+    np.testing.assert_array_equal(scipy.io.loadmat(path)["u"], scipy.io.loadmat(fno_file)["u"])
+
+
+def test_non_finite_rows_are_refused_with_their_split(tmp_path: Path, fno_file: Path) -> None:
+    found = scipy.io.loadmat(fno_file)
+    found["u"][7, 8] = np.nan  # row 7, a point pde.n=128 keeps: the second validation row (ntrain=6, nval=2)
+    path = tmp_path / "nan.mat"
+    scipy.io.savemat(path, {k: v for k, v in found.items() if not k.startswith("__")})
+    dm = FNOFileDataModule(solver(n=128), str(path), ntrain=6, nval=2, ntest=3)
+    assert dm.trajectories("test")["u"].shape[0] == 3
+    with pytest.raises(
+        ConfigError,
+        match=r"nan\.mat' split 'val' holds non-finite values \(NaN or inf\), first in trajectory 7",
+    ):
+        dm.trajectories("val")

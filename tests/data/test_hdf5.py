@@ -1,4 +1,11 @@
-"""HDF5 files: round trip, xarray, resumable writes, lazy windows, clear errors for bad files."""
+"""HDF5 files: round trip, xarray, resumable writes, full disks, lazy windows, clear errors for bad files."""
+
+import errno
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -10,9 +17,11 @@ from torch.utils.data import DataLoader
 from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectories, write_split
 from data.timegrid import TimeGrid
 from data.trajectories import generate
+from solvers import KuramotoSivashinsky
 from solvers.base import ConfigError
 from tests.data.conftest import Heat
 
+ROOT = Path(__file__).resolve().parents[2]
 GRID = TimeGrid(0.1, 0.2, 6)
 
 
@@ -144,3 +153,143 @@ def test_windows_read_lazily_with_stride(tmp_path, heat1d):
     assert sum(len(b["x"]) for b in batches) == 20 and batches[0]["params"]["nu"].shape == (5,)
     with pytest.raises(ConfigError, match="needs 11"):
         HDF5Windows(path, "train", 5, 1, stride=2)
+
+
+def fails_at(monkeypatch, method, call, error, name="/train/u"):
+    """Make the ``call``-th use of ``h5py`` ``method`` (on dataset ``name`` where it is a dataset's) raise."""
+    cls, attr = method.rsplit(".", 1)
+    owner = {"Dataset": h5py.Dataset, "File": h5py.File}[cls]
+    original, calls = getattr(owner, attr), []
+
+    def failing(self, *args):
+        if cls == "File" or self.name == name:
+            calls.append(1)
+            if len(calls) == call:
+                raise error
+        return original(self, *args)
+
+    monkeypatch.setattr(owner, attr, failing)
+
+
+FULL = OSError(errno.ENOSPC, "No space left on device")
+FLUSH_FULL = RuntimeError(  # how h5py reports a metadata flush that hit a full disk
+    "Unable to flush file (file write failed: time = now, filename = 'x.h5', file descriptor = 3, errno = 28, "
+    "error message = 'No space left on device', buf = 0x0, total write size = 288, bytes this sub-write = 288)"
+)
+
+
+@pytest.mark.parametrize(
+    ("method", "call", "error"),
+    [("Dataset.__setitem__", 2, FULL), ("File.flush", 4, FLUSH_FULL)],
+    ids=["write", "flush"],
+)
+def test_a_full_disk_stops_with_one_sentence_and_the_verified_rows_resume(
+    tmp_path, heat1d, monkeypatch, method, call, error
+):
+    """The second chunk's rows (or their flush) hit a full disk: the first chunk stays counted, nothing
+    claims completeness, and the rerun finishes the file as an uninterrupted write would."""
+    write(tmp_path / "full.h5", heat1d)
+    path = tmp_path / "part.h5"
+    fails_at(monkeypatch, method, call, error)
+    with pytest.raises(ConfigError) as stopped:
+        write(path, heat1d)
+    assert str(stopped.value) == (
+        f"disk full while writing {str(path)!r}: 4 of 10 trajectories of split 'train' are safely written; "
+        "free space and rerun the same command to resume"
+    )
+    with pytest.raises(ConfigError, match="incomplete: 4 of 10 trajectories written"):
+        inspect_split(path, "train")
+    monkeypatch.undo()
+    write(path, heat1d)
+    assert torch.equal(
+        read_trajectories(path, "train")["u"], read_trajectories(tmp_path / "full.h5", "train")["u"]
+    )
+
+
+def test_rows_that_read_back_differ_are_never_counted(tmp_path, heat1d, monkeypatch):
+    """A write that lands as zeros (the failure the chunk cache used to hide) stops the write; a file this
+    call created without one verified row is removed."""
+    original = h5py.Dataset.__getitem__
+
+    def zeros(self, key):
+        values = original(self, key)
+        return np.zeros_like(values) if self.name == "/train/u" else values
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", zeros)
+    path = tmp_path / "heat.h5"
+    with pytest.raises(ConfigError) as stopped:
+        write(path, heat1d)
+    assert str(stopped.value) == (
+        f"could not write {str(path)!r} (rows 0 to 3 of /train/u read back differ from those written): "
+        "0 of 10 trajectories of split 'train' are safely written; fix that and rerun the same command to resume"
+    )
+    assert not path.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 700 kB tmpfs mounted at ``tmp_path / "disk"`` (needs root), too small for the 1.3 MB written to it;
+    unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)], capture_output=True, text=True
+        )
+        if shutil.which("mount")
+        else None
+    )
+    if mounted is None or mounted.returncode:
+        reason = "no mount command" if mounted is None else mounted.stderr.strip() or "mount failed"
+        pytest.skip(f"mounting a small tmpfs is impossible here ({reason}): the full-disk test needs root")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_real_full_disk_exits_2_and_the_rerun_resumes(small_disk, tmp_path):
+    """The issue's reproduction on a real full file system: one sentence and exit status 2 (no crash at
+    exit, no file that claims completeness); with space freed, the write resumes and ends as an uninterrupted
+    one."""
+    path = small_disk / "ks.h5"
+    settings = "pde=ks pde.n=64 num_trajectories=128 frames=40 chunk=16 workers=0 progress=false"
+    command = [sys.executable, "-m", "data.generate", *settings.split(), f"path={path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, lines
+    found = re.fullmatch(
+        rf"generation error: disk full while writing {re.escape(repr(str(path)))}: (\d+) of 128 trajectories of "
+        r"split 'train' are safely written; free space and rerun the same command to resume",
+        lines[0],
+    )
+    assert found and 0 < int(found.group(1)) < 128, lines[0]
+    with h5py.File(path, "r") as file:
+        assert (
+            file["train"].attrs["num_written"] == int(found.group(1)) and file["train"].attrs["complete"] == 0
+        )
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    solver = KuramotoSivashinsky(n=64, dt_out=1.0)
+    grid = TimeGrid.of_solver(solver, 40)
+    write_split(path, "train", solver, grid, 128, seed=0, chunk=16, progress=False)
+    write_split(tmp_path / "ref.h5", "train", solver, grid, 128, seed=0, chunk=16, progress=False)
+    assert torch.equal(
+        read_trajectories(path, "train")["u"], read_trajectories(tmp_path / "ref.h5", "train")["u"]
+    )
+
+
+def test_non_finite_trajectories_are_refused_where_they_are_read(tmp_path, heat1d):
+    path = tmp_path / "heat.h5"
+    write(path, heat1d)
+    with h5py.File(path, "a") as file:
+        file["train"]["u"][3, 2, 0, 5] = np.nan
+        file["train"]["u"][7, 0, 0, 0] = np.inf
+    pattern = (
+        rf"^{re.escape(repr(str(path)))} split 'train' holds non-finite values \(NaN or inf\), first in trajectory "
+        r"3: regenerate the file \(a cache file: delete it\) or give another$"
+    )
+    with pytest.raises(ConfigError, match=pattern):
+        read_trajectories(path, "train")
+    assert read_trajectories(path, "train", limit=3)["u"].shape[0] == 3  # the rows before it are fine
+    windows = HDF5Windows(path, "train", time_history=2, target_frames=1, solver=heat1d)
+    assert torch.isfinite(windows[3 * windows.windows + 3]["x"]).all()  # frames 3 to 5 of trajectory 3
+    with pytest.raises(ConfigError, match=pattern):
+        windows[3 * windows.windows + 1]  # frames 1 to 3
