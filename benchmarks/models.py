@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from benchmarks.fno_reference import neuraloperator_fno
 from training import presets
 
 GRIDS = {1: (256,), 2: (64, 64)}
@@ -38,23 +39,11 @@ def build(model: str, ndim: int) -> tuple[torch.nn.Module, int]:
     if model != NEURALOP:
         net = presets.build(model, ndim=ndim, **SHAPE)
         return net, net.num_parameters()
-    from neuralop.models import FNO
-
     preset = OmegaConf.load(presets.PRESET_DIR / "fno.yaml")
-    modes, width = preset["modes"], preset["width"]
-    # neuraloperator counts modes per axis in total (positive and negative), the last axis keeping
-    # n_modes // 2 + 1 real-FFT coefficients: 2m on leading axes and 2m - 1 on the last match ours.
-    inner = FNO(
-        n_modes=(2 * modes,) * (ndim - 1) + (2 * modes - 1,),
-        in_channels=SHAPE["time_history"] * SHAPE["channels"],
-        out_channels=SHAPE["channels"],
-        hidden_channels=width,
-        n_layers=preset["n_layers"],
-        lifting_channel_ratio=0,
-        projection_channel_ratio=preset["projection"] / width,
-        positional_embedding=None,
-        use_channel_mlp=False,  # the paper's block; neuraloperator 2.0 then applies GELU twice (its issue #728)
-        fno_skip="linear",
+    in_channels = SHAPE["time_history"] * SHAPE["channels"]
+    layers, projection = preset["n_layers"], preset["projection"]
+    inner = neuraloperator_fno(
+        ndim, in_channels, preset["modes"], preset["width"], layers, projection, grid=False
     )
 
     class Wrapped(torch.nn.Module):

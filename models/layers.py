@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -121,6 +122,39 @@ def check_modes(modes: tuple[int, ...], shape: tuple[int, ...], owner: str = "Sp
         )
 
 
+@functools.cache
+def _real_dft(n: int, modes: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The real FFT of length ``n`` truncated to wavenumbers ``0 … modes-1`` as two real matrices.
+
+    ``x @ forward`` (``[n, 2·modes]``) gives ``[Re X_k …, Im X_k …]``; ``[Re Y; Im Y] @ inverse``
+    (``[2·modes, n]``) is ``irfft(Y, n)`` of those coefficients, the others zero (the imaginary parts of
+    ``k = 0`` and of the Nyquist wavenumber dropped, as ``irfft`` drops them).
+    """
+    k = torch.arange(modes, dtype=torch.float64)
+    angle = 2 * math.pi * torch.outer(torch.arange(n, dtype=torch.float64), k) / n  # [n, modes]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    weight = torch.full((modes,), 2.0, dtype=torch.float64)
+    weight[0] = 1.0
+    if n % 2 == 0 and modes == n // 2 + 1:
+        weight[-1] = 1.0
+    forward = torch.cat([cos, -sin], dim=1)
+    inverse = torch.cat([(weight * cos).T, -(weight * sin).T], dim=0) / n
+    return forward.to(device, dtype), inverse.to(device, dtype)
+
+
+@functools.cache
+def _complex_dft(n: int, modes: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The complex FFT of length ``n`` truncated to wavenumbers ``0 … modes-1`` and ``-modes … -1``, acting on
+    stacked real and imaginary parts: ``forward @ [Re; Im]`` (``[4·modes, 2n]``) and ``inverse @ [Re; Im]``
+    (``[2n, 4·modes]``, ``ifft``'s ``(1/n) Σ_k Z_k e^{+2πikj/n}`` over the kept wavenumbers)."""
+    k = torch.cat([torch.arange(modes), torch.arange(-modes, 0)]).to(torch.float64)
+    angle = 2 * math.pi * torch.outer(k, torch.arange(n, dtype=torch.float64)) / n  # [2·modes, n]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    forward = torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)
+    inverse = torch.cat([torch.cat([cos.T, -sin.T], 1), torch.cat([sin.T, cos.T], 1)], 0) / n
+    return forward.to(device, dtype), inverse.to(device, dtype)
+
+
 class SpectralConv(nn.Module):
     """Fourier layer of the FNO (Li et al., ICLR 2021): ``y = F⁻¹(W · F(x))`` on the lowest modes.
 
@@ -130,6 +164,12 @@ class SpectralConv(nn.Module):
     other coefficients are set to zero. The default (``"backward"``) FFT normalisation makes the layer
     independent of the grid resolution: the same weights act on the same Fourier coefficients of the
     underlying function at any ``n`` that holds the modes. Periodic in every axis by construction.
+
+    Only the kept coefficients are ever computed: each axis's transform, truncated to its modes, is a real
+    matrix product (a discrete Fourier transform of ``n × 2·modes`` entries, cached per grid), and the mode
+    mixing is one batched real product over the modes (real and imaginary parts stacked), so a layer is
+    three matrix products forward and backward, with no full spectrum, zero-filled buffer or complex
+    autograd. It equals the FFT formulation to float round-off (``tests/models``).
 
     Complex weights are stored as ``complex64`` parameters (one parameter per complex number in
     ``numel()``), initialised like the reference implementation: real and imaginary parts uniform in
@@ -141,29 +181,44 @@ class SpectralConv(nn.Module):
         self.modes = (modes,) * ndim if isinstance(modes, int) else tuple(modes)
         if len(self.modes) != ndim or any(not isinstance(m, int) or m < 1 for m in self.modes):
             raise ValueError(f"SpectralConv: modes={modes!r} must be one int >= 1 or {ndim} of them")
+        if ndim not in (1, 2):
+            raise ValueError(f"SpectralConv: ndim={ndim} is not allowed; allowed: 1, 2")
         self.ndim = ndim
         # Leading axes keep 2 · modes coefficients (non-negative block first, then the negative block).
         shape = (in_channels, out_channels, *(2 * m for m in self.modes[:-1]), self.modes[-1])
         scale = 1.0 / (in_channels * out_channels)
         self.weight = nn.Parameter(scale * torch.rand(shape, dtype=torch.cfloat))
 
+    def _mixing(self, dtype: torch.dtype) -> Tensor:
+        """``[K, 2·C_in, 2·C_out]``: per kept mode, ``[[Re W, Im W], [−Im W, Re W]]``, so that
+        ``[Re x, Im x] @ it = [Re(x W), Im(x W)]``."""
+        w = torch.view_as_real(self.weight).to(dtype)  # [C_in, C_out, *K, 2]
+        w = w.flatten(2, -2).permute(2, 0, 1, 3)  # [K, C_in, C_out, 2]
+        re, im = w[..., 0], w[..., 1]
+        return torch.cat([torch.cat([re, im], 2), torch.cat([-im, re], 2)], 1)
+
     def forward(self, x: Tensor) -> Tensor:
-        spatial = tuple(x.shape[-self.ndim :])
-        check_modes(self.modes, spatial)
+        check_modes(self.modes, tuple(x.shape[-self.ndim :]))
         dtype = x.dtype
-        if dtype in (torch.float16, torch.bfloat16):  # FFTs of arbitrary sizes need single precision
+        if dtype in (torch.float16, torch.bfloat16):  # the transforms' sums need single precision
             x = x.float()
-        axes = tuple(range(-self.ndim, 0))
-        x_ft = torch.fft.rfftn(x, dim=axes)
-        weight = self.weight.to(x_ft.dtype)
-        out_ft = x_ft.new_zeros(x.shape[0], weight.shape[1], *x_ft.shape[2:])
-        if self.ndim == 1:
-            m = self.modes[0]
-            out_ft[..., :m] = torch.einsum("bix,iox->box", x_ft[..., :m], weight)
-        else:
-            m1, m2 = self.modes
-            out_ft[..., :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[..., :m1, :m2], weight[..., :m1, :])
-            out_ft[..., -m1:, :m2] = torch.einsum(
-                "bixy,ioxy->boxy", x_ft[..., -m1:, :m2], weight[..., m1:, :]
-            )
-        return torch.fft.irfftn(out_ft, s=spatial, dim=axes).to(dtype)
+        with torch.autocast(x.device.type, enabled=False):  # also under mixed precision
+            return self._spectral(x).to(dtype)
+
+    def _spectral(self, x: Tensor) -> Tensor:
+        spatial = tuple(x.shape[-self.ndim :])
+        batch, n, m = x.shape[0], spatial[-1], self.modes[-1]
+        forward_last, inverse_last = _real_dft(n, m, x.device, x.dtype)
+        h = (x.reshape(-1, n) @ forward_last).view(*x.shape[:-1], 2, m)  # [B, C, (Nx,) 2, m]
+        if self.ndim == 2:  # the leading axis: a complex transform of the kept coefficients
+            nx, mx = spatial[0], self.modes[0]
+            forward_lead, inverse_lead = _complex_dft(nx, mx, x.device, x.dtype)
+            h = forward_lead @ h.transpose(2, 3).reshape(batch, -1, 2 * nx, m)  # [B, C, 2·2mx, m]
+        h = h.reshape(batch, x.shape[1], 2, -1).permute(3, 0, 2, 1)  # [K, B, 2, C]
+        out = torch.bmm(h.reshape(h.shape[0], batch, -1), self._mixing(x.dtype))  # [K, B, 2·C_out]
+        out = out.view(out.shape[0], batch, 2, -1).permute(1, 3, 2, 0)  # [B, C_out, 2, K]
+        if self.ndim == 2:
+            out = inverse_lead @ out.reshape(batch, out.shape[1], 4 * mx, m)  # [B, C_out, 2·Nx, m]
+            out = out.view(batch, -1, 2, nx, m).transpose(2, 3)  # [B, C_out, Nx, 2, m]
+        y = out.reshape(-1, 2 * m) @ inverse_last
+        return y.view(batch, -1, *spatial)

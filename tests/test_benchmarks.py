@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NUMBER = r"[0-9.]+(?:e[+-]?[0-9]+)?"
@@ -252,3 +253,43 @@ def test_gpu_benchmark_counts_solver_traffic_and_times_published_set_ups(tmp_pat
 @pytest.mark.slow
 def test_gpu_benchmark_builds_every_published_set_up(tmp_path: Path) -> None:
     gpu_benchmark(tmp_path, *sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+
+
+@pytest.mark.parametrize("case", ["1D s=256", "2D 64x64"])
+def test_the_reference_fno_holding_pdestreams_weights_computes_the_same_function(case: str) -> None:
+    """Outputs and every gradient of the rebuilt reference network equal pdestream's to float round-off, so the
+    step timings compare the same computation."""
+    from benchmarks.fno_step import build, relative_l2_sum
+
+    ours, x, y = build("pdestream", case)
+    ref, x_last, y_last = build("reference", case)
+    pred, pred_ref = ours(x), ref(x_last)
+    torch.testing.assert_close(pred.flatten(1, 2).movedim(1, -1), pred_ref, rtol=1e-5, atol=1e-6)
+    relative_l2_sum(pred, y).backward()
+    relative_l2_sum(pred_ref, y_last).backward()
+    pairs = [(ours.lift.weight.grad.flatten(1), ref.fc0.weight.grad)]
+    for theirs, mine, skip, w in zip(ref.convs, ours.spectral, ours.pointwise, ref.ws, strict=True):
+        blocks = [theirs.weights1.grad] if x.ndim == 4 else [theirs.weights1.grad, theirs.weights2.grad]
+        pairs += [(mine.weight.grad, torch.cat(blocks, dim=2)), (skip.weight.grad, w.weight.grad)]
+    pairs += [(ours.project[2].weight.grad.flatten(1), ref.fc2.weight.grad)]
+    for mine, theirs in pairs:
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-7 * float(theirs.abs().max()))
+
+
+def test_fno_step_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "fno_step.txt"
+    args = ("--steps", "2", "--rounds", "1", "--cases", "1D s=256", "--threads", "1", "--out", str(out))
+    text = run_benchmark("fno_step", *args)
+    rows = {line.split()[2]: numbers(line) for line in text.splitlines() if line.startswith("1D s=256")}
+    assert {"pdestream", "reference"} <= set(rows) and rows["pdestream"][-1] == 1.0
+    assert_rates([rows[name][-3] for name in rows])  # ms per step
+    assert out.read_text() == text
+
+
+@pytest.mark.parametrize("name", ["fno_step.txt", "step_overhead.txt"])
+def test_readme_quotes_the_speed_tables(name: str) -> None:
+    """The README's speed tables are the benchmark files as written (the profile after the table excepted)."""
+    table = (ROOT / "benchmarks" / "results" / name).read_text().split("\n\n")[0]
+    readme = (ROOT / "README.md").read_text()
+    for line in table.splitlines():
+        assert line in readme, line

@@ -799,3 +799,25 @@ def test_command_line_check_reads_sweeps_and_leaves_the_rest_to_hydra(tmp_path):
         check_command_line(["-m", "model=fno-small,nope"], conf, "train")
     with pytest.raises(ValueError, match=r"hydra.sweep.dir=.* is not a writable directory"):
         check_command_line(["-m", f"hydra.sweep.dir={garbage_checkpoint(tmp_path)}/sweep"], conf, "train")
+
+
+def test_ema_averages_every_weight_in_one_vectorised_update():
+    """Lightning's averaged model with the callback's update follows ema ← decay·ema + (1 − decay)·w."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from training.averaging import EMAWeightAveraging
+
+    callback = EMAWeightAveraging(decay=0.9)
+    assert "avg_fn" not in callback._kwargs
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    averaged = AveragedModel(net, **callback._kwargs)
+    expected = [p.detach().clone() for p in net.parameters()]
+    averaged.update_parameters(net)  # the first update copies
+    for step in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(step + 1.0)
+        averaged.update_parameters(net)
+        expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, net.parameters(), strict=True)]
+    for got, want in zip(averaged.module.parameters(), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

@@ -120,37 +120,30 @@ def _first_non_finite(named: Iterable[tuple[str, torch.Tensor | None]]) -> str |
 class FiniteGuard(pl.Callback):
     """Stops training at the first non-finite gradient, before the optimizer applies it, naming its cause.
 
-    The batch (``x``, ``y``, the PDE parameters) is looked at as it arrives and the loss before the backward
-    pass; the gradients (equal on every DDP rank once reduced, so all ranks stop at the same step) decide
-    before the optimizer step. The weights, the EMA and the checkpoints are never touched by a NaN:
-    ``last.ckpt`` and ``best.ckpt`` stay the last state a validation saved. The error (:class:`NonFinite`,
-    one sentence) names the step and the first non-finite quantity (input, else loss, else the first
-    parameter's gradient); ``train.py`` exits with status 2. Each check is one reduction and one
-    synchronisation.
+    One check per step: the gradients' norms (equal on every DDP rank once reduced, so all ranks stop at the
+    same step), one reduction and one synchronisation. Only when they are not finite is the cause looked for:
+    the batch (``x``, ``y``, the PDE parameters), else the loss, else the first parameter whose gradient is
+    not finite. The weights, the EMA and the checkpoints are never touched by a NaN: ``last.ckpt`` and
+    ``best.ckpt`` stay the last state a validation saved. The error (:class:`NonFinite`, one sentence) names
+    the step and the cause; ``train.py`` exits with status 2.
     """
 
     DATA = "check the training data (the solver's blowup bound, or the file's trajectories)"
     TRAINING = "lower optimizer.lr, set trainer.gradient_clip_val, or check the data"
 
     def __init__(self) -> None:
-        self.cause: tuple[str, str] | None = None
+        self.batch: Any = None
+        self.loss: torch.Tensor | None = None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self.cause = None
-        if not isinstance(batch, Mapping):
-            return
-        named = [(f"the batch's {k}", batch.get(k)) for k in ("x", "y")]
-        named += [(f"the batch's parameter {k}", v) for k, v in (batch.get("params") or {}).items()]
-        bad = _first_non_finite(named)
-        self.cause = (bad, self.DATA) if bad else None
+        self.batch, self.loss = batch, None
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
-        if self.cause is None and _first_non_finite([("the training loss", loss.detach())]):
-            self.cause = ("the training loss", self.TRAINING)
+        self.loss = loss.detach()
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -163,7 +156,16 @@ class FiniteGuard(pl.Callback):
         bad = _first_non_finite(grads)  # a norm may overflow where every value is finite
         if bad is None:
             return
-        what, remedy = self.cause or (bad, self.TRAINING)
+        batch = self.batch if isinstance(self.batch, Mapping) else {}
+        inputs = [(f"the batch's {k}", batch.get(k)) for k in ("x", "y")]
+        inputs += [(f"the batch's parameter {k}", v) for k, v in (batch.get("params") or {}).items()]
+        cause = _first_non_finite(inputs)
+        if cause is not None:
+            what, remedy = cause, self.DATA
+        elif _first_non_finite([("the training loss", self.loss)]):
+            what, remedy = "the training loss", self.TRAINING
+        else:
+            what, remedy = bad, self.TRAINING
         raise NonFinite(
             f"training stopped at step {trainer.global_step + 1}: {what} is NaN or infinite; {remedy}; "
             "no checkpoint holds a step after the last validation"

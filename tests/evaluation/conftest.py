@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,11 @@ def refiner_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pa
     return train_tiny(tmp_path_factory.mktemp("refiner"), cache_dir, ["model=pde_refiner-small"])
 
 
+EVAL_CACHE = Path(tempfile.mkdtemp(prefix="pdestream-eval-cache-"))
+"""The evaluations' own cache of generated test sets (``cache_dir``), outside the repository."""
+
+
 def eval_config(overrides: list[str]) -> DictConfig:
     """``conf/evaluate.yaml`` composed with ``overrides`` (give ``paths.output_dir``: no Hydra run here)."""
     with initialize(config_path="../../conf", version_base="1.3"):
-        return compose("evaluate", overrides=["progress=false", *overrides])
+        return compose("evaluate", overrides=["progress=false", f"cache_dir={EVAL_CACHE}", *overrides])

@@ -170,7 +170,8 @@ def test_a_checkpoint_cannot_run_code(fno_run, tmp_path, key, edit):
         CheckpointError, match=r"not a pdestream (network )?class|not allowed in a stored config"
     ):
         _, config = load_checkpoint(path)
-        load_test_set(OmegaConf.create({"test_path": None, "num_trajectories": None}), config, str(path))
+        options = {"test_path": None, "num_trajectories": None, "cache_dir": str(tmp_path / "cache")}
+        load_test_set(OmegaConf.create(options), config, str(path))
     assert not pathlib.Path(target).exists()
 
 

@@ -19,7 +19,7 @@ from evaluation.report import (
     varying_parameters,
 )
 from solvers import KuramotoSivashinsky, NavierStokes2D
-from tests.evaluation.conftest import eval_config, train_tiny
+from tests.evaluation.conftest import EVAL_CACHE, eval_config, train_tiny
 from training.checkpoint import load_checkpoint
 from training.pipeline import ModelRollouts, _parameter_coords, _tail_variables, evaluate
 
@@ -214,7 +214,7 @@ def test_metrics_hold_the_exact_parameters_of_the_hdf5_test_set(conditional_repo
     run, out = conditional_report
     ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
     _, config = load_checkpoint(run)
-    data = build_from_config(config["data"], DATA_TARGETS, "data")
+    data = build_from_config({**config["data"], "cache_dir": str(EVAL_CACHE)}, DATA_TARGETS, "data")
     with h5py.File(data.cache_path, "r") as file:
         nu, index = file["test"]["nu"][:], file["test"]["trajectory"][:]
     assert np.array_equal(ds.trajectory.values, index)

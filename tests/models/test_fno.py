@@ -46,6 +46,41 @@ def test_spectral_conv_2d_keeps_positive_and_negative_modes_of_the_first_axis(k1
     torch.testing.assert_close(out, w.abs() * torch.cos(k1 * X + k2 * Y + w.angle()), atol=1e-12, rtol=0)
 
 
+def fft_spectral_conv(layer: SpectralConv, x: torch.Tensor) -> torch.Tensor:
+    """The layer's map in the FNO papers' formulation: full real FFT, the kept modes multiplied, inverse FFT."""
+    axes = tuple(range(-layer.ndim, 0))
+    x_ft = torch.fft.rfftn(x, dim=axes)
+    weight = layer.weight.to(x_ft.dtype)
+    out_ft = x_ft.new_zeros(x.shape[0], weight.shape[1], *x_ft.shape[2:])
+    if layer.ndim == 1:
+        m = layer.modes[0]
+        out_ft[..., :m] = torch.einsum("bix,iox->box", x_ft[..., :m], weight)
+    else:
+        m1, m2 = layer.modes
+        out_ft[..., :m1, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[..., :m1, :m2], weight[..., :m1, :])
+        out_ft[..., -m1:, :m2] = torch.einsum("bixy,ioxy->boxy", x_ft[..., -m1:, :m2], weight[..., m1:, :])
+    return torch.fft.irfftn(out_ft, s=x.shape[-layer.ndim :], dim=axes)
+
+
+@pytest.mark.parametrize(
+    ("modes", "shape"),
+    [(16, (256,)), (17, (32,)), (17, (33,)), ((12, 12), (64, 64)), ((8, 10), (16, 18)), ((7, 11), (15, 20))],
+)
+def test_spectral_conv_equals_the_fft_formulation_with_its_gradients(modes, shape) -> None:
+    """The truncated transforms as matrix products give the FFT formulation's output and gradients (input and
+    complex weights) to float64 round-off, odd grids and the Nyquist wavenumber included."""
+    torch.manual_seed(0)
+    layer = SpectralConv(5, 6, modes, len(shape)).double()
+    x = torch.randn(3, 5, *shape, dtype=torch.float64, requires_grad=True)
+    out, reference = layer(x), fft_spectral_conv(layer, x)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-13)
+    seed = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, layer.weight], seed)
+    expected = torch.autograd.grad(reference, [x, layer.weight], seed)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_same_weights_at_twice_the_resolution_agree_on_shared_points(ndim: int) -> None:
     """A band-limited input sampled at ``n`` and ``2n``: the outputs agree at the common grid points."""
