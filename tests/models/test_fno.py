@@ -163,3 +163,22 @@ def test_paper_variant_layers_and_coordinates() -> None:
         FNO(1, 1, 1, 1, activation="tanh")
     with pytest.raises(ValueError, match=r"norm='layer' is not allowed; allowed: none, batch"):
         FNO(1, 1, 1, 1, norm="layer")
+
+
+@pytest.mark.parametrize(("ndim", "bias"), [(1, True), (2, True), (1, False)])
+def test_pointwise_layers_are_their_convolutions(ndim: int, bias: bool) -> None:
+    """The batched-product 1×1 layers give the convolution's output and gradients with its parameters."""
+    from models.layers import conv_nd, pointwise_nd
+
+    torch.manual_seed(0)
+    layer = pointwise_nd(ndim)(6, 5, bias=bias).double()
+    conv = conv_nd(ndim)(6, 5, 1, bias=bias).double()
+    conv.load_state_dict(layer.state_dict())
+    x = torch.randn(3, 6, *(7,) * ndim, dtype=torch.float64, requires_grad=True)
+    out, expected = layer(x), conv(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
+    seed = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *layer.parameters()], seed)
+    want = torch.autograd.grad(expected, [x, *conv.parameters()], seed)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
