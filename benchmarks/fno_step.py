@@ -27,8 +27,6 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 
 from benchmarks.fno_reference import ReferenceFNO, load_from, neuraloperator_fno
+from benchmarks.models import in_subprocess
 from training import presets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,17 +100,8 @@ def measure(network: str, case: str, steps: int, threads: int) -> dict[str, Any]
 
 
 def isolated(network: str, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
-    spec = json.dumps({"network": network, "case": case, "steps": args.steps, "threads": args.threads})
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fno_step", "--worker", spec],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    if done.returncode:
-        print(f"# {case} {network}: failed: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    spec = {"network": network, "case": case, "steps": args.steps, "threads": args.threads}
+    return in_subprocess("benchmarks.fno_step", spec, f"{case} {network}")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from omegaconf import OmegaConf
 from benchmarks.fno_reference import neuraloperator_fno
 from training import presets
 
+ROOT = Path(__file__).resolve().parents[1]
 GRIDS = {1: (256,), 2: (64, 64)}
 SHAPE = {"channels": 1, "time_history": 4, "time_future": 1}
 NEURALOP = "neuralop-fno"
@@ -97,20 +99,25 @@ def measure(model: str, ndim: int, batch: int, repeats: int, device: str) -> dic
     }
 
 
-def run_isolated(model: str, ndim: int, args: argparse.Namespace) -> dict[str, Any] | None:
-    spec = json.dumps(
-        {"model": model, "ndim": ndim, "batch": args.batch, "repeats": args.repeats, "device": args.device}
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.models", "--threads", str(args.threads), "--worker", spec],
+def in_subprocess(module: str, spec: dict[str, Any], label: str, *options: str) -> dict[str, Any] | None:
+    """``python -m <module> <options> --worker <spec as JSON>`` in a fresh process (its peak memory its own):
+    the JSON its last line prints, or ``None`` with ``label`` and the error on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *options, "--worker", json.dumps(spec)],
         capture_output=True,
         text=True,
         check=False,
+        cwd=ROOT,
     )
-    if proc.returncode:
-        print(f"{model} {ndim}D failed: {proc.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+    if done.returncode:
+        print(f"# {label}: failed: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_isolated(model: str, ndim: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    spec = {"model": model, "ndim": ndim, "batch": args.batch, "repeats": args.repeats, "device": args.device}
+    return in_subprocess("benchmarks.models", spec, f"{model} {ndim}D", "--threads", str(args.threads))
 
 
 def main() -> None:
