@@ -293,3 +293,22 @@ def test_readme_quotes_the_speed_tables(name: str) -> None:
     readme = (ROOT / "README.md").read_text()
     for line in table.splitlines():
         assert line in readme, line
+
+
+def test_default_run_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "default_run.txt"
+    overrides = (
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "validate_untrained=false",
+        "logger=none",
+    )
+    text = run_benchmark("default_run", "--runs", "1", "--out", str(out), "--overrides", *overrides)
+    assert out.read_text() == text and re.search(r"^median\s+0 min \d+\.\d s$", text, re.MULTILINE)
+
+
+@pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt"])
+def test_readme_quotes_the_main_job_timings(name: str) -> None:
+    readme = (ROOT / "README.md").read_text()
+    for line in (ROOT / "benchmarks" / "results" / name).read_text().splitlines():
+        assert line in readme, line
