@@ -324,4 +324,8 @@ def test_compile_true_trains_every_model_preset_on_the_cpu(model, tmp_path):
     )
     with torch.no_grad():
         compiled, eager = net(x, cond), net.forward(x, cond)  # forward() bypasses the compiled call
-    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+        sampled = not torch.equal(eager, net.forward(x, cond))  # a network that draws noise
+    if sampled:  # PDE-Refiner draws noise: compiled random numbers are another stream, compare the shape
+        assert compiled.shape == eager.shape and bool(compiled.isfinite().all())
+    else:
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
