@@ -34,6 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from benchmarks.solvers import CASES, calibrate_steps, load_solver, time_pdestream
+from evaluation.timing import device_description, synchronize
 from training.checkpoint import build_network
 from training.run import register_resolvers
 
@@ -60,21 +61,16 @@ class CountBytes(TorchDispatchMode):
         return out
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def copy_bandwidth(device: str, mib: int, repeats: int = 10) -> float:
     """Bytes per second of ``y.copy_(x)`` (one read and one write of each byte), the fastest of ``repeats``."""
     x = torch.empty(mib * 2**18, device=device).fill_(1.0)
     y = torch.empty_like(x)
     best = math.inf
     for _ in range(repeats + 1):
-        synchronize(device)
+        synchronize(torch.device(device))
         start = time.perf_counter()
         y.copy_(x)
-        synchronize(device)
+        synchronize(torch.device(device))
         best = min(best, time.perf_counter() - start)
     return 2 * x.numel() * x.element_size() / best
 
@@ -151,10 +147,10 @@ def model_row(name: str, device: str, steps: int, tiny: bool) -> dict[str, Any]:
     times = []
     warmup = 1 if tiny else 2  # kernels chosen, optimizer state allocated
     for i in range(steps + warmup):
-        synchronize(device)
+        synchronize(torch.device(device))
         start = time.perf_counter()
         step()
-        synchronize(device)
+        synchronize(torch.device(device))
         if i >= warmup:
             times.append(time.perf_counter() - start)
     peak = (
@@ -208,13 +204,8 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is available")
     device = args.device
     roofline = copy_bandwidth(device, 16 if args.tiny else 1024)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.startswith("cuda")
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
     results: dict[str, Any] = {
-        "device": name,
+        "device": device_description(torch.device(device)),
         "tiny": args.tiny,
         "roofline": roofline,
         "solvers": [],
