@@ -8,10 +8,12 @@ lines and status 1, so :func:`check_command_line` looks at those overrides befor
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from omegaconf import OmegaConf
 
@@ -38,6 +40,28 @@ def require_writable(path: str | Path, key: str) -> Path:
             "give a directory this process can create and write"
         ) from None
     return path
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` whole or not at all: ``write`` fills a temporary file beside it (same file system), which is
+    flushed to the disk (fsync) and renamed onto ``path``, then the directory entry is flushed too. On any error
+    the temporary file is removed and the error raised; ``path`` then holds what it held before."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _static_prefix(value: str) -> str:

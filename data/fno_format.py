@@ -16,7 +16,6 @@ does, at any resolution the file's grid divides.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from data.cli import write_atomically
 from data.datamodule import PDEDataModule
 from data.hdf5 import check_finite, read_trajectories, write_failure
 from data.timegrid import TimeGrid, output_interval
@@ -64,29 +64,13 @@ def export_fno(source: str | Path, split: str, target: str | Path, config_yaml: 
         **{name: values.numpy() for name, values in data["params"].items()},
     }
     target = Path(target)
-    partial = target.with_name(target.name + ".partial")
     try:
-        with open(partial, "wb") as handle:
-            scipy.io.savemat(handle, variables, do_compression=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-        _sync_directory(target.parent)
+        write_atomically(target, lambda handle: scipy.io.savemat(handle, variables, do_compression=False))
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise write_failure(
             target, error, f"the {len(fields)} trajectories stay in {str(source)!r}"
         ) from None
     return target
-
-
-def _sync_directory(folder: Path) -> None:
-    """Flush ``folder``'s entries to the disk (a rename is durable once its directory is)."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
 
 
 def read_fno(path: str | Path) -> dict[str, np.ndarray]:

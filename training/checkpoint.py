@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import re
 import zipfile
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from data.cli import write_atomically
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
 from data.timegrid import TimeGrid
@@ -109,24 +109,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         checkpoint[CHECKSUM_KEY] = tensor_checksum(checkpoint)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            write_atomically(path, lambda handle: torch.save(checkpoint, handle))
         except (
             OSError,
             RuntimeError,
         ) as error:  # torch's archive writer re-raises a failed write as RuntimeError
-            tmp.unlink(missing_ok=True)
             cause = error if isinstance(error, OSError) else error.__context__
             if not isinstance(cause, OSError):
                 raise
