@@ -51,7 +51,7 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks.online_vs_offline import command, interval, trained
-from data.fno_format import FNOFileDataModule
+from data.datamodule import OfflineDataModule
 from evaluation.metrics import relative_l2
 from evaluation.timing import cpu_name
 from training.checkpoint import load_checkpoint
@@ -101,7 +101,11 @@ PAIRS = [
 ]
 """(streamed, fixed 1000 samples): the gains reported, paired by seed."""
 DEFAULT_SETTINGS = ["offline-256", "offline-2pi-256", "online-2pi-256", "repo-256", "repo-online-256"]
-QUICK_FILE = {"n": 1024, "samples": 48, "rows": ["data.ntrain=24", "data.nval=8", "data.ntest=8"]}
+QUICK_FILE = {
+    "n": 1024,
+    "samples": 48,
+    "rows": {"train": [0, 24], "val": [24, 32], "test": [-8, None]},
+}
 
 
 def data_file(setting: str, args: argparse.Namespace) -> Path:
@@ -152,13 +156,13 @@ def quick_file(out: Path) -> Path:
 class Rows:
     """The files' samples at each resolution, read once per file and resolution (test rows, training rows)."""
 
-    def __init__(self, rows: dict[str, int]) -> None:
+    def __init__(self, rows: dict[str, list[int | None]]) -> None:
         self.rows = rows
-        self.cache: dict[tuple[Path, int], FNOFileDataModule] = {}
+        self.cache: dict[tuple[Path, int], OfflineDataModule] = {}
 
     def get(self, pde: dict, path: Path, s: int, split: str) -> dict:
         if (path, s) not in self.cache:
-            self.cache[path, s] = FNOFileDataModule({**pde, "n": s}, str(path), **self.rows)
+            self.cache[path, s] = OfflineDataModule({**pde, "n": s}, str(path), format="fno", rows=self.rows)
         return self.cache[path, s].trajectories(split)
 
 
@@ -232,7 +236,7 @@ def execute(run: Run, args: argparse.Namespace, threads: int) -> Run:
     if STREAM in SETTINGS[run.setting]:
         overrides += args.extra["online"]
     else:
-        overrides += [f"data.path={data_file(run.setting, args)}", *args.extra["file"]]
+        overrides += [f"data.paths={data_file(run.setting, args)}", *args.extra["file"]]
     wall_file = run_dir / "wall.json"
     if not trained(run_dir, args.steps):
         env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": str(threads)}
@@ -358,7 +362,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "burgers_fno")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small file, a few steps")
     args = parser.parse_args(argv)
-    args.steps, args.zero_shot, args.test_rows, file_rows = 25_000, ZERO_SHOT, 100, {"nval": HELD_OUT}
+    args.steps, args.zero_shot, args.test_rows, file_rows = (
+        25_000,
+        ZERO_SHOT,
+        100,
+        {"val": [1000, 1000 + HELD_OUT]},
+    )
     args.extra = {"all": [], "online": [], "file": []}
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:  # in a folder of its own: its 6-step runs must not mix with full ones
@@ -369,9 +378,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.extra = {
             "all": ["trainer.max_steps=6", "trainer.val_check_interval=3"],
             "online": ["data.num_val_trajectories=4", "data.buffer.watermark=20"],
-            "file": QUICK_FILE["rows"],
+            "file": [
+                f"data.rows.{k}=[{a},{'null' if b is None else b}]"
+                for k, (a, b) in QUICK_FILE["rows"].items()
+            ],
         }
-        file_rows = {k.split("=")[0][5:]: int(k.split("=")[1]) for k in QUICK_FILE["rows"]}
+        file_rows = QUICK_FILE["rows"]
         args.settings = [s for s in args.settings if "pool" not in s and TWO_PI not in SETTINGS[s]]
     needed = {data_file(setting, args) for setting in args.settings}
     if args.jobs < 1 or not all(path.is_file() for path in needed):

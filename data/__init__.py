@@ -2,7 +2,6 @@
 
 from data.buffer import ReplayBuffer
 from data.datamodule import OfflineDataModule, OnlineDataModule
-from data.fno_format import FNOFileDataModule, export_fno, read_fno
 from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectories, write_split
 from data.normalize import Normalizer
 from data.stream import TrajectoryStream
@@ -10,7 +9,6 @@ from data.timegrid import TimeGrid
 from data.trajectories import trajectory_seed
 
 __all__ = [
-    "FNOFileDataModule",
     "HDF5Windows",
     "Normalizer",
     "OfflineDataModule",
@@ -18,10 +16,8 @@ __all__ = [
     "ReplayBuffer",
     "TimeGrid",
     "TrajectoryStream",
-    "export_fno",
     "inspect_split",
     "open_dataset",
-    "read_fno",
     "read_trajectories",
     "trajectory_seed",
     "write_split",

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from data.datamodule import OfflineDataModule, OnlineDataModule
-from data.fno_format import FNOFileDataModule
 from solvers.base import SOLVERS, ConfigError
 
 
@@ -28,7 +27,7 @@ def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
 
 
 SOLVER_TARGETS = targets(*SOLVERS.values())  # importing solvers.base runs solvers/__init__: all are defined
-DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule, FNOFileDataModule), **SOLVER_TARGETS}
+DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule), **SOLVER_TARGETS}
 IGNORED_KEYS = ("_convert_", "_recursive_")
 """Hydra keys that are not constructor arguments (``_recursive_: false`` keeps nested nodes unbuilt)."""
 

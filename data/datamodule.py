@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_bytes, write_split
+from data.layouts import LAYOUTS, MemoryWindows, detect, fit, layout_module, row_slice
 from data.normalize import Normalizer, channel_stats
 from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
@@ -34,6 +35,7 @@ from solvers.base import ConfigError, Solver, check_choice, check_int
 from solvers.memory import require_memory
 
 GENERATION = ("cpu", "device")
+SPLITS = ("train", "val", "test")
 NORMALIZATIONS = ("channel", "none")
 """``data.normalize``: per-channel mean and std of the training data, or none (the fields as they are, as the
 FNO paper's 1D scripts train)."""
@@ -249,6 +251,8 @@ class OnlineDataModule(PDEDataModule):
             stats_trajectories=stats_trajectories,
             normalize=normalize,
         )
+        if not self.solver.can_solve:
+            raise self.solver.refusal("stream trajectories (data=online)")
         check_choice("data.generation", generation, GENERATION)
         check_int("data.num_val_trajectories", num_val_trajectories, 1)
         check_int("data.num_test_trajectories", num_test_trajectories, 1)
@@ -470,18 +474,29 @@ class OnlineDataModule(PDEDataModule):
 
 
 class OfflineDataModule(PDEDataModule):
-    """Training windows read lazily from an HDF5 file; validation/test trajectories from theirs.
+    """Training windows and validation/test trajectories from files in any layout of :mod:`data.layouts`.
 
     Args (besides those of :class:`PDEDataModule`):
-        paths: ``{"train": file, "val": file, "test": file}`` (one file may hold several splits).
-    The files must match ``pde`` (class, resolution, parameters); its ``dt_out`` must be a multiple of each
-    file's output interval (a finer file is read every k-th frame).
+        paths: ``{"train": file, "val": file, "test": file}``, or one file (or The Well's dataset directory)
+            for every split.
+        format: ``auto`` (detected from the training file) or one of :data:`~data.layouts.LAYOUTS`.
+        rows: ``{split: [start, stop]}``: the rows of each split's file that serve it (Python slice bounds,
+            null open); a split not given takes its layout's published convention (``fno``: the first 1000
+            train, the last 100 test; ``pdebench``: the first 10 % test and validate, the rest train; the
+            others: every row of the split's own file or group).
+
+    A pdestream file must match ``pde`` (class, resolution, parameters) and is read lazily; ``pde.dt_out``
+    must be a multiple of each file's output interval (a finer file is read every k-th frame). A foreign file
+    is held in memory, read every ``file_n / pde.n``-th point and every ``dt_out / dt_file``-th frame
+    (:func:`data.layouts.fit`).
     """
 
     def __init__(
         self,
         pde: Solver | Mapping[str, Any],
-        paths: Mapping[str, str],
+        paths: str | Mapping[str, str],
+        format: str = "auto",
+        rows: Mapping[str, Any] | None = None,
         time_history: int = 4,
         target_frames: int = 1,
         batch_size: int = 32,
@@ -498,16 +513,47 @@ class OfflineDataModule(PDEDataModule):
             stats_trajectories=stats_trajectories,
             normalize=normalize,
         )
-        missing = {"train", "val", "test"} - set(paths or {})
+        if isinstance(paths, str | Path):
+            paths = dict.fromkeys(SPLITS, str(paths))
+        missing = set(SPLITS) - set(paths or {})
         if missing:
             raise ConfigError(
-                f"data.paths is missing {sorted(missing)}; give a file for each of train, val, test"
+                f"data.paths is missing {sorted(missing)}; give a file for each of train, val, test (or one for all)"
             )
         self.paths = {k: str(v) for k, v in paths.items()}
-        self.train_set: HDF5Windows | None = None
+        unknown = set(rows or {}) - set(SPLITS)
+        if unknown:
+            raise ConfigError(f"data.rows has {sorted(unknown)}; allowed: {', '.join(SPLITS)}")
+        self.rows = dict(rows or {})
+        self.format = format
+        if format not in ("auto", *LAYOUTS):
+            raise ConfigError(f"data.format={format!r} is not allowed; allowed: auto, {', '.join(LAYOUTS)}")
+        self.train_set: Dataset | None = None
+        self._memory: dict[str, dict[str, Any]] = {}
+
+    @property
+    def layout(self) -> str:
+        """The training file's layout (``data.format``, or detected)."""
+        if self.format == "auto":
+            self.format = detect(self.paths["train"])
+        if self.format == "pdestream" and any(v is not None for v in self.rows.values()):
+            raise ConfigError(
+                "data.rows selects rows of foreign layouts only; a pdestream file has a group per split"
+            )
+        return self.format
+
+    def _in_memory(self, split: str) -> dict[str, Any]:
+        """A foreign file's rows for ``split`` (:func:`data.layouts.fit`), read once."""
+        if split not in self._memory:
+            path = self.paths[split]
+            module = layout_module(self.layout)
+            loaded = module.read(Path(path), split)
+            part = row_slice(self.rows.get(split), split, loaded.u.shape[0], self.layout)
+            self._memory[split] = fit(loaded, self.solver, path, self.layout, split, part)
+        return self._memory[split]
 
     def _stride(self, split: str) -> tuple[int, TimeGrid]:
-        """File frames per model step in ``split``'s file, and the file's grid."""
+        """File frames per model step in ``split``'s pdestream file, and the file's grid."""
         grid = inspect_split(self.paths[split], split, self.solver).grid
         dt_out = output_interval(self.solver)
         stride = grid.frames_per(dt_out)
@@ -522,11 +568,15 @@ class OfflineDataModule(PDEDataModule):
     @property
     def time_grid(self) -> TimeGrid:
         """The training file's grid, every k-th frame: frames ``pde.dt_out`` apart."""
+        if self.layout != "pdestream":
+            return self._in_memory("train")["grid"]
         stride, grid = self._stride("train")
         return grid.every(stride)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is None and stage in (None, "fit"):
+        if self.train_set is not None or stage not in (None, "fit"):
+            return
+        if self.layout == "pdestream":
             self.train_set = HDF5Windows(
                 self.paths["train"],
                 "train",
@@ -535,6 +585,16 @@ class OfflineDataModule(PDEDataModule):
                 stride=self._stride("train")[0],
                 solver=self.solver,
             )
+            return
+        data = self._in_memory("train")
+        self.train_set = MemoryWindows(
+            data["u"],
+            data["params"],
+            data["grid"].spacing(data["params"], len(data["u"])),
+            self.time_history,
+            self.target_frames,
+            repr(self.paths["train"]),
+        )
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
@@ -548,7 +608,13 @@ class OfflineDataModule(PDEDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
+    def trajectories(self, split: str) -> dict[str, Any]:
+        """As :meth:`PDEDataModule.trajectories`, and ``"train"``: the training rows as trajectories."""
+        return self._load_trajectories("train") if split == "train" else super().trajectories(split)
+
     def _load_trajectories(self, split: str) -> dict[str, Any]:
+        if self.layout != "pdestream":
+            return self._in_memory(split)
         stride, file_grid = self._stride(split)
         data = read_trajectories(self.paths[split], split, self.solver)
         grid = file_grid.every(stride)
@@ -566,5 +632,8 @@ class OfflineDataModule(PDEDataModule):
 
     def _stats_sample(self) -> tuple[Tensor, str]:
         path, count = self.paths["train"], self.stats_trajectories
+        if self.layout != "pdestream":
+            sample = self._in_memory("train")["u"][:count]
+            return sample, f"the first {len(sample)} training rows of {path!r}"
         sample = read_trajectories(path, "train", self.solver, limit=count)["u"]
         return sample, f"the first {len(sample)} trajectories of {path!r} split 'train'"

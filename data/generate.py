@@ -1,9 +1,9 @@
 """Write trajectories to HDF5: ``python -m data.generate pde=ks split=train num_trajectories=2048``.
 
 Resumable: rerunning the same command on a partial file continues where it stopped. Settings are
-in ``conf/generate.yaml``; ``pde`` is any ``conf/pde`` group. ``format=fno`` writes the FNO papers' MATLAB
-layout (:mod:`data.fno_format`): the trajectories are generated, resumably, into ``<path>.partial.h5``, which
-is converted to ``path`` and removed once complete.
+in ``conf/generate.yaml``; ``pde`` is any ``conf/pde`` group. ``format=fno|pdebench|pdearena|the_well`` writes
+that project's layout (:mod:`data.layouts`): the trajectories are generated, resumably, into
+``<path>.partial.h5``, which is converted (atomically: the target appears only once complete) and removed.
 """
 
 from __future__ import annotations
@@ -12,22 +12,20 @@ import os
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from data.cli import exit_bad_input, guard_command_line, require_writable
-from data.fno_format import export_fno, read_fno
 from data.hdf5 import write_bytes, write_split
+from data.layouts import LAYOUTS, layout_module
 from data.timegrid import TimeGrid
 from solvers.base import ConfigError, Solver, check_choice
 from solvers.memory import require_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-FORMATS = ("pdestream", "fno")
 
 
 def run(cfg: DictConfig) -> str:
@@ -35,12 +33,14 @@ def run(cfg: DictConfig) -> str:
     and a configuration that needs more memory than the machine has, raise :class:`ConfigError` before any
     trajectory is solved. A complete ``format=fno`` file is kept."""
     check_choice("dtype", cfg.dtype, DTYPES)
-    check_choice("format", cfg.format, FORMATS)
+    check_choice("format", cfg.format, LAYOUTS)
     require_writable(Path(str(cfg.path)).parent, "the directory of path")
     try:
         solver = instantiate(cfg.pde)
     except InstantiationException as error:
         raise ConfigError(f"pde: {error.__cause__ or error}") from None
+    if not solver.can_solve:
+        raise solver.refusal("generate data")
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,11 +48,13 @@ def run(cfg: DictConfig) -> str:
     if workers is None:
         workers = (os.cpu_count() or 1) if device == "cpu" else 0
     path = Path(str(cfg.path))
-    working = path.with_name(path.name + ".partial.h5") if cfg.format == "fno" else path
-    if cfg.format == "fno":
-        check_fno_request(cfg, solver, path)
-        if path.exists():
-            return str(path)
+    foreign = cfg.format != "pdestream"
+    working = path.with_name(path.name + f".{cfg.split}.partial.h5") if foreign else path
+    if foreign:
+        target = layout_module(cfg.format).target(path, cfg.split)
+        check_request(cfg, solver, path, target)
+        if target.exists():
+            return str(target)
     processes = max(workers, 1)
     require_memory(
         f"generating {cfg.chunk} trajectories of {cfg.frames} frames at a time in {processes} process(es)",
@@ -75,34 +77,30 @@ def run(cfg: DictConfig) -> str:
         dtype=DTYPES[cfg.dtype],
         progress=cfg.progress,
     )
-    if cfg.format == "fno":
-        export_fno(working, cfg.split, path, OmegaConf.to_yaml(cfg))
+    if foreign:
+        layout_module(cfg.format).export(working, cfg.split, target, OmegaConf.to_yaml(cfg))
         working.unlink()
+        return str(target)
     return str(path)
 
 
 IDENTITY = ("pde", "split", "seed", "num_trajectories", "frames")
-"""The settings that decide a file's contents: a complete ``format=fno`` file made with others is refused."""
+"""The settings that decide a file's contents: a complete foreign-layout file made with others is refused."""
 
 
-def check_fno_request(cfg: DictConfig, solver: Solver, path: Path) -> None:
-    """Refuse, before solving, what the FNO layout cannot hold, and an existing file made with other settings."""
-    if path.suffix != ".mat":
-        raise ConfigError(f"path={str(path)!r} is not allowed with format=fno: give a .mat file")
-    if cfg.frames < 2 or len(solver.channels) != 1:
-        raise ConfigError(
-            f"format=fno holds one field (this pde has {len(solver.channels)}) and frames >= 2 (got {cfg.frames}): "
-            "an input a and at least one solution u"
-        )
-    if not path.exists():
+def check_request(cfg: DictConfig, solver: Solver, path: Path, target: Path) -> None:
+    """Refuse, before solving, what the layout cannot hold, and an existing file made with other settings."""
+    module = layout_module(cfg.format)
+    module.check_request(path, solver, cfg.frames)
+    if not target.exists():
         return
-    stored = OmegaConf.create(str(np.asarray(read_fno(path).get("config", [""])).ravel()[0]))
+    stored = OmegaConf.create(module.stored_config(target))
     for key in IDENTITY:
         have, want = OmegaConf.select(stored, key), cfg.get(key)
         if have != want:
             shown = OmegaConf.to_container(have) if isinstance(have, DictConfig) else have
             raise ConfigError(
-                f"path={str(path)!r} already holds data made with {key}={shown!r}, not {OmegaConf.to_container(want) if isinstance(want, DictConfig) else want!r}: "
+                f"path={str(target)!r} already holds data made with {key}={shown!r}, not {OmegaConf.to_container(want) if isinstance(want, DictConfig) else want!r}: "
                 "choose another path or delete the file"
             )
 

@@ -495,6 +495,20 @@ def open_dataset(path: str | Path, split: str) -> xr.Dataset:
     return xr.open_dataset(path, group=split, engine="h5netcdf")
 
 
+def window_span(
+    frames: int, time_history: int, target_frames: int, stride: int, where: str
+) -> tuple[int, int]:
+    """File frames a window of ``time_history + target_frames`` frames ``stride`` apart spans, and the windows
+    of a ``frames``-frame trajectory; one that does not fit is refused, naming ``where``."""
+    span = (time_history + target_frames - 1) * stride + 1
+    if span > frames:
+        raise ConfigError(
+            f"{where} has {frames} frames per trajectory; a window of time_history + target_frames = "
+            f"{time_history + target_frames} frames at stride {stride} needs {span}"
+        )
+    return span, frames - span + 1
+
+
 class HDF5Windows(Dataset):
     """Training windows read lazily from a split: sample ``i`` is window ``i % W`` of trajectory ``i // W``
     (a window holding NaN or inf is refused, naming its trajectory).
@@ -517,14 +531,9 @@ class HDF5Windows(Dataset):
         self.info = inspect_split(path, split, solver)
         self.path, self.split, self.cache_bytes = str(path), split, cache_bytes
         self.time_history, self.stride = time_history, stride
-        self.span = (time_history + target_frames - 1) * stride + 1
-        frames = self.info.grid.frames
-        if self.span > frames:
-            raise ConfigError(
-                f"{self.path!r} has {frames} frames per trajectory; a window of time_history + target_frames = "
-                f"{time_history + target_frames} frames at stride {stride} needs {self.span}"
-            )
-        self.windows = frames - self.span + 1
+        self.span, self.windows = window_span(
+            self.info.grid.frames, time_history, target_frames, stride, repr(self.path)
+        )
         self._file: h5py.File | None = None
         self._pid = -1
         self._params: dict[str, Tensor] = {}

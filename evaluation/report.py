@@ -26,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from data.layouts import split_path
 from evaluation import registry
 
 Table = tuple[list[str], list[list[str]]]
@@ -252,13 +253,10 @@ def definitions(ds: xr.Dataset) -> list[str]:
 def _training_data(config: Mapping) -> str:
     """Where a model's training data came from: the online stream, a fixed pool of it, or a file."""
     data = config["data"]
-    if str(data["_target_"]).endswith("FNOFileDataModule"):
-        return (
-            f"offline: the first {data.get('ntrain')} samples of {data.get('path')} (the FNO papers' layout: "
-            "input a, solution u), in shuffled epochs"
-        )
     if not str(data["_target_"]).endswith("OnlineDataModule"):
-        return f"offline: windows of the trajectories in {(data.get('paths') or {}).get('train')}"
+        layout = data.get("format", "pdestream")
+        how = "its layout detected from the file" if layout == "auto" else f"{layout} layout"
+        return f"offline: windows of the training rows of {split_path(data['paths'], 'train')} ({how})"
     buffer = data.get("buffer") or {}
     pool = data.get("pool_size")
     source = (
@@ -281,6 +279,8 @@ def _pde_line(pde: Mapping) -> str:
     others = ", ".join(f"{k} = {v}" for k, v in pde.items() if k not in skip)
     length = pde["length"]
     side = f"{length:g}" if isinstance(length, int | float) else f"{list(length)} (one per trajectory)"
+    if "dt" not in pde:  # data described, not solved (pde=external)
+        return f"{name} data on a domain of length {side}, {n} points per axis (pde.n); {others}"
     return (
         f"{name} on a periodic domain of length {side}: solved on {solve} points per axis "
         f"(pde.n_solve), stored on {n} (pde.n); internal step {pde['dt']:g}, burn-in {pde.get('burn_in', 0):g} "
@@ -1033,6 +1033,8 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     note = reference_note(ds) if solvers else ""
     if solvers:
         md += ["## Classical solver settings", "", _md_table(solvers), "", note, ""]
+    elif "solver_note" in ds.attrs:
+        md += ["## Classical solver settings", "", ds.attrs["solver_note"], ""]
     md += ["## Figures", ""]
     for caption, path in figures.items():
         md += [f"### {caption}", "", f"![{caption}]({path.name})", ""]
@@ -1056,6 +1058,8 @@ def write_documents(ds: xr.Dataset, figures: Mapping[str, Path], out: Path, hori
     parts += [f"<h3>{html.escape(title)}</h3>{_html_table(table)}" for title, table in tails]
     if solvers:
         parts.append(f"<h2>Classical solver settings</h2>{_html_table(solvers)}<p>{html.escape(note)}</p>")
+    elif "solver_note" in ds.attrs:
+        parts.append(f"<h2>Classical solver settings</h2><p>{html.escape(ds.attrs['solver_note'])}</p>")
     parts.append("<h2>Figures</h2>")
     for caption, path in figures.items():
         data = base64.b64encode(path.read_bytes()).decode()

@@ -2,7 +2,16 @@
 
 from solvers.base import ConfigError, DivergenceError, Solver
 from solvers.burgers import Burgers
+from solvers.external import External
 from solvers.ks import KuramotoSivashinsky
 from solvers.navier_stokes import NavierStokes2D
 
-__all__ = ["Burgers", "ConfigError", "DivergenceError", "KuramotoSivashinsky", "NavierStokes2D", "Solver"]
+__all__ = [
+    "Burgers",
+    "ConfigError",
+    "DivergenceError",
+    "External",
+    "KuramotoSivashinsky",
+    "NavierStokes2D",
+    "Solver",
+]

@@ -248,6 +248,8 @@ class Solver(ABC):
 
     ndim: int = 1
     channels: tuple[str, ...] = ("u",)
+    can_solve: bool = True
+    """False for a description of data no pdestream solver makes (``solvers.external.External``)."""
     param_order: tuple[str, ...] = ()
     """The PDE parameters in the order the constructor adds them (see :meth:`param_names`)."""
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
@@ -327,6 +329,12 @@ class Solver(ABC):
             for name in cls.param_order
             if name not in RANGED_SETTINGS or is_range(name, config.get(name))
         )
+
+    @classmethod
+    def fields_of(cls, config: Mapping[str, Any]) -> tuple[int, tuple[str, ...]]:
+        """The spatial dimensions and channel names a solver built from ``config`` has, read without building
+        it (model shapes in ``conf/``)."""
+        return cls.ndim, cls.channels
 
     def add_param(self, name: str, value: ParamValue, positive: bool = False) -> None:
         """Add a PDE parameter; :attr:`params` keeps the order of ``param_order`` (that of the draws)."""

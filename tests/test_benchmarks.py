@@ -307,6 +307,19 @@ def test_default_run_benchmark(tmp_path: Path) -> None:
     assert out.read_text() == text and re.search(r"^median\s+0 min \d+\.\d s$", text, re.MULTILINE)
 
 
+def test_datasets_benchmark(tmp_path: Path) -> None:
+    out = tmp_path / "datasets.md"
+    text = run_benchmark(
+        "datasets", "--presets", "fno_burgers", "lpsda_ks", "--sample", "2", "--out", str(out)
+    )
+    assert out.read_text().strip() == text.strip()
+    burgers, lpsda = (line for line in text.splitlines() if line.startswith("| `dataset="))
+    assert "`datasets/fno/burgers_data_R10.mat` | 2048 |" in burgers and "| 2 in " in burgers
+    assert "`datasets/lpsda/KS_train_fixed_viscosity.h5 (and val, test)` | 2304 |" in lpsda
+    size = float(re.search(r"\| ([\d.]+) GB \|", burgers).group(1))
+    assert 0.13 < size < 0.145  # a and u: 2 × 2048 × 8192 float32 = 0.134 GB, and the headers
+
+
 @pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt"])
 def test_readme_quotes_the_main_job_timings(name: str) -> None:
     readme = (ROOT / "README.md").read_text()

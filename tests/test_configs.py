@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from data.layouts import fno
 from data.normalize import CondLayout
 from models import NETWORKS
 from tests.test_train import any_scheduler, compose_train, tiny
@@ -50,8 +51,8 @@ FILE_BACKED = ("data=offline", "data=fno_file", "experiment=burgers_fno")
 @pytest.fixture(scope="module")
 def fno_file(tmp_path_factory) -> Path:
     """A small file in the FNO layout (12 samples of the Burgers benchmark on 64 points)."""
-    from data.fno_format import export_fno
     from data.hdf5 import write_split
+    from data.layouts.fno import export as export_fno
     from data.timegrid import TimeGrid
     from solvers import Burgers
 
@@ -83,6 +84,8 @@ def test_every_option_composes_and_resolves(override, tmp_path):
     base = any_scheduler(tmp_path)
     if override in FILE_BACKED:  # the file-backed modules have no stream, buffer or cache options
         base = [o for o in base if not o.startswith("data.")]
+    if override == "pde=external":  # a description of data: no solver settings such as the burn-in
+        base = [o for o in base if not o.startswith("pde.burn_in")]
     cfg = compose_train([*base, override])
     # resolving everything a run reads proves the interpolations (model shapes, dt_out, scheduler) hold
     for key in ("pde", "model", "data", "trainer", "module", "optimizer", "scheduler", "callbacks"):
@@ -172,8 +175,8 @@ def test_every_model_preset_trains_one_step(model, tmp_path):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_one_step(experiment, tmp_path, fno_file):
     if f"experiment={experiment}" in FILE_BACKED:  # a small file of its layout, read at 32 points
-        rows = ["data.ntrain=6", "data.nval=2", "data.ntest=2"]
-        one_step([f"experiment={experiment}", f"data.path={fno_file}", *rows], tmp_path, file_backed=True)
+        rows = ["data.rows.train=[0,6]", "data.rows.val=[6,8]", "data.rows.test=[-2,null]"]
+        one_step([f"experiment={experiment}", f"data.paths={fno_file}", *rows], tmp_path, file_backed=True)
         return
     # tiny grids (solved at 64, stored at 32) and trajectories; frames for the input history plus a target
     one_step([f"experiment={experiment}", "data.frames=12", "pde.n_solve=64"], tmp_path)
@@ -278,8 +281,11 @@ def test_every_experiment_selects_its_papers_recipe(name, tmp_path):
         recipe["max_steps"],
         recipe["pool_size"],
     )
-    if "ntrain" in recipe:
-        assert cfg.data.get("ntrain") == recipe["ntrain"]
+    if recipe.get("ntrain"):  # the first 1000 rows of the file (the layout's own split unless data.rows says)
+        start, stop = cfg.data.rows.train or fno.default_rows("train", 2048)
+        assert (cfg.data.format, stop - start) == ("fno", recipe["ntrain"])
+    elif "ntrain" in recipe:
+        assert "rows" not in cfg.data
     if "model" in recipe:  # the network and the raw fields of the reference script
         assert (cfg.model.name, cfg.data.normalize, cfg.module.predict_difference) == (
             *recipe["model"],

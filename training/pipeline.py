@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from data.cli import require_writable
 from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config
-from data.fno_format import FNOFileDataModule, is_fno_file
+from data.datamodule import OfflineDataModule
 from data.hdf5 import read_trajectories
+from data.layouts import detect, split_path
 from data.timegrid import trajectory_steps
 from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
@@ -210,19 +211,21 @@ def load_models(paths: Sequence[str], trust: bool) -> list[Model]:
 
 
 def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """The test trajectories: ``test_path`` (a pdestream HDF5 file, or an FNO-layout ``.mat`` file split as the
-    checkpoint's own file was, else as the FNO scripts: its last 100 rows) or the set the checkpoint's data config
-    defines."""
+    """The test trajectories: ``test_path`` (a file in any layout of :mod:`data.layouts`: a foreign one split
+    as the checkpoint's own file was when it has that layout, else by the layout's published convention) or
+    the set the checkpoint's data config defines."""
     try:
         if cfg.test_path:
             solver = build_from_config(config["pde"], SOLVER_TARGETS, "pde")
-            if is_fno_file(cfg.test_path):  # split as the checkpoint's file was, else as the FNO scripts
-                data_config = config["data"]
-                same = str(data_config["_target_"]).endswith(FNOFileDataModule.__name__)
-                rows = {k: data_config[k] for k in FNOFileDataModule.ROWS} if same else {}
-                data = FNOFileDataModule(solver, str(cfg.test_path), **rows).trajectories(cfg.test_split)
-            else:
+            layout = detect(cfg.test_path)
+            if layout == "pdestream":
                 data = read_trajectories(cfg.test_path, cfg.test_split, solver)
+            else:
+                trained = config["data"]
+                same = trained.get("format") == layout
+                data = OfflineDataModule(
+                    solver, str(cfg.test_path), format=layout, rows=trained.get("rows") if same else None
+                ).trajectories(cfg.test_split)
             what = f"test_path={cfg.test_path}"
         else:
             data_config = dict(config["data"])
@@ -256,9 +259,7 @@ def origin_of_test_set(cfg: DictConfig, config: Mapping[str, Any]) -> str:
             "its range, uniform in log for a log range), each trajectory from its own seed (seed, split, "
             "index), disjoint from the training stream"
         )
-    if str(data["_target_"]).endswith(FNOFileDataModule.__name__):
-        return f"the last {data['ntest']} samples of the run's file {data['path']}: drawn by whatever made it"
-    return f"the run's fixed test file {(data.get('paths') or {}).get('test')}: drawn by whatever made it"
+    return f"the test rows of the run's file {split_path(data['paths'], 'test')}: drawn by whatever made it"
 
 
 # ----------------------------------------------------------------------------- rollouts
@@ -654,14 +655,17 @@ def evaluate(cfg: DictConfig) -> Path:
     if cfg.anchors.persistence:
         forecasters.append(persistence(t_in))
     blowup = float(first.config["pde"].get("blowup", 1e6))
-    solver = build_from_config({**first.config["pde"], "burn_in": 0.0}, SOLVER_TARGETS, "pde")
+    pde = first.config["pde"]
+    solver = build_from_config(
+        {**pde, **({"burn_in": 0.0} if "burn_in" in pde else {})}, SOLVER_TARGETS, "pde"
+    )
     side = solver.length  # the midpoint of a per-trajectory range
     steps = trajectory_steps(dt, params, len(u))  # each trajectory's own time step
     results = [evaluate_model(f, u, params, steps, blowup, cfg, device, side) for f in forecasters]
     truth = u[:, t_in:]
     runs: list[SolverRun] = []
     baseline = cfg.solver_baseline
-    if baseline.enabled:
+    if baseline.enabled and solver.can_solve:
         count = baseline.num_trajectories or len(u)
         runs = run_solver(
             first.config["pde"],
@@ -688,6 +692,11 @@ def evaluate(cfg: DictConfig) -> Path:
         "test_data": f"{data['source']}, {len(u)} trajectories of {u.shape[1]} frames",
         "test_draw": origin_of_test_set(cfg, first.config),
     }
+    if not solver.can_solve:
+        attrs["solver_note"] = (
+            f"No classical-solver rows: the checkpoint's pde is {type(solver).__name__} (data no pdestream "
+            "solver makes), so there is no solver to set the models against."
+        )
     dataset = build_dataset(
         models, forecasters, results, runs, truth, index[: len(u)], dt, steps, cfg, attrs, solver, params
     )

@@ -55,8 +55,8 @@ def _solver_class(root: DictConfig) -> type:
 def register_resolvers() -> None:
     """OmegaConf resolvers used by ``conf/``: PDE facts for model shapes, small arithmetic."""
     resolvers = {
-        "pde_ndim": lambda *, _root_: _solver_class(_root_).ndim,
-        "pde_channels": lambda *, _root_: len(_solver_class(_root_).channels),
+        "pde_ndim": lambda *, _root_: _solver_class(_root_).fields_of(_root_.pde)[0],
+        "pde_channels": lambda *, _root_: len(_solver_class(_root_).fields_of(_root_.pde)[1]),
         # the conditioning vector: the PDE parameters (named by the solver class and its config), then dt
         "pde_cond_dim": lambda *, _root_: len(
             CondLayout.of_names(_solver_class(_root_).param_names(_root_.pde))

@@ -203,4 +203,11 @@ def test_protocol_card_says_where_the_training_data_came_from():
         "a fixed pool of 1000 trajectories from the solver stream"
     )
     offline = {"_target_": "data.OfflineDataModule", "paths": {"train": "datasets/ks.h5"}}
-    assert _training_data({"data": offline}) == "offline: windows of the trajectories in datasets/ks.h5"
+    assert _training_data({"data": offline}) == (
+        "offline: windows of the training rows of datasets/ks.h5 (pdestream layout)"
+    )
+    well = {"_target_": "data.OfflineDataModule", "paths": "datasets/flow", "format": "the_well"}
+    assert (
+        _training_data({"data": well})
+        == "offline: windows of the training rows of datasets/flow (the_well layout)"
+    )

@@ -305,6 +305,7 @@ def test_every_pde_preset_carries_its_output_interval() -> None:
         "burgers_fno_2pi": 1.0,
         "navier_stokes": 1.0,
         "kolmogorov": 0.2,
+        "external": 1.0,  # data another program made: the frames' interval, a multiple of the file's
     }
 
 
@@ -345,6 +346,7 @@ def test_solvers_register_themselves_and_only_pdestreams_are_allowed_in_stored_c
         "solvers.ks.KuramotoSivashinsky",
         "solvers.burgers.Burgers",
         "solvers.navier_stokes.NavierStokes2D",
+        "solvers.external.External",
     }
     assert Heat not in SOLVERS.values() and "solvers.KuramotoSivashinsky" in SOLVER_TARGETS
 

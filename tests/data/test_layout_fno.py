@@ -14,8 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from data.fno_format import FNOFileDataModule, read_fno
+from data.datamodule import OfflineDataModule
 from data.generate import run as generate_run
+from data.layouts.fno import read_fno
 from solvers import Burgers
 from solvers.base import ConfigError
 
@@ -55,13 +56,23 @@ def solver(n: int = N, **kwargs) -> Burgers:
     return Burgers(n=n, length=1.0, dt=0.01, dt_out=1.0, nu=0.1, method="spectral", ic="grf", **kwargs)
 
 
+ROWS = {"train": [0, 6], "val": [6, 8], "test": [-3, None]}
+"""The reference's split of a 12-row file: ntrain = 6, the 2 after them validate, the last 3 test."""
+
+
+def module(path: str | Path, n: int = 128, **kwargs) -> OfflineDataModule:
+    """``data=fno_file`` on ``path`` read at ``n`` points."""
+    kwargs = {"format": "fno", "rows": ROWS, "time_history": 1, **kwargs}
+    return OfflineDataModule(solver(n=n), str(path), **kwargs)
+
+
 def test_generate_writes_the_published_layout(fno_file: Path) -> None:
     """``a`` and ``u`` are [N, n] float32 (burgers_data_R10.mat: [2048, 8192]), ``u`` the solution at t = 1 of ``a``."""
     found = scipy.io.loadmat(fno_file)
     assert found["a"].shape == found["u"].shape == (SAMPLES, N) and found["a"].dtype == np.float32
     assert found["nu"].ravel().tolist() == [0.1] * SAMPLES and found["t"].ravel().tolist() == [1.0]
     assert "format: fno" in str(found["config"][0])
-    assert not fno_file.with_name(fno_file.name + ".partial.h5").exists()  # the working file is gone
+    assert not fno_file.with_name(fno_file.name + ".train.partial.h5").exists()  # the working file is gone
     # row i is trajectory i of the seed stream: its u0 solved to t = 1 again
     again = solver()
     u0 = torch.from_numpy(found["a"][:2]).double()[:, None]
@@ -113,7 +124,7 @@ def test_an_interrupted_generation_resumes(tmp_path: Path, fno_file: Path, monke
     monkeypatch.setattr(Burgers, "solve", dies_second)
     with pytest.raises(KeyboardInterrupt):
         generate(path)
-    assert not path.exists() and path.with_name("b.mat.partial.h5").exists()
+    assert not path.exists() and path.with_name("b.mat.train.partial.h5").exists()
     monkeypatch.setattr(Burgers, "solve", original)
     generate(path)
     np.testing.assert_array_equal(scipy.io.loadmat(path)["u"], scipy.io.loadmat(fno_file)["u"])
@@ -133,7 +144,7 @@ def test_matlab_73_files_are_read_with_their_axes_reversed(tmp_path: Path, fno_f
 
 def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) -> None:
     found = scipy.io.loadmat(fno_file)
-    dm = FNOFileDataModule(solver(n=128), str(fno_file), ntrain=6, nval=2, ntest=3, batch_size=4)
+    dm = module(fno_file, batch_size=3)
     test = dm.trajectories("test")
     assert test["u"].shape == (3, 2, 1, 128) and test["grid"].dt_out == 1.0
     np.testing.assert_array_equal(test["u"][:, 0, 0].numpy(), found["a"][-3:, ::4])  # x_data[-ntest:, ::sub]
@@ -149,7 +160,7 @@ def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) 
     train = torch.from_numpy(found["a"][:6, ::4])
     assert sorted(int((train - row).abs().sum(1).argmin()) for row in seen) == list(range(6))
     assert dm.normalizer.mean.tolist() != [0.0]
-    raw = FNOFileDataModule(solver(n=128), str(fno_file), normalize="none", ntrain=6, nval=2, ntest=3)
+    raw = module(fno_file, normalize="none")
     assert raw.normalizer.mean.tolist() == [0.0] and raw.normalizer.std.tolist() == [1.0]
 
 
@@ -158,8 +169,13 @@ def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) 
     [
         ({"n": 96}, r"pde\.n=96 must divide 512 \(allowed: 512, 256, 128, 64, 32, 16, 8\)"),
         (
-            {"ntrain": 10},
-            r"holds 12 samples; data\.ntrain \+ data\.nval \+ data\.ntest = 15 must not exceed it",
+            {"rows": {**ROWS, "test": [-20, None]}},
+            r"data\.rows\.test=\[-20, None\] does not fit the 12 rows the file holds; give "
+            r"data\.rows\.test=\[start, stop\] within 0\.\.12",
+        ),
+        (
+            {"rows": {}},
+            r"data\.rows\.test=\[-100, None\] \(the fno layout's own split\) does not fit the 12 rows",
         ),
         (
             {"path": "missing.mat"},
@@ -169,9 +185,9 @@ def test_the_data_module_splits_and_subsamples_as_the_reference(fno_file: Path) 
     ],
 )
 def test_bad_input_is_one_sentence(fno_file: Path, change: dict, pattern: str) -> None:
-    kwargs = {"ntrain": 6, "nval": 2, "ntest": 3, "path": str(fno_file), **change}
+    kwargs = {"path": str(fno_file), **change}
     with pytest.raises(ConfigError, match=pattern):
-        FNOFileDataModule(solver(n=kwargs.pop("n", 128)), **kwargs).trajectories("test")
+        module(**kwargs).trajectories("test")
 
 
 def test_foreign_and_corrupt_files_are_refused(tmp_path: Path) -> None:
@@ -201,7 +217,7 @@ def test_a_full_disk_while_exporting_keeps_the_generated_trajectories(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(scipy.io, "savemat", full)
-    working = tmp_path / "b.mat.partial.h5"
+    working = tmp_path / "b.mat.train.partial.h5"
     with pytest.raises(ConfigError) as stopped:
         generate(path)
     assert str(stopped.value) == (
@@ -220,10 +236,32 @@ def test_non_finite_rows_are_refused_with_their_split(tmp_path: Path, fno_file: 
     found["u"][7, 8] = np.nan  # row 7, a point pde.n=128 keeps: the second validation row (ntrain=6, nval=2)
     path = tmp_path / "nan.mat"
     scipy.io.savemat(path, {k: v for k, v in found.items() if not k.startswith("__")})
-    dm = FNOFileDataModule(solver(n=128), str(path), ntrain=6, nval=2, ntest=3)
+    dm = module(path)
     assert dm.trajectories("test")["u"].shape[0] == 3
     with pytest.raises(
         ConfigError,
         match=r"nan\.mat' split 'val' holds non-finite values \(NaN or inf\), first in trajectory 7",
     ):
         dm.trajectories("val")
+
+
+def test_sets_too_large_for_matlab_5_are_written_as_matlab_73(tmp_path: Path, fno_file: Path, monkeypatch):
+    """From 2 GiB per variable (the FNO Navier-Stokes sets) the file is MATLAB 7.3, as the published
+    ``ns_V1e-3_N5000_T50.mat``: read by the reference ``MatReader``'s h5py branch (axes reversed) and by pdestream
+    to the same arrays as the MATLAB 5 file; the generation settings still identify it."""
+    from data.layouts import fno
+
+    monkeypatch.setattr(fno, "V5_LIMIT", 0)
+    path = tmp_path / "big.mat"
+    generate(path)
+    assert path.read_bytes()[:10] == b"MATLAB 7.3" and h5py.is_hdf5(path)
+    small = scipy.io.loadmat(fno_file)
+    with h5py.File(path, "r") as file:  # MatReader: x = data[field][()]; np.transpose(x, reversed axes)
+        u = file["u"][()]
+        u = np.transpose(u, axes=range(len(u.shape) - 1, -1, -1))
+        assert file["u"].attrs["MATLAB_class"] == b"single"
+    np.testing.assert_array_equal(u, small["u"])
+    np.testing.assert_array_equal(read_fno(path)["a"], small["a"])
+    assert generate(path) == str(path)  # complete, and made with these settings: kept
+    with pytest.raises(ConfigError, match=r"already holds data made with num_trajectories=12"):
+        generate(path, "num_trajectories=13")
