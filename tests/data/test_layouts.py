@@ -281,3 +281,22 @@ def test_a_field_count_mismatch_and_a_missing_split_are_refused(made) -> None:
         generate(made["ns"].parent / "NS_train_x.h5", *NS, "split=train", "format=pdearena")
     with pytest.raises(ConfigError, match=r"PDEArena reads files whose name holds _train_, _valid_, _test_"):
         generate(made["ns"].parent / "ks.h5x", *KS, "split=train", "format=pdearena")
+
+
+def test_pdebench_navier_stokes_velocity_is_read_as_two_channels(tmp_path) -> None:
+    """``ns_incom_inhom_2d_512-*.h5`` (PDEBench ``data_gen/src/data_io.py``): ``velocity`` [N, T, X, Y, 2], ``t``
+    [N, T]; read as channels vx, vy, and refused by a one-field config naming them."""
+    from solvers import External
+
+    velocity = np.random.default_rng(0).standard_normal((3, 5, 16, 16, 2)).astype(np.float32)
+    path = tmp_path / "ns_incom_inhom_2d_512-0.h5"
+    with h5py.File(path, "w") as f:
+        f["velocity"], f["particles"] = velocity, velocity[..., :1]
+        f["force"], f["t"] = velocity[:, 0], np.tile(0.005 * np.arange(5), (3, 1))
+    external = External(n=16, length=1.0, dt_out=0.005, ndim=2, channels=["vx", "vy"])
+    data = OfflineDataModule(external, str(path), rows=EVERY_ROW).trajectories("train")
+    np.testing.assert_array_equal(data["u"].numpy(), np.moveaxis(velocity, -1, 2))
+    with pytest.raises(
+        ConfigError, match=r"'velocity' holds 2 field\(s\) \(vx, vy\); the pde config has 1 \(vorticity\)"
+    ):
+        OfflineDataModule(ns_solver(), str(path), rows=EVERY_ROW).trajectories("train")
