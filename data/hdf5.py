@@ -135,6 +135,11 @@ def inspect_split(path: str | Path, split: str, solver: Solver | None = None) ->
             raise ConfigError(
                 f"{str(path)!r} split {split!r} is corrupt: its arrays have inconsistent shapes"
             )
+        if not np.issubdtype(u.dtype, np.floating):
+            raise ConfigError(
+                f"{str(path)!r} split {split!r}: 'u' holds {u.dtype} values; allowed: floating point (float16, "
+                "float32, float64)"
+            )
         info = SplitInfo(str(path), split, target, grid, channels, tuple(u.shape[3:]), params, info_solver)
     if solver is not None:
         check_matches(info, solver)

@@ -138,6 +138,12 @@ def test_mismatched_pde_or_resolution_is_refused(tmp_path, heat1d):
         inspect_split(path, "train", Heat(n=32))
     with pytest.raises(ConfigError, match="file has ndim=1, config has ndim=2"):
         HDF5Windows(path, "train", 2, 1, solver=Heat(n=16, ndim=2))
+    with h5py.File(path, "r+") as file:  # the same file with integer values
+        u = file["train/u"][()]
+        del file["train/u"]
+        file["train/u"] = u.astype(np.int8)
+    with pytest.raises(ConfigError, match=r"split 'train': 'u' holds int8 values; allowed: floating point"):
+        read_trajectories(path, "train", heat1d)
 
 
 def test_windows_read_lazily_with_stride(tmp_path, heat1d):
