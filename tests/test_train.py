@@ -803,7 +803,7 @@ def test_command_line_check_reads_sweeps_and_leaves_the_rest_to_hydra(tmp_path):
 
 def test_ema_averages_every_weight_in_one_vectorised_update():
     """Lightning's averaged model with the callback's update follows ema ← decay·ema + (1 − decay)·w."""
-    from torch.optim.swa_utils import AveragedModel
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from training.averaging import EMAWeightAveraging
 
@@ -821,3 +821,29 @@ def test_ema_averages_every_weight_in_one_vectorised_update():
         expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, net.parameters(), strict=True)]
     for got, want in zip(averaged.module.parameters(), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    # the callback's own per-step update (lists built once) gives torch's update, buffers included
+    net.register_parameter(
+        "spectral", torch.nn.Parameter(torch.ones(3, dtype=torch.complex64))
+    )  # FNO weights
+    net.register_buffer("count", torch.tensor(0))
+    net.register_buffer("scale", torch.ones(2))
+    for use_buffers in (True, False):  # the callback's default, and buffers kept in sync instead
+        callback._pairs = None
+        callback._average_model = AveragedModel(net, use_buffers=use_buffers, **callback._kwargs)
+        reference = AveragedModel(net, use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+        for _ in range(4):
+            callback.update(net)
+            reference.update_parameters(net)
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.mul_(1.5)
+                net.count += 1
+                net.scale += 0.5
+        got, want = callback._average_model.state_dict(), reference.state_dict()
+        for name in want:  # torch's EMA; an integer counter is kept as the model's (torch averages it too)
+            expected = (
+                net.count - 1 if name == "module.count" and use_buffers else want[name]
+            )  # at the update
+            torch.testing.assert_close(got[name], expected, rtol=0, atol=0, msg=name)
+        assert int(callback._average_model.n_averaged) == 4 and callback._use_buffers
+        assert not torch.equal(got["module.spectral"], net.spectral)  # complex weights averaged, not copied
