@@ -28,6 +28,27 @@ def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
 
 SOLVER_TARGETS = targets(*SOLVERS.values())  # importing solvers.base runs solvers/__init__: all are defined
 DATA_TARGETS = {**targets(OnlineDataModule, OfflineDataModule), **SOLVER_TARGETS}
+LEGACY_FNO = "FNOFileDataModule"
+"""The FNO-file module of earlier releases: ``data.OfflineDataModule`` with ``format: fno`` since."""
+
+
+def upgrade_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's data config in today's terms: an earlier ``data.FNOFileDataModule`` (``path``, ``ntrain``,
+    ``nval``, ``ntest``) becomes the ``data.OfflineDataModule`` of ``format: fno`` that reads the same rows."""
+    data = dict(data)
+    if not str(data.get("_target_", "")).endswith(LEGACY_FNO):
+        return data
+    ntrain, nval, ntest = (int(data.pop(k)) for k in ("ntrain", "nval", "ntest"))
+    paths = data.pop("path")
+    return {
+        **data,
+        "_target_": "data.OfflineDataModule",
+        "paths": paths,
+        "format": "fno",
+        "rows": {"train": [0, ntrain], "val": [ntrain, ntrain + nval], "test": [-ntest, None]},
+    }
+
+
 IGNORED_KEYS = ("_convert_", "_recursive_")
 """Hydra keys that are not constructor arguments (``_recursive_: false`` keeps nested nodes unbuilt)."""
 

@@ -530,27 +530,52 @@ class OfflineDataModule(PDEDataModule):
             raise ConfigError(f"data.format={format!r} is not allowed; allowed: auto, {', '.join(LAYOUTS)}")
         self.train_set: Dataset | None = None
         self._memory: dict[str, dict[str, Any]] = {}
+        self._files: dict[Any, Any] = {}
 
     @property
     def layout(self) -> str:
         """The training file's layout (``data.format``, or detected)."""
         if self.format == "auto":
             self.format = detect(self.paths["train"])
-        if self.format == "pdestream" and any(v is not None for v in self.rows.values()):
+        given = {k: v for k, v in self.rows.items() if v is not None}
+        if self.format == "pdestream" and given:
+            split, value = next(iter(given.items()))
             raise ConfigError(
-                "data.rows selects rows of foreign layouts only; a pdestream file has a group per split"
+                f"data.rows.{split}={list(value)} is not allowed with a pdestream file (a group per split): give null"
             )
         return self.format
 
     def _in_memory(self, split: str) -> dict[str, Any]:
-        """A foreign file's rows for ``split`` (:func:`data.layouts.fit`), read once."""
+        """A foreign file's rows for ``split`` (:func:`data.layouts.fit`); a one-file layout's file is read once
+        for all its splits, and the splits that share a file must not share rows (PDEBench's validation on its
+        test rows excepted, its own protocol)."""
         if split not in self._memory:
-            path = self.paths[split]
-            module = layout_module(self.layout)
-            loaded = module.read(Path(path), split)
+            path, module = self.paths[split], layout_module(self.layout)
+            key = path if module.ONE_FILE else (path, split)
+            if key not in self._files:
+                self._files[key] = module.read(Path(path), split)
+            loaded = self._files[key]
             part = row_slice(self.rows.get(split), split, loaded.u.shape[0], self.layout)
             self._memory[split] = fit(loaded, self.solver, path, self.layout, split, part)
+            self._check_disjoint(split)
         return self._memory[split]
+
+    def _check_disjoint(self, split: str) -> None:
+        if not layout_module(self.layout).ONE_FILE:  # each split's own file or folder
+            return
+        rows = set(self._memory[split]["index"].tolist())
+        published = self.layout == "pdebench" and self.rows.get("val") is None  # val = test, PDEBench's own
+        for other, data in self._memory.items():
+            if other == split or self.paths[other] != self.paths[split]:
+                continue
+            if published and {split, other} == {"val", "test"}:
+                continue
+            shared = rows & set(data["index"].tolist())
+            if shared:
+                raise ConfigError(
+                    f"data.rows: the {split} and {other} rows of {self.paths[split]!r} overlap (e.g. row "
+                    f"{min(shared)}); give data.rows.{split} and data.rows.{other} disjoint [start, stop]"
+                )
 
     def _stride(self, split: str) -> tuple[int, TimeGrid]:
         """File frames per model step in ``split``'s pdestream file, and the file's grid."""
@@ -602,7 +627,8 @@ class OfflineDataModule(PDEDataModule):
             self.train_set,
             batch_size=self.batch_size,
             shuffle=True,
-            drop_last=True,
+            drop_last=self.layout
+            == "pdestream",  # a foreign file trains in epochs of every row, as its scripts
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -31,7 +31,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 def run(cfg: DictConfig) -> str:
     """Generate one split as ``cfg`` says (see ``conf/generate.yaml``) and return the file's path; bad input,
     and a configuration that needs more memory than the machine has, raise :class:`ConfigError` before any
-    trajectory is solved. A complete ``format=fno`` file is kept."""
+    trajectory is solved. A complete file of a foreign layout made with the same settings is kept."""
     check_choice("dtype", cfg.dtype, DTYPES)
     check_choice("format", cfg.format, LAYOUTS)
     require_writable(Path(str(cfg.path)).parent, "the directory of path")
@@ -53,7 +53,8 @@ def run(cfg: DictConfig) -> str:
     if foreign:
         target = layout_module(cfg.format).target(path, cfg.split)
         check_request(cfg, solver, path, target)
-        if target.exists():
+        if target.exists():  # complete, and made with these settings
+            working.unlink(missing_ok=True)
             return str(target)
     processes = max(workers, 1)
     require_memory(
@@ -91,10 +92,16 @@ IDENTITY = ("pde", "split", "seed", "num_trajectories", "frames")
 def check_request(cfg: DictConfig, solver: Solver, path: Path, target: Path) -> None:
     """Refuse, before solving, what the layout cannot hold, and an existing file made with other settings."""
     module = layout_module(cfg.format)
-    module.check_request(path, solver, cfg.frames)
+    module.check_request(path, solver, cfg.frames, cfg.split)
     if not target.exists():
         return
-    stored = OmegaConf.create(module.stored_config(target))
+    text = module.stored_config(target)
+    if not text:
+        raise ConfigError(
+            f"path={str(target)!r} exists and was not written by python -m data.generate (it records no "
+            "config): choose another path or delete the file"
+        )
+    stored = OmegaConf.create(text)
     for key in IDENTITY:
         have, want = OmegaConf.select(stored, key), cfg.get(key)
         if have != want:

@@ -1,6 +1,6 @@
 """Data no pdestream solver makes: ``pde=external`` describes its grid, fields and parameters, nothing more.
 
-A The Well set of another PDE (``shear_flow``, ``rayleigh_benard`` …) or any foreign file trains with
+A The Well set of another PDE (scalar and vector fields on a square grid) or any foreign file trains with
 ``data=offline`` under this description: the file is checked against it (fields, grid, frame interval,
 domain length) as against any solver's. It cannot solve: the online stream, ``python -m data.generate`` and
 the evaluation's classical-solver rows refuse or leave it out, saying so.

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from data.cli import write_atomically
-from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
+from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets, upgrade_data_config
 from data.normalize import Normalizer
 from data.timegrid import TimeGrid
 from models import NETWORKS, SurrogateNet
@@ -208,6 +208,8 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> tuple[SurrogateMod
             f"{str(file)!r} is not a pdestream checkpoint: it lacks hyper_parameters.config or state_dict"
         )
     config = dict(config)
+    if isinstance(config.get("data"), Mapping):
+        config["data"] = upgrade_data_config(config["data"])
     try:
         TimeGrid.from_dict(config.get("time_grid"), "hyper_parameters.config.time_grid")
     except ConfigError as error:

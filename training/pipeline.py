@@ -222,7 +222,10 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
                 data = read_trajectories(cfg.test_path, cfg.test_split, solver)
             else:
                 trained = config["data"]
-                same = trained.get("format") == layout
+                fmt = trained.get("format", "pdestream")
+                same = fmt == layout or (
+                    fmt == "auto" and _layout_of(split_path(trained["paths"], "train")) == layout
+                )
                 data = OfflineDataModule(
                     solver, str(cfg.test_path), format=layout, rows=trained.get("rows") if same else None
                 ).trajectories(cfg.test_split)
@@ -243,6 +246,14 @@ def load_test_set(cfg: DictConfig, config: Mapping[str, Any], label: str) -> dic
         data = {**data, "u": data["u"][:limit], "params": {k: v[:limit] for k, v in data["params"].items()}}
     log.info("test set: %s, %d trajectories of %d frames", what, len(data["u"]), data["u"].shape[1])
     return {**data, "source": what}
+
+
+def _layout_of(path: str) -> str | None:
+    """The layout of a checkpoint's training file, or None where it is gone."""
+    try:
+        return detect(path)
+    except ConfigError:
+        return None
 
 
 def origin_of_test_set(cfg: DictConfig, config: Mapping[str, Any]) -> str:

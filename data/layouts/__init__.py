@@ -50,7 +50,7 @@ class Loaded:
     imply (None: not recorded); ``channels`` the field names (None: not recorded).
     """
 
-    u: np.ndarray | h5py.Dataset
+    u: np.ndarray
     key: str
     params: dict[str, np.ndarray] = field(default_factory=dict)
     dt: float | np.ndarray | None = None
@@ -60,7 +60,13 @@ class Loaded:
 
 def split_path(paths: str | Mapping[str, str], split: str) -> str:
     """The file of ``split`` in a data config's ``paths`` (one path for every split, or one per split)."""
-    return str(paths) if isinstance(paths, str | Path) else str(paths.get(split))
+    return str(paths) if isinstance(paths, str | Path) else str(paths.get(split, "(none)"))
+
+
+def hdf5_config(path: Path, layout: str) -> str:
+    """The YAML a pdestream export stored in an HDF5 file's root attribute ``config`` ("" if none)."""
+    with open_hdf5(path, layout) as file:
+        return str(file.attrs.get("config", ""))
 
 
 def layout_module(name: str) -> Any:
@@ -127,14 +133,18 @@ def fit(loaded: Loaded, solver: Solver, path: str, layout: str, split: str, part
             f"{where}: {key!r} has shape {list(u.shape)} and the pde config is {ndim}D: allowed "
             f"[trajectory, time, channel] and {ndim} space axes"
         )
-    if u.shape[2] != channels:
+    if u.shape[2] != channels or (loaded.channels and tuple(loaded.channels) != tuple(solver.channels)):
         names = f" ({', '.join(loaded.channels)})" if loaded.channels else ""
         raise ConfigError(
             f"{where}: {key!r} holds {u.shape[2]} field(s){names}; the pde config has {channels} "
-            f"({', '.join(solver.channels)})"
+            f"({', '.join(solver.channels)}): give pde.channels in the file's order"
         )
     n_file, n = u.shape[3], solver.n
-    if any(size != n_file for size in u.shape[3:]) or n_file % n:
+    if any(size != n_file for size in u.shape[3:]):
+        raise ConfigError(
+            f"{where}: {key!r} holds a {' × '.join(map(str, u.shape[3:]))} grid; pdestream reads square grids only"
+        )
+    if n_file % n:
         allowed = [str(n_file // d) for d in range(1, max(n_file // 8, 1) + 1) if n_file % d == 0]
         raise ConfigError(
             f"{where}: {key!r} holds {list(u.shape[3:])} points; pde.n={n} must divide {n_file} (allowed: "
@@ -142,8 +152,12 @@ def fit(loaded: Loaded, solver: Solver, path: str, layout: str, split: str, part
         )
     dt_out, stride = output_interval(solver), 1
     steps = None if loaded.dt is None else np.asarray(loaded.dt, dtype=np.float64).reshape(-1)
+    if steps is not None and not (np.isfinite(steps).all() and (steps > 0).all()):
+        raise ConfigError(
+            f"{where}: its frame times are not increasing (time steps {steps.min():g} … {steps.max():g})"
+        )
     if steps is not None:
-        nominal = float(np.median(steps)) if TIME_SCALE in solver.params else float(steps[0])
+        nominal = float(steps[0])
         if TIME_SCALE not in solver.params and not np.allclose(steps, nominal, rtol=1e-6):
             raise ConfigError(
                 f"{where}: its trajectories have different time steps ({steps.min():g} … {steps.max():g}) but "
@@ -157,7 +171,7 @@ def fit(loaded: Loaded, solver: Solver, path: str, layout: str, split: str, part
             )
     rows = range(u.shape[0])[part]
     sub = (slice(None), slice(None, None, stride), slice(None), *([slice(None, None, n_file // n)] * ndim))
-    data = np.asarray(u[rows.start : rows.stop : rows.step] if isinstance(u, h5py.Dataset) else u[part])
+    data = u[part]
     trajectories = torch.from_numpy(np.ascontiguousarray(data[sub])).float()
     check_finite(trajectories, path, split, rows.start)
     frames = trajectories.shape[1]
@@ -186,7 +200,14 @@ def _params(
     params = {}
     for name, spec in solver.params.items():
         if name in found:
-            params[name] = torch.from_numpy(np.array(found[name], dtype=np.float64).reshape(count))
+            values = np.array(found[name], dtype=np.float64).reshape(count)
+            slack = 1e-6 * max(abs(spec.low), abs(spec.high))
+            if not spec.fixed and not ((values >= spec.low - slack) & (values <= spec.high + slack)).all():
+                raise ConfigError(
+                    f"{where} holds {name} = {values.min():g} … {values.max():g}, outside pde.{name}="
+                    f"[{spec.low:g}, {spec.high:g}]: give the range the file was made with"
+                )
+            params[name] = torch.from_numpy(values)
         elif spec.fixed:
             params[name] = torch.full((count,), spec.low, dtype=torch.float64)
         else:
@@ -251,12 +272,6 @@ def write_hdf5(target: Path, fill: Any, source: str | Path, count: int) -> Path:
             fill(file)
 
     return write_file(target, write, source, count)
-
-
-def require(condition: bool, message: str) -> None:
-    """Refuse a generation request the layout cannot hold (``format=…``), before anything is solved."""
-    if not condition:
-        raise ConfigError(message)
 
 
 def open_hdf5(path: Path, layout: str) -> h5py.File:

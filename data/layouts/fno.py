@@ -12,7 +12,7 @@ the reference code's ``MatReader`` and by MATLAB), with the composed config and 
 parameters as extra variables; :func:`read_fno` reads it back, and reads MATLAB 7.3 files (HDF5, axes
 reversed) through h5py; :func:`read` gives the rows to ``data=offline`` (split as :func:`default_rows`).
 The published Navier-Stokes sets split the same way with other counts: ``ns_V1e-3_N5000_T50.mat``
-(``fourier_2d.py``) trains on the first 1000 and tests on the last 200 (``data.rows.test=[-200,null]``).
+(``fourier_2d_time.py``) trains on the first 1000 and tests on the last 200 (``data.rows.test=[-200,null]``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import scipy.io
 
 from data.hdf5 import read_trajectories
 from data.layouts import Loaded, write_file
-from solvers.base import ConfigError, Solver
+from solvers.base import TIME_SCALE, ConfigError, Solver, require
 
+ONE_FILE = True
+"""One file holds every split's rows: read once for all of them."""
 FNO_KEYS = ("a", "u")
 """The variables every file of the layout holds."""
 RESERVED = (*FNO_KEYS, "t", "config")
@@ -45,20 +47,30 @@ def target(path: Path, split: str) -> Path:
     return path
 
 
-def check_request(path: Path, solver: Solver, frames: int) -> None:
+def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
     """Refuse, before solving, what this layout cannot hold."""
-    if path.suffix != ".mat":
-        raise ConfigError(f"path={str(path)!r} is not allowed with format=fno: give a .mat file")
-    if frames < 2 or len(solver.channels) != 1:
-        raise ConfigError(
-            f"format=fno holds one field (this pde has {len(solver.channels)}) and frames >= 2 (got {frames}): "
-            "an input a and at least one solution u"
-        )
+    require(
+        path.suffix.lower() == ".mat", f"path={str(path)!r} is not allowed with format=fno: give a .mat file"
+    )
+    require(
+        frames >= 2 and len(solver.channels) == 1,
+        f"format=fno holds one field (this pde has {len(solver.channels)}) and frames >= 2 (got {frames}): "
+        "an input a and at least one solution u",
+    )
+    varying = [k for k in (TIME_SCALE, "length") if k in solver.params]
+    require(
+        not varying,
+        f"format=fno has one time axis t for all rows; this pde draws {', '.join(varying)} per trajectory",
+    )
 
 
 def stored_config(path: Path) -> str:
-    """The YAML the file was generated with ("" for a file pdestream did not write)."""
-    return str(np.asarray(read_fno(path).get("config", [""])).ravel()[0])
+    """The YAML the file was generated with ("" for a file pdestream did not write), read alone."""
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r") as file:
+            return _matlab_value(file["config"]) if "config" in file else ""
+    found = scipy.io.loadmat(path, variable_names=["config"])
+    return str(np.asarray(found.get("config", [""])).ravel()[0])
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -105,19 +117,21 @@ def _write_v5(handle: BinaryIO, variables: dict[str, Any]) -> None:
 
 
 def _write_v73(handle: BinaryIO, variables: dict[str, Any]) -> None:
-    """MATLAB 7.3: HDF5 after a 512-byte header, every array stored with its axes reversed (MATLAB's column
-    order), ``MATLAB_class`` naming its type; text as ``uint16`` characters."""
+    """MATLAB 7.3: HDF5 after a 512-byte header, every array at least 2-D (a vector is N × 1) and stored with its
+    axes reversed (MATLAB's column order), ``MATLAB_class`` naming its type; text as a row of ``uint16``."""
     with h5py.File(handle, "w", userblock_size=512) as file:
         for name, value in variables.items():
-            text = isinstance(value, str)
-            array = (
-                np.frombuffer(value.encode("utf-16-le"), dtype=np.uint16)[:, None]
-                if text
-                else np.asarray(value)
-            )
+            if isinstance(value, str):
+                array, kind = np.frombuffer(value.encode("utf-16-le"), dtype=np.uint16)[None, :], "char"
+            else:
+                array = np.asarray(value)
+                array = array if array.dtype == np.float32 else array.astype(np.float64)
+                array, kind = (array[:, None] if array.ndim == 1 else array), str(array.dtype)
+                kind = {"float32": "single", "float64": "double"}[kind]
             stored = file.create_dataset(name, data=np.ascontiguousarray(array.T))
-            kind = "char" if text else {np.float32: "single", np.float64: "double"}[array.dtype.type]
             stored.attrs["MATLAB_class"] = np.bytes_(kind)
+            if kind == "char":
+                stored.attrs["MATLAB_int_decode"] = np.int32(2)
     handle.seek(0)
     handle.write(V73_HEADER.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM")
     handle.seek(0, 2)
@@ -126,7 +140,7 @@ def _write_v73(handle: BinaryIO, variables: dict[str, Any]) -> None:
 def _matlab_value(stored: h5py.Dataset) -> np.ndarray | str:
     """A MATLAB 7.3 variable: its array with the axes reversed back, or its text."""
     if stored.attrs.get("MATLAB_class", b"") in (b"char", "char"):
-        return stored[()].astype(np.uint16).tobytes().decode("utf-16-le")
+        return np.transpose(stored[()]).astype(np.uint16).tobytes().decode("utf-16-le")
     return np.transpose(stored[()])
 
 
@@ -178,5 +192,12 @@ def read(path: Path, split: str) -> Loaded:
             raise ConfigError(
                 f"{str(path)!r}: 't' = {times.tolist()} are not the {later.shape[-1]} equally spaced times of 'u'"
             )
-    params = {k: np.asarray(v, dtype=np.float64).reshape(-1) for k, v in found.items() if k not in RESERVED}
-    return Loaded(frames, "u", {k: v for k, v in params.items() if len(v) == len(a)}, dt)
+    params = {
+        k: np.asarray(v, dtype=np.float64).reshape(-1)
+        for k, v in found.items()
+        if k not in RESERVED
+        and isinstance(v, np.ndarray)
+        and np.issubdtype(v.dtype, np.number)
+        and v.size == len(a)
+    }
+    return Loaded(frames, "u", params, dt)

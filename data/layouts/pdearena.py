@@ -25,9 +25,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.layouts import SPLIT_NAMES, Loaded, is_hdf5_with, open_hdf5, require, source_split, write_hdf5
-from solvers.base import ConfigError, Solver
+from data.layouts import SPLIT_NAMES, Loaded, hdf5_config, is_hdf5_with, open_hdf5, source_split, write_hdf5
+from solvers.base import ConfigError, Solver, require
 
+ONE_FILE = False
+"""Each split is read from its own file (or folder)."""
 PREFIX = "pde_"
 EXTRA = ("x", "t", "dx", "dt", "v")
 """The datasets besides the field (``v``: the viscosity)."""
@@ -47,22 +49,21 @@ def target(path: Path, split: str) -> Path:
     return path
 
 
-def check_request(path: Path, solver: Solver, frames: int) -> None:
-    names = [f"_{name}_" for name in SPLIT_NAMES.values()]
+def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
+    name = f"_{SPLIT_NAMES[split]}_"
     require(
         solver.ndim == 1 and len(solver.channels) == 1,
         f"format=pdearena holds one 1D field; this pde is {solver.ndim}D with {len(solver.channels)} field(s)",
     )
     require(
-        any(name in path.name for name in names),
-        f"path={str(path)!r} is not allowed with format=pdearena: PDEArena reads files whose name holds "
-        f"{', '.join(names)} (e.g. KS_train_fixed_viscosity.h5)",
+        name in path.name,
+        f"path={str(path)!r} is not allowed with format=pdearena split={split}: PDEArena reads the {split} "
+        f"files by the {name} in their name (e.g. KS{name}fixed_viscosity.h5)",
     )
 
 
 def stored_config(path: Path) -> str:
-    with open_hdf5(path, "pdearena") as file:
-        return str(file.attrs.get("config", ""))
+    return hdf5_config(path, "pdearena")
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -81,13 +82,18 @@ def read(path: Path, split: str) -> Loaded:
             )
         group = file[name]
         key = _field_key(group)
-        missing = [k for k in ("dt", "dx") if k not in group]
-        if missing:
-            raise ConfigError(f"{str(path)!r} group {name!r} lacks {missing}, which PDEArena's reader needs")
         u = group[key][()]
         if u.ndim != 3:
             raise ConfigError(f"{str(path)!r}: {name}/{key} has shape {list(u.shape)}, not [N, nt, nx]")
-        dt, dx = group["dt"][()], group["dx"][()]
+        spacing = {}
+        for step, axis in (("dt", "t"), ("dx", "x")):  # LPSDA's reader takes them from t and x
+            if step in group:
+                spacing[step] = group[step][()]
+            elif axis in group and group[axis].shape[-1] > 1:
+                spacing[step] = group[axis][..., 1] - group[axis][..., 0]
+            else:
+                raise ConfigError(f"{str(path)!r} group {name!r} has neither {step!r} nor {axis!r}")
+        dt, dx = spacing["dt"], spacing["dx"]
         params = {"nu": group["v"][()]} if "v" in group else {}
         params.update(
             {k: group[k][()] for k in group if k != key and k not in EXTRA and group[k].shape == (len(u),)}

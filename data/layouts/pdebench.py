@@ -25,9 +25,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data.layouts import Loaded, is_hdf5_with, open_hdf5, require, source_split, write_hdf5
-from solvers.base import TIME_SCALE, ConfigError, Solver
+from data.layouts import Loaded, hdf5_config, is_hdf5_with, open_hdf5, source_split, write_hdf5
+from solvers.base import TIME_SCALE, ConfigError, Solver, require
 
+ONE_FILE = True
+"""One file holds every split's rows: read once for all of them."""
 TEST_RATIO = 0.1
 """``FNODatasetSingle``'s ``test_ratio``: the first ``int(0.1 · N)`` rows test."""
 ATTRIBUTES = {"Nu": "nu"}
@@ -47,7 +49,7 @@ def target(path: Path, split: str) -> Path:
     return path
 
 
-def check_request(path: Path, solver: Solver, frames: int) -> None:
+def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
     require(
         path.suffix == ".hdf5",
         f"path={str(path)!r} is not allowed with format=pdebench: give a .hdf5 file (FNODatasetSingle reads "
@@ -65,8 +67,7 @@ def check_request(path: Path, solver: Solver, frames: int) -> None:
 
 
 def stored_config(path: Path) -> str:
-    with open_hdf5(path, "pdebench") as file:
-        return str(file.attrs.get("config", ""))
+    return hdf5_config(path, "pdebench")
 
 
 def default_rows(split: str, count: int) -> list[int | None]:

@@ -30,15 +30,17 @@ import yaml
 from data.layouts import (
     SPLIT_NAMES,
     Loaded,
+    hdf5_config,
     is_hdf5_with,
     open_hdf5,
-    require,
     source_split,
     write_file,
     write_hdf5,
 )
-from solvers.base import ConfigError, Solver
+from solvers.base import ConfigError, Solver, require
 
+ONE_FILE = False
+"""Each split is read from its own file (or folder)."""
 SUFFIXES = (".hdf5", ".h5")
 DIMS = ("x", "y")
 
@@ -47,18 +49,24 @@ def _is_well_file(path: Path) -> bool:
     return is_hdf5_with(path, lambda f: "dataset_name" in f.attrs and "t0_fields" in f)
 
 
-def _files(path: Path, split: str) -> list[Path]:
-    """The split's files: ``path`` is a data set directory, a split directory or one file."""
-    if path.is_file():
-        return [path]
-    folder = path / "data" / SPLIT_NAMES[split] if (path / "data").is_dir() else path
-    return sorted(p for p in folder.glob("*") if p.suffix in SUFFIXES)
+def _files(path: Path, split: str, check: bool = True) -> list[Path]:
+    """The split's files: ``path`` is a data set directory, a split directory or one file; a split directory or
+    a file in one that belongs to another split is refused (``check``)."""
+    if (path / "data").is_dir():
+        return sorted(p for p in (path / "data" / SPLIT_NAMES[split]).glob("*") if p.suffix in SUFFIXES)
+    folder = path.parent if path.is_file() else path
+    if check and folder.name in SPLIT_NAMES.values() and folder.name != SPLIT_NAMES[split]:
+        raise ConfigError(
+            f"{str(path)!r} holds The Well's {folder.name!r} split, not the {split!r} split: give "
+            f"data.paths.{split} that split's folder, or the data set's folder (the one holding data/)"
+        )
+    return [path] if path.is_file() else sorted(p for p in folder.glob("*") if p.suffix in SUFFIXES)
 
 
 def detect(path: Path) -> bool:
     """A Well data set directory (``data/<split>/*.hdf5``), split directory or file."""
     if path.is_dir():
-        found = [p for split in SPLIT_NAMES for p in _files(path, split)]
+        found = [p for split in SPLIT_NAMES for p in _files(path, split, check=False)]
         return bool(found) and _is_well_file(found[0])
     return _is_well_file(path)
 
@@ -69,7 +77,7 @@ def target(path: Path, split: str) -> Path:
     return path / "data" / name / f"{path.name}_{name}.hdf5"
 
 
-def check_request(path: Path, solver: Solver, frames: int) -> None:
+def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
     require(
         path.suffix == "",
         f"path={str(path)!r} is not allowed with format=the_well: give the data set's directory (no suffix)",
@@ -77,8 +85,7 @@ def check_request(path: Path, solver: Solver, frames: int) -> None:
 
 
 def stored_config(path: Path) -> str:
-    with open_hdf5(path, "the_well") as file:
-        return str(file.attrs.get("config", ""))
+    return hdf5_config(path, "the_well")
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -87,11 +94,20 @@ def default_rows(split: str, count: int) -> list[int | None]:
 
 
 def _read_file(path: Path) -> Loaded:
+    try:
+        return _read_fields(path)
+    except KeyError as error:
+        raise ConfigError(
+            f"{str(path)!r} lacks The Well's {error.args[0]!r} (see its docs/data_format.md): a corrupt or "
+            "incomplete file"
+        ) from None
+
+
+def _read_fields(path: Path) -> Loaded:
     with open_hdf5(path, "the_well") as file:
         dims = [
             d.decode() if isinstance(d, bytes) else str(d) for d in file["dimensions"].attrs["spatial_dims"]
         ]
-        count = int(file.attrs["n_trajectories"])
         channels, fields = [], []
         for order in ("t0_fields", "t1_fields", "t2_fields"):
             group = file[order]
@@ -113,6 +129,7 @@ def _read_file(path: Path) -> Loaded:
                     channels += [f"{name}_{d}" for d in dims]
         if not fields:
             raise ConfigError(f"{str(path)!r} holds no field in t0_fields or t1_fields")
+        count = len(fields[0])
         time = np.asarray(file["dimensions/time"][()], dtype=np.float64)
         dt = time[..., 1] - time[..., 0] if time.shape[-1] > 1 else None
         x = np.asarray(file[f"dimensions/{dims[0]}"][()], dtype=np.float64)
@@ -214,15 +231,10 @@ def export(source: str | Path, split: str, target: str | Path, config_yaml: str 
         for order in ("t1_fields", "t2_fields"):
             file.create_group(order).attrs["field_names"] = _strings([])
 
-    write_hdf5(target, fill, source, count)
-    if split == "train":
-        write_file(
-            target.parents[2] / "stats.yaml",
-            lambda handle: handle.write(_stats(u, data["channels"])),
-            source,
-            count,
-        )
-    return target
+    if split == "train":  # first: a complete split file means a complete split
+        stats = _stats(u, data["channels"])
+        write_file(target.parents[2] / "stats.yaml", lambda handle: handle.write(stats), source, count)
+    return write_hdf5(target, fill, source, count)
 
 
 def _stats(u: np.ndarray, channels: tuple[str, ...]) -> bytes:

@@ -265,3 +265,17 @@ def test_sets_too_large_for_matlab_5_are_written_as_matlab_73(tmp_path: Path, fn
     assert generate(path) == str(path)  # complete, and made with these settings: kept
     with pytest.raises(ConfigError, match=r"already holds data made with num_trajectories=12"):
         generate(path, "num_trajectories=13")
+
+
+def test_a_checkpoint_of_the_earlier_fno_file_module_reads_the_same_rows(fno_file: Path) -> None:
+    """Runs trained with ``data.FNOFileDataModule`` (``path``, ``ntrain``, ``nval``, ``ntest``) still load: their
+    data config becomes ``OfflineDataModule`` with ``format: fno`` and the rows the old module split."""
+    from data.config import DATA_TARGETS, build_from_config, upgrade_data_config
+
+    legacy = {"_target_": "data.FNOFileDataModule", "pde": {}, "path": str(fno_file), "ntrain": 6, "nval": 2,
+              "ntest": 3, "time_history": 1}  # fmt: skip
+    upgraded = upgrade_data_config(legacy)
+    assert upgraded["format"] == "fno" and upgraded["rows"] == ROWS and "path" not in upgraded
+    dm = build_from_config({**upgraded, "pde": solver(n=128)}, DATA_TARGETS, "data")
+    assert dm.trajectories("val")["index"].tolist() == [6, 7]
+    assert dm.trajectories("test")["index"].tolist() == [9, 10, 11]

@@ -279,8 +279,38 @@ def test_a_field_count_mismatch_and_a_missing_split_are_refused(made) -> None:
         OfflineDataModule(ns, str(made["pdearena-train"])).trajectories("train")
     with pytest.raises(ConfigError, match=r"format=pdearena holds one 1D field; this pde is 2D"):
         generate(made["ns"].parent / "NS_train_x.h5", *NS, "split=train", "format=pdearena")
-    with pytest.raises(ConfigError, match=r"PDEArena reads files whose name holds _train_, _valid_, _test_"):
-        generate(made["ns"].parent / "ks.h5x", *KS, "split=train", "format=pdearena")
+    with pytest.raises(
+        ConfigError, match=r"format=pdearena split=val: PDEArena reads the val files by the _valid_"
+    ):
+        generate(made["ns"].parent / "KS_train_x.h5", *KS, "split=val", "format=pdearena")
+
+
+def test_splits_that_would_share_trajectories_are_refused(made) -> None:
+    """Rows of one file given to two splits, The Well's training folder given as the test split, a parameter
+    outside the config's range: each one sentence naming what to change."""
+    with pytest.raises(
+        ConfigError, match=r"data\.rows: the val and train rows of .* overlap \(e\.g\. row 5\)"
+    ):
+        dm = OfflineDataModule(
+            ks_solver(), str(made["pdebench-train"]), rows={"train": [0, 8], "val": [5, 10]}
+        )
+        dm.trajectories("train") and dm.trajectories("val")
+    split_folder = made["well-train"].parent
+    with pytest.raises(
+        ConfigError, match=r"holds The Well's 'train' split, not the 'test' split: give data\.paths\.test"
+    ):
+        OfflineDataModule(ks_solver(), {s: str(split_folder) for s in ("train", "val", "test")}).trajectories(
+            "test"
+        )
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["pde=ks_lpsda", "pde.n=64", "pde.burn_in=0", "pde.length=[60.0,61.0]"]
+        )
+    narrow = OfflineDataModule(
+        OmegaConf.to_container(cfg.pde, resolve=True), str(made["lpsda-pdearena"]), time_history=2
+    )
+    with pytest.raises(ConfigError, match=r"holds length = [\d.]+ … [\d.]+, outside pde\.length=\[60, 61\]"):
+        narrow.trajectories("train")
 
 
 def test_pdebench_navier_stokes_velocity_is_read_as_two_channels(tmp_path) -> None:
