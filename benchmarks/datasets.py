@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "datasets.md"
-SAMPLES = {"fno_burgers": 64, "fno_ns_1e-3": 16, "fno_ns_1e-5": 16, "lpsda_ks": 64}
+SAMPLES = {"fno_burgers": 64, "fno_ns_1e-3": 4, "fno_ns_1e-5": 4, "lpsda_ks": 64}
 """Trajectories generated per preset (one solver batch each)."""
 SPLITS = {"lpsda_ks": ("train", "val", "test")}
 """Presets of one file per split (the others are one file, ``split=train``)."""
