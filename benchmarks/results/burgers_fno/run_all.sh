@@ -13,3 +13,5 @@ $B --settings repo-pool10000-256 --seeds 0 &   # the three side by side, one thr
 $B --settings repo-online-256 --seeds 1 &
 $B --settings repo-256 --seeds 1
 wait
+$B --settings offline-2pi-1024 --seeds 0 1    # s = 1024: two side by side (81 min), then the third alone
+python -m benchmarks.burgers_fno --settings offline-2pi-1024 --seeds 2 --jobs 1
