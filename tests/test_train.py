@@ -847,3 +847,31 @@ def test_ema_averages_every_weight_in_one_vectorised_update():
             torch.testing.assert_close(got[name], expected, rtol=0, atol=0, msg=name)
         assert int(callback._average_model.n_averaged) == 4 and callback._use_buffers
         assert not torch.equal(got["module.spectral"], net.spectral)  # complex weights averaged, not copied
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_the_vectorised_optimizer_steps_bit_for_bit_as_the_per_tensor_loop(name):
+    """``foreach: true`` (conf/optimizer) changes the speed on the CPU, not the weights: complex FNO weights too."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from training.presets import build as build_preset
+
+    config = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{name}.yaml")
+    assert config.foreach is True
+    torch.manual_seed(0)
+    net = build_preset("fno-small", ndim=1, channels=1, cond_dim=2, time_history=4, time_future=1)
+    nets = [copy.deepcopy(net) for _ in range(2)]
+    optimizers = [
+        hydra.utils.instantiate(config)(nets[0].parameters()),
+        hydra.utils.instantiate({**OmegaConf.to_container(config), "foreach": False})(nets[1].parameters()),
+    ]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in net.parameters()]
+        for model, optimizer in zip(nets, optimizers, strict=True):
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
