@@ -320,8 +320,9 @@ def test_datasets_benchmark(tmp_path: Path) -> None:
     assert 0.13 < size < 0.145  # a and u: 2 × 2048 × 8192 float32 = 0.134 GB, and the headers
 
 
-@pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt"])
+@pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt", "datasets.md"])
 def test_readme_quotes_the_main_job_timings(name: str) -> None:
     readme = (ROOT / "README.md").read_text()
-    for line in (ROOT / "benchmarks" / "results" / name).read_text().splitlines():
+    lines = (ROOT / "benchmarks" / "results" / name).read_text().splitlines()
+    for line in [line for line in lines if line.startswith("|")] if name.endswith(".md") else lines:
         assert line in readme, line
