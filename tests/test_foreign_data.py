@@ -24,7 +24,14 @@ RUN = [
     "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_model_summary=false",
     "+trainer.enable_progress_bar=false", "scheduler.warmup_steps=1", "validate_untrained=false",
 ]  # fmt: skip
-EXTERNAL = ["pde=external", "pde.ndim=2", "pde.n=16", "pde.dt_out=0.5", "pde.channels=[vorticity]", "pde.length=1.0"]
+EXTERNAL = [
+    "pde=external",
+    "pde.ndim=2",
+    "pde.n=16",
+    "pde.dt_out=0.5",
+    "pde.channels=[vorticity]",
+    "pde.length=1.0",
+]
 """The navier_stokes data of :data:`NS` described as another program's: the grid, the field, the step."""
 
 
