@@ -309,15 +309,14 @@ def test_default_run_benchmark(tmp_path: Path) -> None:
 
 def test_datasets_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "datasets.md"
-    text = run_benchmark(
-        "datasets", "--presets", "fno_burgers", "lpsda_ks", "--sample", "2", "--out", str(out)
-    )
+    text = run_benchmark("datasets", "--presets", "lpsda_ks", "--sample", "2", "--out", str(out))
     assert out.read_text().strip() == text.strip()
-    burgers, lpsda = (line for line in text.splitlines() if line.startswith("| `dataset="))
-    assert "`datasets/fno/burgers_data_R10.mat` | 2048 |" in burgers and "| 2 in " in burgers
-    assert "`datasets/lpsda/KS_train_fixed_viscosity.h5 (and val, test)` | 2304 |" in lpsda
-    size = float(re.search(r"\| ([\d.]+) GB \|", burgers).group(1))
-    assert 0.13 < size < 0.145  # a and u: 2 × 2048 × 8192 float32 = 0.134 GB, and the headers
+    (row,) = (line for line in text.splitlines() if line.startswith("| `dataset="))
+    assert "`datasets/lpsda/KS_train_fixed_viscosity.h5 (and val, test)` | 2304 |" in row and "| 2 in " in row
+    size = float(re.search(r"\| ([\d.]+) GB \|", row).group(1))
+    assert (
+        0.64 < size < 0.72
+    )  # 2304 trajectories × 140 frames × 256 points, float64 = 0.66 GB, and the headers
 
 
 @pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt", "datasets.md"])
