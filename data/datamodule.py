@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_bytes, write_split
-from data.layouts import LAYOUTS, MemoryWindows, detect, fit, layout_module, row_slice
+from data.layouts import LAYOUTS, SPLIT_NAMES, MemoryWindows, detect, fit, layout_module, row_slice
 from data.normalize import Normalizer, channel_stats
 from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
@@ -35,7 +35,6 @@ from solvers.base import ConfigError, Solver, check_choice, check_int
 from solvers.memory import require_memory
 
 GENERATION = ("cpu", "device")
-SPLITS = ("train", "val", "test")
 NORMALIZATIONS = ("channel", "none")
 """``data.normalize``: per-channel mean and std of the training data, or none (the fields as they are, as the
 FNO paper's 1D scripts train)."""
@@ -514,16 +513,16 @@ class OfflineDataModule(PDEDataModule):
             normalize=normalize,
         )
         if isinstance(paths, str | Path):
-            paths = dict.fromkeys(SPLITS, str(paths))
-        missing = set(SPLITS) - set(paths or {})
+            paths = dict.fromkeys(SPLIT_NAMES, str(paths))
+        missing = set(SPLIT_NAMES) - set(paths or {})
         if missing:
             raise ConfigError(
                 f"data.paths is missing {sorted(missing)}; give a file for each of train, val, test (or one for all)"
             )
         self.paths = {k: str(v) for k, v in paths.items()}
-        unknown = set(rows or {}) - set(SPLITS)
+        unknown = set(rows or {}) - set(SPLIT_NAMES)
         if unknown:
-            raise ConfigError(f"data.rows has {sorted(unknown)}; allowed: {', '.join(SPLITS)}")
+            raise ConfigError(f"data.rows has {sorted(unknown)}; allowed: {', '.join(SPLIT_NAMES)}")
         self.rows = dict(rows or {})
         self.format = format
         if format not in ("auto", *LAYOUTS):

@@ -59,7 +59,7 @@ def pdestream_version() -> str:
         return "unknown"
 
 
-def _open(path: str | Path, mode: str = "r", **options: Any) -> h5py.File:
+def open_hdf5(path: str | Path, mode: str = "r", **options: Any) -> h5py.File:
     """Open an HDF5 file (``options`` go to ``h5py.File``); a missing, truncated or corrupt file gives one
     :class:`ConfigError`. The ``OSError`` of a new file that cannot be created is left to the writer."""
     if not Path(path).is_file():
@@ -99,7 +99,7 @@ def inspect_split(path: str | Path, split: str, solver: Solver | None = None) ->
     Raises :class:`ConfigError` if the file is unreadable, the split is missing or incomplete, the
     arrays are inconsistent, or (with ``solver``) it holds another PDE or resolution.
     """
-    with _open(path) as file:
+    with open_hdf5(path) as file:
         if split not in file:
             raise ConfigError(
                 f"{str(path)!r} has no split {split!r}; it has: {', '.join(sorted(file)) or 'none'}"
@@ -345,7 +345,7 @@ def write_failure(path: str | Path, error: OSError, kept: str) -> ConfigError:
 def _writing(path: Path) -> Iterator[h5py.File]:
     """``path`` opened for writing without a chunk cache (so a failed write raises where it happens, not when
     the cache is evicted); closing it after a failure does not mask that failure."""
-    file = _open(path, "a", rdcc_nbytes=0)
+    file = open_hdf5(path, "a", rdcc_nbytes=0)
     try:
         yield file
     except BaseException:
@@ -470,7 +470,7 @@ def read_trajectories(
     """
     info = inspect_split(path, split, solver)
     rows = slice(0, limit)
-    with _open(path) as file:
+    with open_hdf5(path) as file:
         group = file[split]
         u = torch.from_numpy(group["u"][rows])
         check_finite(u, path, split)

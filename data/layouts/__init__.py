@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from data.cli import write_atomically
-from data.hdf5 import check_finite, inspect_split, read_trajectories, window_span, write_failure
+from data.hdf5 import check_finite, inspect_split, open_hdf5, read_trajectories, window_span, write_failure
 from data.timegrid import TimeGrid, output_interval
 from solvers.base import TIME_SCALE, ConfigError, Solver, whole_multiple
 
@@ -63,9 +63,9 @@ def split_path(paths: str | Mapping[str, str], split: str) -> str:
     return str(paths) if isinstance(paths, str | Path) else str(paths.get(split, "(none)"))
 
 
-def hdf5_config(path: Path, layout: str) -> str:
+def hdf5_config(path: Path) -> str:
     """The YAML a pdestream export stored in an HDF5 file's root attribute ``config`` ("" if none)."""
-    with open_hdf5(path, layout) as file:
+    with open_hdf5(path) as file:
         return str(file.attrs.get("config", ""))
 
 
@@ -272,16 +272,6 @@ def write_hdf5(target: Path, fill: Any, source: str | Path, count: int) -> Path:
             fill(file)
 
     return write_file(target, write, source, count)
-
-
-def open_hdf5(path: Path, layout: str) -> h5py.File:
-    """``path`` opened for reading; an unreadable file is one :class:`ConfigError` naming the layout."""
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise ConfigError(
-            f"{str(path)!r} is not a readable HDF5 file of the {layout} layout (corrupt or truncated?): {error}"
-        ) from None
 
 
 def is_hdf5_with(path: Path, test: Any) -> bool:

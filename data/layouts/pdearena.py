@@ -63,7 +63,7 @@ def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
 
 
 def stored_config(path: Path) -> str:
-    return hdf5_config(path, "pdearena")
+    return hdf5_config(path)
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -74,7 +74,7 @@ def default_rows(split: str, count: int) -> list[int | None]:
 def read(path: Path, split: str) -> Loaded:
     """The group of ``split`` (``valid`` for ``val``)."""
     name = SPLIT_NAMES[split]
-    with open_hdf5(path, "pdearena") as file:
+    with open_hdf5(path) as file:
         if name not in file or _field_key(file[name]) is None:
             raise ConfigError(
                 f"{str(path)!r} has no group {name!r} with a pde_… dataset; it has {sorted(file)}: give the "

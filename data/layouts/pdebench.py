@@ -67,7 +67,7 @@ def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
 
 
 def stored_config(path: Path) -> str:
-    return hdf5_config(path, "pdebench")
+    return hdf5_config(path)
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -77,7 +77,7 @@ def default_rows(split: str, count: int) -> list[int | None]:
 
 def read(path: Path, split: str) -> Loaded:
     """Every row (one file holds all splits): ``tensor`` as one channel, or ``velocity`` as ``vx, vy``."""
-    with open_hdf5(path, "pdebench") as file:
+    with open_hdf5(path) as file:
         if "tensor" in file:
             raw = file["tensor"]
             if raw.ndim not in (3, 4):

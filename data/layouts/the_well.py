@@ -85,7 +85,7 @@ def check_request(path: Path, solver: Solver, frames: int, split: str) -> None:
 
 
 def stored_config(path: Path) -> str:
-    return hdf5_config(path, "the_well")
+    return hdf5_config(path)
 
 
 def default_rows(split: str, count: int) -> list[int | None]:
@@ -104,7 +104,7 @@ def _read_file(path: Path) -> Loaded:
 
 
 def _read_fields(path: Path) -> Loaded:
-    with open_hdf5(path, "the_well") as file:
+    with open_hdf5(path) as file:
         dims = [
             d.decode() if isinstance(d, bytes) else str(d) for d in file["dimensions"].attrs["spatial_dims"]
         ]
