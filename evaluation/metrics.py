@@ -239,20 +239,24 @@ def _uniform_step(times: Tensor) -> float:
     return float(least + (steps - least).mean())
 
 
-def pdearena_correlation_time(corr: Tensor, times: Tensor, threshold: float = 0.8) -> Tensor:
+def pdearena_correlation_time(
+    corr: Tensor, times: Tensor, threshold: float = 0.8, nan_as: float | None = None
+) -> Tensor:
     """PDEArena's correlation time (PDE-Refiner, Lippe et al. 2023), a scalar in time units.
 
-    The Pearson correlation ``corr`` ``[B, T]`` is first averaged over the trajectories (a NaN, a blown-up
-    rollout, counts as −1), then :func:`time_above` the threshold (PDEArena's ``time_till_corr_lower``,
-    ``pdearena/models/pderefiner.py``). It differs from the mean of the per-trajectory
-    :func:`correlation_time` whenever trajectories cross at different times.
+    The Pearson correlation ``corr`` ``[B, T]`` is first averaged over the trajectories, then
+    :func:`time_above` the threshold (PDEArena's ``time_till_corr_lower``, ``pdearena/models/pderefiner.py``).
+    As there, a blown-up rollout's NaN spreads into the mean, so no step after it counts; ``nan_as=-1.0``
+    counts that trajectory's correlation as −1 instead (pdestream's ``corr_time_of_mean``). It differs from
+    the mean of the per-trajectory :func:`correlation_time` whenever trajectories cross at different times.
 
     PDEArena averages the correlation per rollout *step* and counts steps, also when each trajectory has
     its own time step (its KS data: ``Δt_b = 4 T_b / 499``); so with per-trajectory ``times`` ``[B, T]`` the
     count is converted with the trajectories' mean step (the nominal one), not each trajectory's own.
     """
     _check_times(corr, times)
-    return time_above(corr.double().nan_to_num(nan=-1.0).mean(0), times, threshold)
+    corr = corr.double() if nan_as is None else corr.double().nan_to_num(nan=nan_as)
+    return time_above(corr.mean(0), times, threshold)
 
 
 def time_above(mean_corr: Tensor, times: Tensor, threshold: float) -> Tensor:
@@ -274,15 +278,18 @@ def relative_l2_block(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:
     return diff / true.flatten(2).pow(2).sum(-1).cumsum(1).sqrt().clamp_min(eps)
 
 
-def vrmse(pred: Tensor, true: Tensor, eps: float = 1e-7) -> Tensor:
+def vrmse(pred: Tensor, true: Tensor, eps: float = 1e-7, correction: int = 1) -> Tensor:
     """The Well's variance-scaled RMSE (Ohana et al., NeurIPS 2024), ``[B, T]``.
 
-    Per channel ``sqrt(mean_x (pred − true)² / (var_x true + eps))`` with the population variance over
-    space and ``eps = 1e-7`` as in the paper, then averaged over the channels. 1 is the score of
-    predicting the field's spatial mean.
+    Per channel ``sqrt(mean_x (pred − true)² / (var_x true + eps))``, ``eps = 1e-7``, then averaged over the
+    channels; 1 is the score of predicting the field's spatial mean. ``correction=1`` (the default) is The
+    Well's code (``the_well/benchmark/metrics/spatial.py``: ``torch.std`` over space, the unbiased ``N − 1``
+    variance), with which its published tables were computed; ``correction=0`` is the paper's formula (the
+    population variance), ``(N − 1) / N`` of it: the scores differ by a factor ``√((N − 1) / N)``, 0.2 % at
+    ``N = 256``.
     """
     diff = (pred - true).flatten(3).pow(2).mean(-1)
-    return (diff / (true.flatten(3).var(-1, correction=0) + eps)).sqrt().mean(-1)
+    return (diff / (true.flatten(3).var(-1, correction=correction) + eps)).sqrt().mean(-1)
 
 
 def pdebench_nrmse(pred: Tensor, true: Tensor, eps: float = 1e-12) -> Tensor:

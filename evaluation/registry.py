@@ -112,8 +112,13 @@ def _corr_time(r: Rollout) -> Tensor:
 
 
 def _corr_for_mean(r: Rollout) -> Tensor:
-    """The correlation PDEArena averages: a NaN (blown-up rollout) as −1, as in
+    """The correlation PDEArena averages, a blown-up rollout's NaN included (it spreads into the mean), as
     :func:`~evaluation.metrics.pdearena_correlation_time`."""
+    return r.corr.double()
+
+
+def _corr_nan_as_minus_one(r: Rollout) -> Tensor:
+    """The correlation averaged for ``corr_time_of_mean``: a NaN (blown-up rollout) counts as −1."""
     return r.corr.double().nan_to_num(nan=-1.0)
 
 
@@ -175,8 +180,11 @@ METRICS: list[Metric] = [
     ),
     Metric(
         "vrmse", "VRMSE (frame t)", PER_STEP, LOWER, "",
-        "per channel sqrt(mean (pred − true)² / (spatial variance of the truth + 1e-7)), mean over channels",
-        "The Well (Ohana et al., NeurIPS 2024 Datasets and Benchmarks)", _vrmse,
+        "per channel sqrt(mean (pred − true)² / (spatial variance of the truth + 1e-7)), mean over channels; "
+        "the variance is unbiased (N − 1), as The Well's code computes it (its paper writes the population "
+        "variance, whose scores are √(N/(N − 1)) larger)",
+        "The Well (Ohana et al., NeurIPS 2024 Datasets and Benchmarks), the_well/benchmark/metrics/spatial.py",
+        _vrmse,
     ),
     Metric(
         "pdebench_nrmse", "PDEBench nRMSE (≤ t)", PER_STEP, LOWER, "",
@@ -203,8 +211,16 @@ METRICS: list[Metric] = [
         "pdearena_corr_time", "corr. time (PDEArena: of the mean correlation)", PER_MODEL, HIGHER, TIME_UNITS,
         "the correlation averaged over trajectories first; the number of steps it is above the threshold × dt "
         "(the trajectories' mean dt where each has its own)",
-        "PDEArena time_till_corr_lower (PDE-Refiner, Lippe et al., NeurIPS 2023)", _corr_for_mean,
+        "PDEArena time_till_corr_lower (PDE-Refiner, Lippe et al., NeurIPS 2023); a blown-up trajectory's NaN "
+        "makes the mean NaN, and a NaN step does not count", _corr_for_mean,
         dims=("threshold",), of_mean=_pdearena_of_mean, validation=True,
+    ),
+    Metric(
+        "corr_time_of_mean", "corr. time (of the mean correlation, NaN as −1)", PER_MODEL, HIGHER, TIME_UNITS,
+        "as pdearena_corr_time, but a blown-up trajectory's correlation counts as −1 from the step it blows up, "
+        "so the other trajectories still count",
+        "pdestream (PDEArena's count, robust to a blown-up trajectory)", _corr_nan_as_minus_one,
+        dims=("threshold",), of_mean=_pdearena_of_mean,
     ),
 ]  # fmt: skip
 """The metrics, in the order of the report's tables."""

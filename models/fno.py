@@ -44,6 +44,9 @@ class FNO(SurrogateNet):
             reference code does (the ends included; breaks translation equivariance).
         grid_extent: the last coordinate of those channels (1 in the current reference code, ``2π`` in the
             ICLR 2021 version of ``fourier_1d.py``).
+        grid_endpoint: ``True`` (the reference's ``linspace``): cell ``i`` of ``n`` has coordinate
+            ``i / (n − 1) · grid_extent``; ``False``: ``i / n · grid_extent``, the periodic cells' positions
+            (the far end, which repeats the first cell, left out).
         activation: ``gelu`` (current reference code) or ``relu`` (the ICLR 2021 paper), after every Fourier
             layer but the last and inside the projection.
         norm: ``none`` or ``batch``: BatchNorm of the sum of every Fourier layer (the ICLR 2021 paper's
@@ -73,6 +76,7 @@ class FNO(SurrogateNet):
         emb_dim: int = 64,
         n: int | Sequence[int] | None = None,
         grid_extent: float = 1.0,
+        grid_endpoint: bool = True,
         activation: str = "gelu",
         norm: str = "none",
     ) -> None:
@@ -96,6 +100,7 @@ class FNO(SurrogateNet):
             )
         self.modes = (modes,) * ndim if isinstance(modes, int) else tuple(modes)
         self.grid, self.padding, self.grid_extent = grid, padding, float(grid_extent)
+        self.grid_endpoint = bool(grid_endpoint)
         activation_class = ACTIVATIONS[activation]
         self.act = activation_class()
         if n is not None:
@@ -119,8 +124,15 @@ class FNO(SurrogateNet):
         return size + math.ceil(self.padding * size)
 
     def _coordinates(self, x: Tensor) -> Tensor:
-        """``[B, ndim, *S]`` coordinates ``linspace(0, grid_extent, n)`` per axis (the reference code's)."""
-        axes = [torch.linspace(0, self.grid_extent, n, device=x.device, dtype=x.dtype) for n in x.shape[2:]]
+        """``[B, ndim, *S]`` coordinates per axis: ``linspace(0, grid_extent, n)`` (the reference code's), or
+        ``i / n · grid_extent`` without ``grid_endpoint``."""
+        kw = {"device": x.device, "dtype": x.dtype}
+        axes = [
+            torch.linspace(0, self.grid_extent, n, **kw)
+            if self.grid_endpoint
+            else torch.arange(n, **kw) * (self.grid_extent / n)
+            for n in x.shape[2:]
+        ]
         coords = torch.stack(torch.meshgrid(*axes, indexing="ij"))
         return coords.expand(x.shape[0], *coords.shape)
 

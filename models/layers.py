@@ -62,28 +62,50 @@ def num_groups(channels: int, preferred: int = 8) -> int:
 class FourierEmbedding(nn.Module):
     """Embeds a conditioning vector ``[B, P]`` as ``[B, out_dim]``.
 
-    Each scalar ``c`` becomes ``[sin(2π f_j c), cos(2π f_j c)]`` for ``dim // 2`` log-spaced
-    frequencies ``f_j`` in ``[1, max_freq]`` (Vaswani-style features, as in PDEArena's
-    parameter embedding), then the concatenation for all ``P`` scalars goes through a two-layer MLP
-    ``Linear(P · dim, out_dim) → GELU → Linear(out_dim, out_dim)`` (``out_dim = dim`` by default).
-    Inputs are expected to be normalised to roughly unit range by the caller.
+    Each scalar ``c`` becomes ``dim`` sinusoidal features, then the concatenation for all ``P`` scalars goes
+    through a two-layer MLP ``Linear(P · dim, out_dim) → GELU → Linear(out_dim, out_dim)`` (``out_dim = dim``
+    by default). Two feature layouts:
+
+    * ``"unit"`` (pdestream's, for scalars the caller has normalised to about unit range):
+      ``[sin(2π f_j c), cos(2π f_j c)]`` for ``dim // 2`` log-spaced frequencies ``f_j`` in ``[1, max_freq]``;
+    * ``"pdearena"`` (PDEArena's ``fourier_embedding``, ``pdearena/modules/conditioned/condition_utils.py``,
+      for raw scalars such as a diffusion step ``t · 1000 / K``): ``[cos(ω_j c), sin(ω_j c)]`` with
+      ``ω_j = 10000^(−j / half)``, ``j = 0 … half − 1``, computed in float32 as the reference does.
     """
 
-    def __init__(self, cond_dim: int, dim: int, max_freq: float = 100.0, out_dim: int | None = None) -> None:
+    LAYOUTS = ("unit", "pdearena")
+
+    def __init__(
+        self,
+        cond_dim: int,
+        dim: int,
+        max_freq: float = 100.0,
+        out_dim: int | None = None,
+        layout: str = "unit",
+    ) -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"FourierEmbedding: dim={dim} must be even")
+        if layout not in self.LAYOUTS:
+            raise ValueError(f"FourierEmbedding: layout={layout!r}; allowed: {', '.join(self.LAYOUTS)}")
         half = dim // 2
         out_dim = out_dim or dim
-        self.register_buffer(
-            "freqs", torch.exp(torch.linspace(0.0, math.log(max_freq), half)), persistent=False
-        )
+        self.layout = layout
+        if layout == "unit":
+            freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half))
+        else:
+            freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
         self.mlp = nn.Sequential(nn.Linear(cond_dim * dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, cond: Tensor) -> Tensor:
-        angles = 2 * math.pi * cond[..., None] * self.freqs.to(cond.dtype)  # [B, P, dim/2]
-        features = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
-        return self.mlp(features)
+        if self.layout == "unit":
+            angles = 2 * math.pi * cond[..., None] * self.freqs.to(cond.dtype)  # [B, P, dim/2]
+            features = torch.cat([angles.sin(), angles.cos()], dim=-1)
+        else:
+            angles = cond[..., None].float() * self.freqs.float()
+            features = torch.cat([angles.cos(), angles.sin()], dim=-1).to(cond.dtype)
+        return self.mlp(features.flatten(1))
 
 
 class ResidualBlock(nn.Module):

@@ -1,47 +1,49 @@
 """PDE-Refiner (Lippe, Veeling, Perdikaris, Turner & Brandstetter, "PDE-Refiner: Achieving Accurate Long
 Rollouts with Neural PDE Solvers", NeurIPS 2023).
 
-One conditioned network ``f(x, û, k)`` (a U-Net in the presets) is called ``K + 1`` times per time step:
+One conditioned network ``f(x, ũ, t)`` (a U-Net in the presets) is called ``K + 1`` times per time step; each
+call sees the history ``x`` and a noised estimate ``ũ`` of the next state and returns a prediction from which a
+less noisy estimate follows. The decreasing noise levels make the later calls resolve ever smaller amplitudes,
+i.e. the low-energy (high-frequency) part of the spectrum that a plain MSE objective neglects.
 
-* step ``k = 0`` predicts the next state from the history alone (the estimate input is zero):
-  ``û⁰ = f(x, 0, 0)``;
-* steps ``k = 1 … K`` perturb the current estimate with Gaussian noise of standard deviation
-  ``σ_k = σ_min^(k / K)``, ``ũᵏ = ûᵏ⁻¹ + σ_k ε``, predict that noise, ``ε̂ = f(x, ũᵏ, k)``, and remove it:
-  ``ûᵏ = ũᵏ − σ_k ε̂``. The decreasing noise levels make the later steps resolve ever smaller amplitudes,
-  i.e. the low-energy (high-frequency) part of the spectrum that a plain MSE objective neglects.
+Two schemes (``scheme``):
 
-Training samples ``k`` uniformly from ``{0 … K}`` per example: for ``k = 0`` the target is the next state
-``y`` (MSE), for ``k ≥ 1`` the input estimate is ``y + σ_k ε`` and the target is ``ε`` (MSE).
+``ddpm`` (the presets; the authors' algorithm, PDEArena ``pdearena/models/pderefiner.py``, commit ``78a8b03``):
+  a DDPM over ``K + 1`` steps ``t = K … 0`` with ``β_t = min_noise_std^((K − t) / K)`` (so ``β_K = 1``: step
+  ``K`` starts from pure noise) and ``ᾱ_t = ∏_{s ≤ t} (1 − β_s)``, both stored in float32 as diffusers'
+  ``DDPMScheduler`` stores them. Training draws ``t ~ U{0 … K}`` and ``ε ~ N(0, 1)``, feeds
+  ``√ᾱ_t y + √(1 − ᾱ_t) ε`` and regresses the velocity ``v = √ᾱ_t ε − √(1 − ᾱ_t) y``; the loss of an example is
+  the squared error averaged over space and summed over output frames and fields (PDEArena's
+  ``CustomMSELoss``). Sampling starts from ``ε ~ N(0, 1)`` and takes the DDPM posterior step (``x̂₀ = √ᾱ_t ũ −
+  √(1 − ᾱ_t) v̂``, mean ``√ᾱ_{t−1} β_t / (1 − ᾱ_t) · x̂₀ + √(1 − β_t) (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · ũ``, variance
+  ``(1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t`` for ``t > 0``, none at ``t = 0``: the "fixed_small" variance of
+  diffusers, without clipping). The step reaches the network as ``t · 1000 / K`` embedded with PDEArena's
+  ``fourier_embedding`` (the inner network's ``step_embedding``). With ``min_noise_std = 4e-7`` and ``K = 3`` the
+  noise standard deviations ``√(1 − ᾱ_t)`` of steps 2, 1, 0 are 0.086153, 0.0073971 and 6.459e-4 (the last
+  one set by float32's resolution of ``1 − 4e-7``).
 
-Noise convention. σ_k here is the standard deviation of the noise added to the refined quantity, the
-parametrisation of the paper's text. The authors' code (PDEArena, ``pdearena/models/pderefiner.py``,
-``min_noise_std=4e-7``, ``num_refinement_steps=3`` for Kuramoto-Sivashinsky) instead hands
-``β_k = min_noise_std^(k/K)`` to a DDPM scheduler with v-prediction, so that the noise it adds at step
-``k`` has standard deviation ``√(1 − ᾱ) ≈ √β = min_noise_std^(k / 2K)`` and the signal is scaled by
-``√ᾱ ≈ 1``. We use explicit standard deviations because they make each refinement step a plain
-"add known noise, predict it, subtract it" operation whose effect can be checked exactly. The KS preset
-uses ``σ_min = √(4e-7) ≈ 6.3e-4``: with ``K = 3`` this reproduces the reference code's effective noise
-levels ``0.086, 7.4e-3, 6.3e-4`` to within 1 %.
+``additive`` (an explicit-noise variant): refinement steps ``k = 1 … K`` add noise of standard deviation
+  ``σ_k = √min_noise_std^(k / K)`` to the current estimate, predict that noise and subtract it; step 0 predicts
+  the state from pure noise. Training draws ``k ~ U{0 … K}``: ``k = 0`` regresses the state, ``k ≥ 1`` the
+  noise; the loss is averaged over frames and fields. The step enters as ``k / K`` with the network's usual
+  conditioning features. Each step is a plain "add known noise, predict it, remove it" that can be checked
+  exactly; its noise levels are ``√min_noise_std^(k/K)`` (6.3246e-4 for the last step, 2.1 % below the
+  reference's float32 value), its estimates unscaled by ``√ᾱ``.
 
-Signal-to-noise. Which amplitudes a step resolves is set by σ_k *relative to the refined quantity*.
-The reference refines the raw-unit increment ``(u(t + Δt) − u(t)) / 0.3`` (``difference_weight``), of
-standard deviation 0.80 on its KS data; pdestream's target (``module.predict_difference=True``, the
-default) is the increment of the normalised field, ``Δu / std(u)``, about 4.1 times smaller on its KS
-data (Δt = 0.8 s). ``target_scale`` multiplies the target before refinement (and divides the refined
-estimate after it): the KS preset's 4.1 gives the refined quantity the reference's std, so every σ_k sits
-at the reference's ratio to the signal (``tests/models/test_pde_refiner.py`` measures it on solver
-output). Other PDEs and time steps have other increments; set ``target_scale`` to 0.80 over the std of
-their normalised increment to keep the reference's signal-to-noise.
-
-Step 0. As in the reference, the estimate input of the first step is pure Gaussian noise ``ε⁰ ~ N(0, 1)``
-(its DDPM step with ``ᾱ = 0``), in training and at inference, so inference draws ``K + 1`` noise tensors.
-
-The refinement step enters the inner network as one extra conditioning scalar ``k / K`` (so the inner
-network has ``cond_dim + 1`` conditioning inputs) and the estimate as ``time_future`` extra input frames.
+The refined quantity. Both schemes refine the target in the data's raw units divided by ``difference_weight``:
+PDEArena refines ``(u(t + Δt) − u(t)) / difference_weight`` of its raw fields (0.3 for Kuramoto-Sivashinsky,
+``configs/kuramotosivashinsky1d.yaml``). pdestream's module hands the refiner the increment of the
+*normalised* field; the refiner multiplies it by the data's per-channel standard deviation (``data_std``, set
+from the run's normaliser by :class:`training.module.RefinerModule` and stored with the weights) and divides it
+by ``difference_weight``, which is therefore the reference's quantity exactly, whatever the normalisation.
+Which amplitudes a step resolves is set by the noise levels relative to that quantity's spread; for another
+equation or time step, choose ``difference_weight`` so that the refined quantity's spread matches the KS
+set-up's (``benchmarks/refiner_scale.py`` measures it per PDE).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,6 +51,10 @@ import torch
 from torch import Tensor
 
 from models.base import SurrogateNet, network_class
+
+SCHEMES = ("ddpm", "additive")
+STEP_SCALE = 1000.0
+"""PDEArena's ``time_multiplier`` numerator: the network sees the DDPM step ``t`` as ``t · 1000 / K``."""
 
 
 class PDERefiner(SurrogateNet):
@@ -58,11 +64,13 @@ class PDERefiner(SurrogateNet):
         ndim, channels, time_history, time_future, cond_dim: the :class:`SurrogateNet` contract.
         inner: the inner network's config: ``_target_`` (a registered network class, e.g.
             ``models.unet.UNet``) and its architecture options; the refiner adds the shape keys (``ndim``,
-            ``channels``, ``time_history + time_future`` input frames, ``time_future``, ``cond_dim + 1``).
+            ``channels``, ``time_history + time_future`` input frames, ``time_future``, ``cond_dim + 1``) and,
+            for ``scheme="ddpm"``, ``step_embedding=True``.
+        scheme: ``"ddpm"`` (PDEArena's algorithm) or ``"additive"`` (see the module docstring).
         num_refinement_steps: ``K``; inference costs ``K + 1`` calls of the inner network.
-        sigma_min: noise standard deviation of the last refinement step, ``σ_K``, in units of the refined
-            quantity.
-        target_scale: the refined quantity is ``target_scale ·`` the target (see the module docstring).
+        min_noise_std: PDEArena's ``min_noise_std``: ``β`` of the last step (``"ddpm"``), or the square of the
+            last step's noise standard deviation (``"additive"``).
+        difference_weight: the refined quantity is the raw-unit target over ``difference_weight``.
         n: grid size, handed to the inner network (for its construction-time checks) when given.
     """
 
@@ -75,18 +83,21 @@ class PDERefiner(SurrogateNet):
         cond_dim: int = 0,
         *,
         inner: Mapping[str, Any],
+        scheme: str = "ddpm",
         num_refinement_steps: int = 3,
-        sigma_min: float = 4e-7**0.5,
-        target_scale: float = 1.0,
+        min_noise_std: float = 4e-7,
+        difference_weight: float = 1.0,
         n: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
+        if scheme not in SCHEMES:
+            raise ValueError(f"PDERefiner: scheme={scheme!r}; allowed: {', '.join(SCHEMES)}")
         if not isinstance(num_refinement_steps, int) or num_refinement_steps < 1:
             raise ValueError(f"PDERefiner: num_refinement_steps={num_refinement_steps!r} must be an int >= 1")
-        if not 0.0 < sigma_min < 1.0:
-            raise ValueError(f"PDERefiner: sigma_min={sigma_min!r} must lie in (0, 1)")
-        if not target_scale > 0:
-            raise ValueError(f"PDERefiner: target_scale={target_scale!r} must be > 0")
+        if not 0.0 < min_noise_std < 1.0:
+            raise ValueError(f"PDERefiner: min_noise_std={min_noise_std!r} must lie in (0, 1)")
+        if not difference_weight > 0:
+            raise ValueError(f"PDERefiner: difference_weight={difference_weight!r} must be > 0")
         if not isinstance(inner, Mapping):
             raise ValueError(f"PDERefiner: inner={inner!r} must be a network config with a _target_")
         options = {k: v for k, v in inner.items() if k != "_target_"}
@@ -95,14 +106,31 @@ class PDERefiner(SurrogateNet):
             raise ValueError(
                 f"PDERefiner: inner._target_={inner['_target_']!r} must be a plain network, not a refiner"
             )
-        fixed = sorted({"ndim", "channels", "time_history", "time_future", "cond_dim", "n"} & set(options))
+        shape = {"ndim", "channels", "time_history", "time_future", "cond_dim", "n", "step_embedding"}
+        fixed = sorted(shape & set(options))
         if fixed:
             raise ValueError(f"PDERefiner: inner sets {fixed}; the refiner sets the inner network's shape")
-        self.num_refinement_steps = num_refinement_steps
-        self.target_scale = float(target_scale)
-        k = torch.arange(num_refinement_steps + 1, dtype=torch.float64)
-        # sigmas[k] = σ_min^(k/K); sigmas[0] = 1 is never used as a noise level (step 0 sees no estimate).
-        self.register_buffer("sigmas", (sigma_min ** (k / num_refinement_steps)).float(), persistent=False)
+        if scheme == "ddpm":
+            if "step_embedding" not in inspect.signature(cls).parameters:
+                raise ValueError(
+                    f"PDERefiner: scheme=ddpm embeds the refinement step as PDEArena does, which "
+                    f"inner._target_={inner['_target_']!r} cannot; use models.unet.UNet or scheme=additive"
+                )
+            options["step_embedding"] = True
+        self.scheme = scheme
+        self.num_refinement_steps = K = num_refinement_steps
+        self.difference_weight = float(difference_weight)
+        if scheme == "ddpm":
+            # diffusers' DDPMScheduler(trained_betas=...): float32 β, α = 1 − β, ᾱ = cumprod(α); β_K = 1.
+            betas = torch.tensor([min_noise_std ** ((K - t) / K) for t in range(K + 1)], dtype=torch.float32)
+            self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, dim=0), persistent=False)
+        else:
+            k = torch.arange(K + 1, dtype=torch.float64)
+            # sigmas[k] = √min_noise_std^(k/K); sigmas[0] = 1 is never a noise level (step 0 sees no estimate).
+            sigmas = (min_noise_std ** (0.5 * k / K)).float()
+            self.register_buffer("sigmas", sigmas, persistent=False)
+        # The data's per-channel standard deviation (raw units per normalised unit), set by the training module.
+        self.register_buffer("data_std", torch.ones(channels))
         self.inner = cls(
             ndim=ndim,
             channels=channels,
@@ -114,46 +142,81 @@ class PDERefiner(SurrogateNet):
         )
         self.translation_step = self.inner.translation_step
 
+    def set_data_std(self, std: Tensor) -> None:
+        """Per-channel standard deviation ``[C]`` of the raw data (the normaliser's): the refined quantity is
+        ``target · data_std / difference_weight`` for a target in normalised units."""
+        std = torch.as_tensor(std).flatten()
+        if std.shape != self.data_std.shape or not bool((std > 0).all() and torch.isfinite(std).all()):
+            raise ValueError(
+                f"PDERefiner.set_data_std: need {self.channels} finite positive values, got {std.tolist()}"
+            )
+        self.data_std.copy_(std)
+
+    def _scale(self, like: Tensor) -> Tensor:
+        """``data_std / difference_weight`` shaped to broadcast over ``[B, T, C, *S]``."""
+        shape = (1, 1, self.channels, *([1] * self.ndim))
+        return (self.data_std / self.difference_weight).to(like.dtype).reshape(shape)
+
     def _call_inner(self, x: Tensor, estimate: Tensor, cond: Tensor | None, step: Tensor) -> Tensor:
-        """One call ``f(x, estimate, step)``; ``step`` is ``[B]`` integer refinement steps."""
-        k = (step.to(x.dtype) / self.num_refinement_steps)[:, None]
-        return self.inner(torch.cat([x, estimate], dim=1), k if cond is None else torch.cat([cond, k], dim=1))
+        """One call ``f(x, estimate, step)``; ``step`` is ``[B]`` (the DDPM step ``t``, or the additive ``k``)."""
+        scale = STEP_SCALE if self.scheme == "ddpm" else 1.0
+        step = (step.to(x.dtype) * (scale / self.num_refinement_steps))[:, None]
+        return self.inner(
+            torch.cat([x, estimate], dim=1), step if cond is None else torch.cat([cond, step], 1)
+        )
 
     def sample(self, x: Tensor, cond: Tensor | None = None, noise: Sequence[Tensor] | None = None) -> Tensor:
-        """Refined prediction ``[B, T_out, C, *S]`` from history ``x`` ``[B, T_in, C, *S]``.
+        """Refined prediction ``[B, T_out, C, *S]`` (normalised units) from history ``x`` ``[B, T_in, C, *S]``.
 
-        ``noise[0]`` (shape of the output) is the estimate input of step 0 and ``noise[k]`` the ``ε`` of
-        refinement step ``k``; by default they are drawn from the global generator. Inference calls the
-        inner network ``K + 1`` times.
+        ``noise`` holds the ``K + 1`` standard-normal tensors (each of the output's shape) that the sampler
+        draws, in its order: the starting estimate, then one per later step; by default they are drawn from
+        the global generator when needed, in the order and shapes PDEArena's sampler draws them.
         """
-        if noise is not None and len(noise) != self.num_refinement_steps + 1:
-            raise ValueError(
-                f"PDERefiner.sample: need {self.num_refinement_steps + 1} noise tensors, got {len(noise)}"
-            )
+        K = self.num_refinement_steps
+        if noise is not None and len(noise) != K + 1:
+            raise ValueError(f"PDERefiner.sample: need {K + 1} noise tensors, got {len(noise)}")
         shape = (x.shape[0], self.time_future, *x.shape[2:])
 
-        def draw(k: int) -> Tensor:
-            return torch.randn(shape, dtype=x.dtype, device=x.device) if noise is None else noise[k]
+        def draw(i: int) -> Tensor:
+            return torch.randn(shape, dtype=x.dtype, device=x.device) if noise is None else noise[i]
 
         steps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        estimate = self._call_inner(x, draw(0), cond, steps)
-        for k in range(1, self.num_refinement_steps + 1):
-            eps = draw(k)
-            sigma = self.sigmas[k].to(x.dtype)
-            noised = estimate + sigma * eps
-            estimate = noised - sigma * self._call_inner(x, noised, cond, steps + k)
-        return estimate / self.target_scale
+        if self.scheme == "additive":
+            estimate = self._call_inner(x, draw(0), cond, steps)
+            for k in range(1, K + 1):
+                sigma = self.sigmas[k].to(x.dtype)
+                noised = estimate + sigma * draw(k)
+                estimate = noised - sigma * self._call_inner(x, noised, cond, steps + k)
+            return estimate / self._scale(estimate)
+        alphas = self.alphas_cumprod.float()  # the schedule's arithmetic in float32, as diffusers' scheduler
+        estimate = draw(0)
+        for i, t in enumerate(range(K, -1, -1)):
+            v = self._call_inner(x, estimate, cond, steps + t)
+            a_t = alphas[t]
+            a_prev = alphas[t - 1] if t > 0 else torch.ones((), dtype=alphas.dtype, device=alphas.device)
+            alpha, beta = a_t / a_prev, 1 - a_t / a_prev
+            start = a_t**0.5 * estimate - (1 - a_t) ** 0.5 * v
+            mean = (a_prev**0.5 * beta / (1 - a_t)) * start + (
+                alpha**0.5 * (1 - a_prev) / (1 - a_t)
+            ) * estimate
+            if t > 0:
+                variance = ((1 - a_prev) / (1 - a_t) * beta).clamp(min=1e-20)
+                mean = mean + variance**0.5 * draw(i + 1)
+            estimate = mean
+        return estimate / self._scale(estimate)
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
         history = x.unflatten(1, (self.time_history, self.channels))
         return self.sample(history, cond).flatten(1, 2)
 
     def loss(self, x: Tensor, y: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Training loss for history ``x`` ``[B, T_in, C, *S]`` and next states ``y`` ``[B, T_out, C, *S]``.
+        """Training loss ``[B]`` for history ``x`` ``[B, T_in, C, *S]`` and target ``y`` ``[B, T_out, C, *S]``
+        (normalised units; refined as ``y · data_std / difference_weight``).
 
-        Each example draws ``k ~ U{0 … K}``: ``k = 0`` regresses ``s · y`` (``s = target_scale``) from an
-        estimate of pure noise ``ε``, ``k ≥ 1`` regresses the noise ``ε`` from the estimate ``s · y + σ_k ε``. Returns
-        each example's mean squared error, ``[B]``.
+        ``"ddpm"``: ``t ~ U{0 … K}``, then ``ε``; the network sees ``√ᾱ_t y + √(1 − ᾱ_t) ε`` and regresses
+        ``√ᾱ_t ε − √(1 − ᾱ_t) y``; squared error averaged over space, summed over frames and fields.
+        ``"additive"``: ``k ~ U{0 … K}``, then ``ε``; ``k = 0`` regresses ``y`` from the estimate ``ε``,
+        ``k ≥ 1`` regresses ``ε`` from ``y + σ_k ε``; squared error averaged over everything but the batch.
         """
         if self.cond_dim == 0:
             cond = None
@@ -162,10 +225,19 @@ class PDERefiner(SurrogateNet):
                 f"PDERefiner.loss: cond [B, {self.cond_dim}] is required (cond_dim={self.cond_dim})"
             )
         k = torch.randint(0, self.num_refinement_steps + 1, (x.shape[0],), device=x.device)
-        y = y * self.target_scale
-        first = (k == 0).view(-1, *([1] * (y.ndim - 1)))
+        y = y * self._scale(y)
         eps = torch.randn_like(y)
-        sigma = self.sigmas.to(y.dtype)[k].view(-1, *([1] * (y.ndim - 1)))
+        per_example = (-1, *([1] * (y.ndim - 1)))
+        if self.scheme == "ddpm":
+            # as the reference: noising in the data's dtype (diffusers' add_noise), the target in float32
+            a = self.alphas_cumprod.float()[k].view(per_example)
+            a_data = a.to(y.dtype)
+            noised = a_data**0.5 * y + (1 - a_data) ** 0.5 * eps
+            target = a**0.5 * eps - (1 - a) ** 0.5 * y
+            error = (self._call_inner(x, noised, cond, k) - target).pow(2)
+            return error.flatten(3).mean(-1).sum((1, 2))
+        first = (k == 0).view(per_example)
+        sigma = self.sigmas.to(y.dtype)[k].view(per_example)
         estimate = torch.where(first, eps, y + sigma * eps)
         target = torch.where(first, y, eps)
         return (self._call_inner(x, estimate, cond, k) - target).pow(2).flatten(1).mean(1)

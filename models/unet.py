@@ -21,8 +21,9 @@ Conditioning: each conditioning scalar has its own sinusoidal embedding of size 
 two-layer MLP (``hidden → 4 · hidden → 4 · hidden``); their sum enters every block as a per-channel
 bias added after the first convolution (the reference's default ``use_scale_shift_norm=False``; set
 ``scale_shift=True`` for its AdaGN variant). ``zero_init=True`` starts the second convolution of every
-block and the readout convolution at zero, as the reference's conditioned U-Nets do (its unconditioned
-``twod_unet.Unet`` keeps PyTorch's default initialisation).
+block and the readout convolution at zero, as the reference's conditioned U-Nets do; the presets'
+``zero_init: conditioned`` does so only for a conditioned network, since the reference's unconditioned
+``twod_unet.Unet`` keeps PyTorch's default initialisation.
 
 Deviations from the reference, none of which changes a parameter count: the sinusoidal features use
 pdestream's frequency layout (``2π f``, ``f`` log-spaced in ``[1, 100]``, for conditioning scalars of
@@ -95,7 +96,12 @@ class UNet(SurrogateNet):
         periodic: circular padding (periodic domains); zero padding otherwise.
         emb_dim: conditioning embedding size (used when ``cond_dim > 0``); ``None``: ``4 · hidden``.
         scale_shift: the embedding scales and shifts the normalised features instead of adding a bias.
-        zero_init: zero-initialise the second convolution of every block and the readout convolution.
+        zero_init: zero-initialise the second convolution of every block and the readout convolution:
+            ``True``, ``False``, or ``"conditioned"`` (only when ``cond_dim > 0``: the reference's conditioned
+            U-Nets zero-initialise, its unconditioned ``twod_unet.Unet`` keeps PyTorch's default).
+        step_embedding: the last conditioning scalar is a diffusion step on PDEArena's scale (``t · 1000 / K``),
+            embedded with PDEArena's ``fourier_embedding`` features (:class:`~models.layers.FourierEmbedding`
+            layout ``"pdearena"``), as the reference's ``time`` input; PDE-Refiner sets it.
         n: grid size (one int for all axes, or one per axis), if known: checked at construction.
     """
 
@@ -112,7 +118,8 @@ class UNet(SurrogateNet):
         periodic: bool = True,
         emb_dim: int | None = None,
         scale_shift: bool = False,
-        zero_init: bool = False,
+        zero_init: bool | str = False,
+        step_embedding: bool = False,
         n: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(ndim, channels, time_history, time_future, cond_dim)
@@ -124,6 +131,11 @@ class UNet(SurrogateNet):
         mults = tuple(channel_mults)
         if not mults or any(not isinstance(m, int) or m < 1 for m in mults):
             raise ValueError(f"UNet: channel_mults={channel_mults!r} must be a non-empty list of ints >= 1")
+        if zero_init not in (True, False, "conditioned"):
+            raise ValueError(f"UNet: zero_init={zero_init!r}; allowed: true, false, conditioned")
+        if step_embedding and cond_dim < 1:
+            raise ValueError("UNet: step_embedding=True needs cond_dim >= 1 (the step is the last scalar)")
+        zero_init = bool(cond_dim) if zero_init == "conditioned" else zero_init
         self.translation_step = 2 ** (len(mults) - 1)
         if n is not None:
             check_grid("UNet", (n,) * ndim if isinstance(n, int) else tuple(n), self.translation_step)
@@ -144,7 +156,12 @@ class UNet(SurrogateNet):
             )
 
         # One embedding per conditioning scalar, summed (PDEArena's time and parameter embeddings).
-        self.embed = nn.ModuleList(FourierEmbedding(1, hidden, out_dim=emb_dim) for _ in range(cond_dim))
+        layouts = ["unit"] * cond_dim
+        if step_embedding:
+            layouts[-1] = "pdearena"
+        self.embed = nn.ModuleList(
+            FourierEmbedding(1, hidden, out_dim=emb_dim, layout=lay) for lay in layouts
+        )
         self.lift = conv(self.in_features, hidden, 3, padding=1, padding_mode=padding_mode)
         widths = [hidden]
         for m in mults:

@@ -339,8 +339,14 @@ class RefinerModule(SurrogateModule):
     """PDE-Refiner training: the objective is the refiner's own denoising loss (Lippe et al. 2023).
 
     Everything else — normalisation, pushforward, difference targets, rollouts, EMA, logging — is the
-    direct surrogate's; inference calls the refiner, which runs its K+1 network evaluations.
+    direct surrogate's; inference calls the refiner, which runs its K+1 network evaluations. The refiner
+    learns the normaliser's per-channel standard deviation, so that it refines the raw-unit target over its
+    ``difference_weight`` as the reference does.
     """
+
+    def __init__(self, net: SurrogateNet, normalizer: nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__(net, normalizer, *args, **kwargs)
+        self.net.set_data_std(normalizer.std)
 
     def objective(self, x: Tensor, y: Tensor, cond: Tensor | None) -> tuple[Tensor, None]:
         target = y - x[:, -1:] if self.hparams.predict_difference else y

@@ -212,9 +212,49 @@ def test_bootstrap_ci_of_a_statistic_of_the_mean():
 
 
 def test_vrmse_by_hand():
-    true = traj([[[1.0, 3.0, 1.0, 3.0]]])  # mean 2, population variance 1
-    assert metrics.vrmse(true + 0.5, true).item() == pytest.approx(0.5, rel=1e-6)
-    assert metrics.vrmse(torch.full_like(true, 2.0), true).item() == pytest.approx(1.0, rel=1e-6)
+    true = traj([[[1.0, 3.0, 1.0, 3.0]]])  # mean 2, population variance 1, unbiased variance 4/3
+    assert metrics.vrmse(true + 0.5, true).item() == pytest.approx(0.5 / math.sqrt(4 / 3), rel=1e-6)
+    assert metrics.vrmse(true + 0.5, true, correction=0).item() == pytest.approx(0.5, rel=1e-6)
+    assert metrics.vrmse(torch.full_like(true, 2.0), true, correction=0).item() == pytest.approx(
+        1.0, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_vrmse_is_the_wells_own_code(ndim):
+    """The Well 1.2.0's ``VRMSE.eval`` (``the_well/benchmark/metrics/spatial.py``) on channels-last fields,
+    averaged over the fields: pdestream's ``vrmse`` to float round-off."""
+    from types import SimpleNamespace
+
+    from the_well.benchmark.metrics.spatial import VRMSE
+
+    generator = torch.Generator().manual_seed(0)
+    true = torch.randn(3, 4, 2, *(16,) * ndim, generator=generator, dtype=torch.float64)  # [B, T, C, *S]
+    pred = true + 0.3 * torch.randn(true.shape, generator=generator, dtype=torch.float64)
+    theirs = VRMSE.eval(pred.movedim(2, -1), true.movedim(2, -1), SimpleNamespace(n_spatial_dims=ndim))
+    torch.testing.assert_close(metrics.vrmse(pred, true), theirs.mean(-1), rtol=1e-12, atol=0)
+
+
+def pdearena_time_till_corr_lower(corr: torch.Tensor, threshold: float) -> torch.Tensor:
+    """PDEArena's count (``pdearena/models/pderefiner.py`` ``validation_epoch_end``, commit 78a8b03): the
+    correlation ``[B, T]`` stacked over batches, averaged over them, then ``(mean > threshold).float().sum()``."""
+    corr_timesteps = corr.mean(0)
+    return (corr_timesteps > threshold).float().sum()
+
+
+def test_pdearena_correlation_time_lets_a_blown_up_trajectory_stop_the_count_as_the_reference():
+    """One of four trajectories blows up (NaN) after 5 of 20 steps: the reference's mean is NaN from there, so
+    only 5 steps count; ``nan_as=-1`` (``corr_time_of_mean``) keeps counting while the mean stays above."""
+    corr = torch.full((4, 20), 0.95, dtype=torch.float64)
+    corr[0, 5:] = math.nan
+    times = 0.8 * torch.arange(1, 21, dtype=torch.float64)
+    for threshold in (0.3, 0.8):
+        expected = pdearena_time_till_corr_lower(corr, threshold).item() * 0.8
+        assert metrics.pdearena_correlation_time(corr, times, threshold).item() == pytest.approx(expected)
+    assert metrics.pdearena_correlation_time(corr, times, 0.3).item() == pytest.approx(4.0)
+    # (3 · 0.95 − 1) / 4 = 0.4625 > 0.3 at every step; < 0.8 after the blow-up
+    assert metrics.pdearena_correlation_time(corr, times, 0.3, nan_as=-1.0).item() == pytest.approx(16.0)
+    assert metrics.pdearena_correlation_time(corr, times, 0.8, nan_as=-1.0).item() == pytest.approx(4.0)
 
 
 def test_pdebench_nrmse_is_per_channel_then_averaged():

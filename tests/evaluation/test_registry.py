@@ -90,6 +90,8 @@ def test_report_values_follow_their_conventions(fno_run, tmp_path):
         for t in ds.threshold.values:
             arena = metrics.pdearena_correlation_time(corr, times, float(t)).item()
             assert float(m.pdearena_corr_time_ci.sel(threshold=t, stat="mean")) == pytest.approx(arena)
+            robust = metrics.pdearena_correlation_time(corr, times, float(t), nan_as=-1.0).item()
+            assert float(m.corr_time_of_mean_ci.sel(threshold=t, stat="mean")) == pytest.approx(robust)
             per = metrics.correlation_time(corr, times, float(t)).mean().item()
             assert float(m.corr_time_ci.sel(threshold=t, stat="mean")) == pytest.approx(per)
         # one channel: PDEBench's per-channel nRMSE is the per-frame relative L2; both averaged over frames ≤ t

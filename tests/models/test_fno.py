@@ -182,3 +182,20 @@ def test_pointwise_layers_are_their_convolutions(ndim: int, bias: bool) -> None:
     want = torch.autograd.grad(expected, [x, *conv.parameters()], seed)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["fno-2d-paper", "fno-1d-repo", "fno-1d-paper"])
+def test_paper_presets_use_the_references_linspace_coordinates_and_i_over_n_is_an_option(preset: str) -> None:
+    """The reference builds its grid channels with ``linspace(0, extent, s)``: cell ``i`` at ``i/(s − 1)``
+    (``fourier_2d_time.py``, ``fourier_1d.py``); ``grid_endpoint=False`` gives the periodic ``i/s``."""
+    ndim = 2 if "2d" in preset else 1
+    net = build(preset, ndim=ndim, channels=1, time_history=1, time_future=1, cond_dim=0)
+    extent = net.grid_extent
+    x = torch.zeros(1, 1, *(8,) * ndim)
+    grid = net._coordinates(x)
+    assert net.grid and net.grid_endpoint
+    torch.testing.assert_close(grid[0, 0].flatten()[:: 8 ** (ndim - 1)], torch.arange(8) * extent / 7)
+    periodic = build(
+        preset, ndim=ndim, channels=1, time_history=1, time_future=1, cond_dim=0, grid_endpoint=False
+    )
+    torch.testing.assert_close(periodic._coordinates(x)[0, -1].flatten()[:8], torch.arange(8) * extent / 8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from models.layers import ResidualBlock
 from models.unet import PeriodicUpsample, UNet
@@ -110,6 +111,26 @@ def test_zero_init_zeroes_the_second_conv_of_every_block_and_the_readout() -> No
     assert net(torch.randn(2, 2, 1, 16), torch.rand(2, 1)).abs().max() == 0
     plain = UNet(1, 1, 2, 1, cond_dim=1, hidden=8, channel_mults=(1, 2))
     assert all(b.conv2.weight.abs().max() > 0 for b in plain.modules() if isinstance(b, ResidualBlock))
+
+
+@pytest.mark.parametrize(("cond_dim", "zeroed"), [(0, False), (2, True)])
+def test_the_presets_zero_init_follows_the_reference_conditioned_only(cond_dim: int, zeroed: bool) -> None:
+    """``unet.yaml`` (PDEArena's Unetmod-64): its conditioned U-Nets zero-initialise the block outputs and the
+    readout; its unconditioned 2D ``twod_unet.Unet`` keeps PyTorch's default initialisation."""
+    net = presets.build(
+        "unet-small",
+        ndim=2,
+        channels=1,
+        time_history=1,
+        time_future=1,
+        cond_dim=cond_dim,
+        zero_init="conditioned",
+    )
+    readout = net.readout[2].weight
+    assert bool(readout.abs().max() == 0) == zeroed
+    with pytest.raises(ValueError, match="zero_init='yes'; allowed: true, false, conditioned"):
+        UNet(1, 1, 2, 1, zero_init="yes")
+    assert OmegaConf.load(presets.PRESET_DIR / "unet.yaml").zero_init == "conditioned"
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
