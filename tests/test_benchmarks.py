@@ -95,6 +95,25 @@ def test_ns_resolution_benchmark() -> None:
     assert rows["32²"][-1] < rows["16²"][-1]  # a finer solve grid is closer to the 64²-solved data
 
 
+def test_refiner_scale_benchmark(tmp_path: Path) -> None:
+    """Each row's difference_weight gives the KS set-up's refined spread: std / weight is the same for all."""
+    out = tmp_path / "refiner_scale.txt"
+    text = run_benchmark("refiner_scale", "--quick", "--out", str(out))
+    assert out.read_text() == text
+    rows = {
+        line.split()[0]: numbers(line.split(None, 1)[1])
+        for line in text.splitlines()
+        if line.startswith("pde=")
+    }
+    assert set(rows) == {"pde=ks_lpsda", "pde=ks", "pde=burgers", "pde=navier_stokes", "pde=kolmogorov"}
+    assert rows["pde=ks_lpsda"][-1] == 0.3  # the reference's own weight
+    target = rows["pde=ks_lpsda"][0] / 0.3
+    for std, refined, weight in rows.values():
+        assert_rates([std, refined, weight])
+        assert refined == pytest.approx(std / 0.3, rel=1e-2)  # as printed: 3 decimals
+        assert std / weight == pytest.approx(target, rel=1e-2)
+
+
 def test_contention_benchmark() -> None:
     out = run_benchmark("contention", "--quick", "--skip-training")
     rates = [numbers(line)[-1] for line in out.splitlines() if "alone" in line or "busy process  " in line]
