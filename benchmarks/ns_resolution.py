@@ -5,7 +5,7 @@ draws the same initial vorticity on the 256² grid, solves it once at 256² (sto
 and once at 64² and 128² from the same start (spectrally truncated), and prints the relative L2
 distance of each to the data set at the stored frames t = 1, 2, …, T:
 
-    python -m benchmarks.ns_resolution                   # ν = 1e-5, T = 20, 2 trajectories (CPU: minutes)
+    python -m benchmarks.ns_resolution                   # ν = 1e-5, T = 20, 4 trajectories (CPU: minutes)
     python -m benchmarks.ns_resolution --nu 1e-3 --horizon 50
     python -m benchmarks.ns_resolution --quick           # a smoke run of seconds (16² vs 64²)
 """
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--nu", type=float, default=1e-5)
     parser.add_argument("--horizon", type=int, default=20, help="last stored time T (frames at 1 … T)")
-    parser.add_argument("--trajectories", type=int, default=2)
+    parser.add_argument("--trajectories", type=int, default=4)
     parser.add_argument("--stored", type=int, default=64, help="grid of the stored frames")
     parser.add_argument("--fine", type=int, default=256, help="grid the data set is solved on")
     parser.add_argument("--quick", action="store_true", help="16² stored, 64² fine, T = 2")

@@ -29,9 +29,9 @@ a minute. Runs already trained or evaluated under ``--out`` are reused, so an in
 continues and ``--adaptive`` can be added later.
 
 Whether the stream beats the largest pool depends on whether the model can use more diversity than the
-pool holds; two variants of the KS comparison test that (the README quotes all three):
+pool holds; two variants of the KS comparison test that (docs/figures.md quotes all three):
 ``--pdes ks --pools 512 --steps 12000`` (the pool cycled 8 times instead of 2) and ``--pdes ks --pools 512
---model fno`` (a 287,553-parameter FNO instead of ``fno-small``'s 9,937).
+--model fno`` (a 333,249-parameter FNO instead of ``fno-small``'s 30,673, both conditioned on ν and the time step).
 """
 
 from __future__ import annotations

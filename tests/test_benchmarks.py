@@ -216,18 +216,18 @@ def test_burgers_fno_scores_by_hand() -> None:
     assert math.isnan(spread(np.array([1.0, 3.0]), 2))
 
 
-def test_readme_quotes_the_burgers_reproduction() -> None:
-    """Every line of the benchmark's table, every gain, seed and command it prints stand in the README as
+def test_docs_quote_the_burgers_reproduction() -> None:
+    """Every line of the benchmark's table, every gain, seed and command it prints stand in docs/published.md as
     written."""
     from benchmarks.burgers_fno import PUBLISHED, PUBLISHED_LATER
 
     summary = (ROOT / "benchmarks" / "results" / "burgers_fno" / "summary.md").read_text().splitlines()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "published.md").read_text()
     quoted = [line for line in summary if line.startswith(("| ", "- ")) or " vs " in line]
     assert len(quoted) > 4
     for line in quoted:
         assert line in readme, line
-    # every error figure the README's findings quote is the benchmark's (or a published one)
+    # every error figure the page's findings quote is the benchmark's (or a published one)
     findings = readme.split("What the rows show:")[1].split("Where pdestream's set-up differs")[0]
     text = "\n".join(summary)
     for figure in re.findall(r"\b0\.\d{3,}\b", findings):
@@ -306,10 +306,11 @@ def test_fno_step_benchmark(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["fno_step.txt", "step_overhead.txt"])
-def test_readme_quotes_the_speed_tables(name: str) -> None:
-    """The README's speed tables are the benchmark files as written (the profile after the table excepted)."""
+def test_docs_quote_the_speed_tables(name: str) -> None:
+    """The speed tables of docs/figures.md are the benchmark files as written (the profile after the table
+    excepted)."""
     table = (ROOT / "benchmarks" / "results" / name).read_text().split("\n\n")[0]
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "figures.md").read_text()
     for line in table.splitlines():
         assert line in readme, line
 
@@ -322,8 +323,21 @@ def test_default_run_benchmark(tmp_path: Path) -> None:
         "validate_untrained=false",
         "logger=none",
     )
-    text = run_benchmark("default_run", "--runs", "1", "--out", str(out), "--overrides", *overrides)
-    assert out.read_text() == text and re.search(r"^median\s+0 min \d+\.\d s$", text, re.MULTILINE)
+    scores = tmp_path / "default_run_scores.txt"
+    report = ("num_trajectories=2", "solver_baseline.enabled=false", "timing.repeats=1", "timing.warmup=0",
+              "bootstrap.num_resamples=10", "num_sample_plots=1")  # fmt: skip
+    text = run_benchmark("default_run", "--runs", "1", "--out", str(out), "--scores", str(scores),
+                         "--overrides", *overrides, "--eval-overrides", *report)  # fmt: skip
+    times = out.read_text()
+    assert re.search(r"^median\s+0 min \d+\.\d s$", times, re.MULTILINE)
+    # the run's validation correlation time and its report, as the README's headline figure quotes them
+    assert text == times + scores.read_text()
+    assert re.search(r"^step 2\s+\d+(\.\d+)?$", text, re.MULTILINE)
+    assert re.search(r"^best checkpoint\s+\S+ \(step 2\)$", text, re.MULTILINE)
+    (row,) = (line for line in text.splitlines() if line.startswith("| fno-small |"))
+    assert re.match(r"\| fno-small \| 30,673 \| \d", row) and "ms/step" not in text
+    for figure in ("samples", "correlation"):
+        assert (tmp_path / f"default_run_{figure}.png").is_file(), figure
 
 
 def test_datasets_benchmark(tmp_path: Path) -> None:
@@ -339,8 +353,8 @@ def test_datasets_benchmark(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["default_run.txt", "contention_3000.txt", "datasets.md"])
-def test_readme_quotes_the_main_job_timings(name: str) -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_docs_quote_the_main_job_timings(name: str) -> None:
+    readme = (ROOT / "docs" / ("data.md" if name == "datasets.md" else "figures.md")).read_text()
     lines = (ROOT / "benchmarks" / "results" / name).read_text().splitlines()
     for line in [line for line in lines if line.startswith("|")] if name.endswith(".md") else lines:
         assert line in readme, line

@@ -220,7 +220,7 @@ def test_adaptive_sampling_learns_logs_its_histogram_and_checkpoints_its_state(t
 
 @pytest.mark.parametrize("pde", PDES)
 def test_generated_files_hold_the_frames_training_uses(pde, tmp_path):
-    """The README's offline recipe: `python -m data.generate pde=…` writes frames at the interval and
+    """The offline recipe of docs/data.md: `python -m data.generate pde=…` writes frames at the interval and
     length that `python train.py pde=… data=offline` trains and validates on."""
     train = compose_train([f"pde={pde}", *tiny(tmp_path)])
     GlobalHydra.instance().clear()
@@ -632,7 +632,7 @@ def test_a_diverging_ddp_rank_stops_every_rank_with_one_sentence(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_ddp_spawn_trains(tmp_path):
-    """The strategy the README suggests for local sweeps: the module and callbacks must pickle."""
+    """The strategy docs/training.md suggests for local sweeps: the module and callbacks must pickle."""
     result = run_cli(
         *tiny(tmp_path),
         *DDP,

@@ -1,4 +1,4 @@
-"""The README's Python example (load a checkpoint, predict, roll out) runs as written."""
+"""The Python example of docs/training.md (load a checkpoint, predict, roll out) runs as written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_python_api_example(fno_run: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "training.md").read_text()
     section = readme[readme.index("Using a trained model from Python") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     assert '"outputs/<date>/<time>"' in code

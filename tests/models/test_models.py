@@ -8,6 +8,8 @@ their parameters.
 from __future__ import annotations
 
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,7 +225,7 @@ def test_parameter_counts() -> None:
             assert count > 10 * count_parameters(f"{name}-small"), f"{name} is not larger than its -small"
 
 
-# The README's table (and benchmarks/results/models_small.txt): 4 frames of one channel in, one frame out,
+# The table of docs/models.md (and benchmarks/results/models_small.txt): 4 frames of one channel in, one frame out,
 # unconditioned, 1D and 2D.
 README_COUNTS = {
     "fno-small": (9_937, 132_817),
@@ -247,3 +249,14 @@ def test_every_preset_has_the_parameter_counts_of_the_readme() -> None:
     shape = {"channels": 1, "time_history": 4, "time_future": 1}
     for name, counts in README_COUNTS.items():
         assert (count_parameters(name, 1, **shape), count_parameters(name, 2, **shape)) == counts, name
+
+
+def test_the_models_page_quotes_these_parameter_counts() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "models.md").read_text()
+    table = page[: page.index("## Fidelity to the reference code")]
+    quoted = {}
+    for row in (line.split(" | ") for line in table.splitlines() if line.startswith("| `")):
+        names = re.findall(r"`([^`]+)`", row[0])
+        one, two = ([int(c.replace(",", "")) for c in cell.strip(" |").split(" · ")] for cell in row[2:4])
+        quoted |= {name: (a, b) for name, a, b in zip(names, one, two, strict=True)}
+    assert quoted == README_COUNTS
