@@ -305,6 +305,12 @@ def test_fno_step_benchmark(tmp_path: Path) -> None:
     assert out.read_text() == text
 
 
+def test_docs_quote_the_refiner_scale_table() -> None:
+    text = (ROOT / "docs" / "models.md").read_text()
+    for line in (ROOT / "benchmarks" / "results" / "refiner_scale.txt").read_text().splitlines():
+        assert line in text, line
+
+
 @pytest.mark.parametrize("name", ["fno_step.txt", "step_overhead.txt"])
 def test_docs_quote_the_speed_tables(name: str) -> None:
     """The speed tables of docs/figures.md are the benchmark files as written (the profile after the table
