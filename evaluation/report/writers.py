@@ -79,9 +79,12 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
         elif kind == "p":
             out.append(f"<p>{html.escape(str(content))}</p>")
-        elif kind in ("items", "verdicts"):
-            items = "".join(f"<li>{html.escape(line)}</li>" for line in content)
-            out.append(f'<ul class="{kind}">{items}</ul>')
+        elif kind == "items":
+            out.append(f"<ul>{''.join(f'<li>{html.escape(line)}</li>' for line in content)}</ul>")
+        elif kind == "verdicts":  # "<model>: …" with the model in bold
+            lines = (line.partition(": ") for line in content)
+            items = "".join(f"<li><b>{html.escape(a)}</b>: {html.escape(c)}</li>" for a, _, c in lines)
+            out.append(f'<ul class="verdicts">{items}</ul>')
         elif kind == "table":
             out.append(_html_table(content))
         elif kind == "image":
