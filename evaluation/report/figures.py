@@ -18,6 +18,7 @@ from evaluation.report.style import ANCHOR_STYLE, TIME_LABEL, log_ticks, save_fi
 from evaluation.report.verdicts import (
     SPREAD_LIMIT,
     WARNING,
+    mean_score,
     same_as_reference,
     shown_label,
     timing_problem,
@@ -113,13 +114,6 @@ def _xerr(costs: list[tuple[float, float, float]]) -> np.ndarray:
     return np.array([[c[0] - c[1] for c in costs], [c[2] - c[0] for c in costs]])
 
 
-def _value(ds: xr.Dataset, dim: str, name: str, key: str, threshold: float) -> float:
-    """Mean correlation time (``key="corr_time"``) or mean nRMSE of a model or solver setting."""
-    prefix = "solver_" if dim == "solver_setting" else ""
-    values = ds[prefix + key].sel({dim: name})
-    return float((values.sel(threshold=threshold) if key == "corr_time" else values).mean())
-
-
 def _hollow(ax: plt.Axes, points: list[tuple[float, float]], color: str) -> None:
     """Redraw ``points`` as hollow circles: their timings are unreliable."""
     if points:
@@ -151,7 +145,7 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
             if len(chosen) < 2:
                 continue
             cost = [timing_ms(ds.solver_step_seconds.sel(solver_setting=s)) for s in chosen]
-            value = [_value(ds, "solver_setting", s, key, threshold) for s in chosen]
+            value = [mean_score(ds, "solver_setting", s, key) for s in chosen]
             ax.errorbar(
                 [c[0] for c in cost], value, xerr=_xerr(cost), fmt="o-", color=color, capsize=2, label=name
             )
@@ -164,7 +158,7 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
             ]
         if "reference" in solvers:
             cost = timing_ms(ds.solver_step_seconds.sel(solver_setting="reference"))
-            value = _value(ds, "solver_setting", "reference", key, threshold)
+            value = mean_score(ds, "solver_setting", "reference", key)
             if len(solvers) == 1:
                 ax.errorbar(
                     [cost[0]], [value], xerr=_xerr([cost]), fmt="o", color="grey", capsize=2, label="solver"
@@ -173,7 +167,7 @@ def figure_cost_accuracy(ds: xr.Dataset) -> plt.Figure:
                     _hollow(ax, [(cost[0], value)], "grey")
             labels.insert(0, (cost[0], value, "reference"))
         for model, kind in zip(ds.model.values, ds.kind.values, strict=True):
-            value = _value(ds, "model", str(model), key, threshold)
+            value = mean_score(ds, "model", str(model), key)
             if kind == "trained":
                 cost = timing_ms(ds.step_seconds.sel(model=model))
                 shaky = timing_problem(ds, ds.step_seconds.sel(model=model))

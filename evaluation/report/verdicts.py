@@ -168,17 +168,18 @@ def shown_label(ds: xr.Dataset, model: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the verdict
-def _corr_time(ds: xr.Dataset, dim: str, row: str) -> float:
-    prefix = "solver_" if dim == "solver_setting" else ""
-    threshold = ds.threshold.values[0]
-    return float(ds[f"{prefix}corr_time"].sel({dim: row, "threshold": threshold}).mean())
+def mean_score(ds: xr.Dataset, dim: str, row: str, key: str = "corr_time") -> float:
+    """Mean correlation time at the first threshold (``key="corr_time"``) or mean nRMSE (``"rel_l2"``) of a
+    model (``dim="model"``) or solver setting (``"solver_setting"``) over trajectories and lead times."""
+    values = ds[("solver_" if dim == "solver_setting" else "") + key].sel({dim: row})
+    return float((values.sel(threshold=ds.threshold.values[0]) if key == "corr_time" else values).mean())
 
 
 def _anchor_numbers(ds: xr.Dataset, model: str, anchors: list[str]) -> str:
     """``correlation time @0.8: 5.75 vs persistence 4.5 time units; mean nRMSE 0.52 vs 0.71``."""
     threshold = ds.threshold.values[0]
-    times = ", ".join(f"{_anchor_name(a)} {fmt(_corr_time(ds, 'model', a))}" for a in anchors)
-    text = f"correlation time @{threshold:g}: {fmt(_corr_time(ds, 'model', model))} vs {times} {TIME_UNITS}"
+    times = ", ".join(f"{_anchor_name(a)} {fmt(mean_score(ds, 'model', a))}" for a in anchors)
+    text = f"correlation time @{threshold:g}: {fmt(mean_score(ds, 'model', model))} vs {times} {TIME_UNITS}"
     if "rel_l2" in ds:
         errors = ", ".join(fmt(_mean(ds, "rel_l2", a), 2) for a in anchors)
         text += f"; mean nRMSE {fmt(_mean(ds, 'rel_l2', model), 2)} vs {errors}"
@@ -203,7 +204,7 @@ def verdict(ds: xr.Dataset, model: str) -> str:
             f"{model}: no anchors were scored (anchors.untrained and anchors.persistence are false)."
         ]
     if "reference" in ok_solvers(ds):
-        ours, reference = _corr_time(ds, "model", model), _corr_time(ds, "solver_setting", "reference")
+        ours, reference = mean_score(ds, "model", model), mean_score(ds, "solver_setting", "reference")
         speedup, setting = equal_accuracy(ds, model)
         if ours >= reference:
             accuracy = f"as accurate as the reference solver ({fmt(reference)} {TIME_UNITS})"
