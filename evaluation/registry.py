@@ -31,6 +31,8 @@ PER_STEP, PER_TRAJECTORY, PER_MODEL = "per step", "per trajectory", "per model"
 KINDS = (PER_STEP, PER_TRAJECTORY, PER_MODEL)
 LOWER, HIGHER = "lower", "higher"
 TIME_UNITS = "time units"
+VOLUME_UNITS = "length units^d"
+"""A metric unit's volume factor; :func:`unit_in` writes it for the grid's number of space dimensions d."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ METRICS: list[Metric] = [
         cumulative=True,
     ),
     Metric(
-        "pdebench_frmse", "PDEBench fRMSE (≤ t)", PER_MODEL, LOWER, "field units × length units^d",
+        "pdebench_frmse", "PDEBench fRMSE (≤ t)", PER_MODEL, LOWER, f"field units × {VOLUME_UNITS}",
         "sqrt of the trajectory mean of the error's squared Fourier amplitude (× volume / points), mean "
         "over the wavenumbers of the band (low k < 4, mid 4 ≤ k < 12, high k ≥ 12) and channels, averaged "
         "over the frames up to t",
@@ -229,6 +231,15 @@ METRICS: list[Metric] = [
 def validation_metrics() -> list[Metric]:
     """The metrics validation computes during training (``validation=True``)."""
     return [m for m in METRICS if m.validation]
+
+
+def unit_in(unit: str, ndim: int | None) -> str:
+    """``unit`` with the space dimensions filled in: ``field units × length units`` in 1D, ``… length units²``
+    in 2D; unchanged when ``ndim`` is unknown."""
+    if ndim is None or VOLUME_UNITS not in unit:
+        return unit
+    power = "" if int(ndim) == 1 else str(int(ndim)).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹"))
+    return unit.replace(VOLUME_UNITS, f"length units{power}")
 
 
 def by_name(name: str) -> Metric:

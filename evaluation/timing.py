@@ -4,12 +4,14 @@ One timing of a rollout is noisy (first calls allocate memory, build FFT plans a
 processes share the machine), so every job is run ``warmup`` times untimed and then ``repeats`` times
 timed, in turns — job a, b, c, a, b, c, … — so that a change of machine load during the measurement
 hits every job alike and their ratios stay meaningful. Reports give the median and the fastest and
-slowest repeat, and name the device.
+slowest repeat, name the device, and record the machine's load (:func:`machine_load`) so that timings
+taken on a busy machine can be flagged.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import time
@@ -66,3 +68,18 @@ def cpu_name() -> str:
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown processor"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def machine_load() -> dict[str, float]:
+    """``timing_load``: the 1-minute load average (NaN where the OS has none), read right after the timed
+    runs, and ``timing_cores``: :func:`usable_cores`. The load counts this process's own threads too, so a
+    load above the usable cores means other work competed for them while the timings ran."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return {"timing_load": float(load), "timing_cores": usable_cores()}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,8 +39,9 @@ from data.layouts import detect, split_path
 from data.timegrid import trajectory_steps
 from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
+from evaluation.labels import config_labels
 from evaluation.rollout import Predictor, rollout, rollout_steps
-from evaluation.timing import device_description, median_seconds, time_interleaved
+from evaluation.timing import device_description, machine_load, median_seconds, time_interleaved
 from solvers.base import ConfigError, Solver
 from training.checkpoint import (
     CheckpointError,
@@ -190,15 +190,12 @@ def device_of(name: str) -> torch.device:
 
 
 def load_models(paths: Sequence[str], trust: bool) -> list[Model]:
-    """Load every checkpoint; labels are the model presets, numbered where they repeat."""
+    """Load every checkpoint; labels are the model presets with what differs in their configs
+    (:func:`evaluation.labels.config_labels`), numbered where the configs are identical."""
     loaded = [(path, *load_checkpoint(path, trust=trust)) for path in paths]
     names = [str(config["model"].get("name", type(module.net).__name__)) for _, module, config in loaded]
-    counts, seen = Counter(names), Counter()
-    models = []
-    for name, (path, module, config) in zip(names, loaded, strict=True):
-        seen[name] += 1
-        label = f"{name}#{seen[name]}" if counts[name] > 1 else name
-        models.append(Model(label, path, module, config))
+    labels = config_labels(names, [config for _, _, config in loaded])
+    models = [Model(label, *item) for label, item in zip(labels, loaded, strict=True)]
     first = models[0]
     for model in models[1:]:
         check_compatible(model.config, first.config["pde"], model.path, f"checkpoint {first.path}")
@@ -698,6 +695,8 @@ def evaluate(cfg: DictConfig) -> Path:
     index = data.get("index", torch.arange(len(u)))
     attrs = {
         "timing_device": device_description(device),
+        **machine_load(),
+        "ndim": solver.ndim,
         "length": side,
         "channels": ", ".join(solver.channels),
         "test_data": f"{data['source']}, {len(u)} trajectories of {u.shape[1]} frames",

@@ -235,7 +235,7 @@ def test_report_shows_the_parameter_figure_and_the_tail(conditional_report):
     text = (out / "report.md").read_text()
     tails = text[text.index("## Tail over the test trajectories") : text.index("## Figures")]
     assert "### FNO rel. L2 (frames ≤ t) at t = 1 time unit (4 steps)" in tails
-    assert "| fno-small | " in tails and "| persistence | " in tails
+    assert "| fno-small" in tails and "| persistence | " in tails  # fno-small may carry an anchor flag
     caption = text[text.index("### Error over the PDE parameters") :]
     assert "drawn by the run's own solver from the training distribution" in caption
     assert (

@@ -10,10 +10,18 @@ import pytest
 import xarray as xr
 from matplotlib.ticker import NullFormatter
 
-from evaluation.report import figure_cost_accuracy, figure_error, summary_table
+from evaluation.report import (
+    figure_cost_accuracy,
+    figure_error,
+    metric_tables,
+    solver_table,
+    summary_table,
+    tail_tables,
+)
+from evaluation.report.verdicts import WARNING, shown_label, timing_note, verdict
 from tests.evaluation.conftest import eval_config
 from training.checkpoint import EvaluationError
-from training.pipeline import evaluate
+from training.pipeline import evaluate, load_models
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["fno-small", "pde_refiner-small"]
@@ -96,13 +104,13 @@ def test_markdown_links_existing_figures(report):
     text = (out / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == sorted(p.name for p in out.glob("*.png"))
-    summary = text[text.index("## Summary") : text.index("## Every metric")]
+    summary = text[text.index("## Summary") : text.index("## Protocol")]
     rows = [
         line
         for line in summary.splitlines()
         if line.startswith(("| fno-small", "| pde_refiner", "| persist"))
     ]
-    assert [row.split(" | ")[0][2:] for row in rows] == [
+    assert [row.split(" | ")[0][2:].split(f" {WARNING}")[0] for row in rows] == [
         "fno-small", "pde_refiner-small", "fno-small (untrained)", "pde_refiner-small (untrained)", "persistence"
     ]  # fmt: skip
     assert rows[-1].endswith("| — | — | — (anchor: no model) |")
@@ -178,7 +186,7 @@ def test_figures_from_the_dataset_carry_units(report):
     assert left.get_ylabel() == "correlation time @0.8 (time units)"
     assert isinstance(left.xaxis.get_minor_formatter(), NullFormatter)  # no crowded minor labels
     assert left.xaxis.get_major_formatter()(2.0, 0) == "2"  # plain numbers, not 2×10⁰
-    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    names = [re.split(f" \\(?{WARNING}", t.get_text())[0] for t in fig.legends[0].get_texts()]  # flags aside
     assert {"fno-small (untrained)", "persistence", "fno-small", "pde_refiner-small"} <= set(names)
     assert ds.attrs["timing_device"] in fig.get_suptitle()
     plt.close(fig)
@@ -211,3 +219,130 @@ def test_protocol_card_says_where_the_training_data_came_from():
         _training_data({"data": well})
         == "offline: windows of the training rows of datasets/flow (the_well layout)"
     )
+
+
+# ----------------------------------------------------------------------------- flags and the answer first
+def _quiet(ds: xr.Dataset, **seconds: list[float]) -> xr.Dataset:
+    """``ds`` on a quiet machine (load 0), every timing steady, except the rows given their own repeats."""
+    ds = ds.copy(deep=True)
+    ds.attrs.update(timing_load=0.0, timing_cores=2)
+    ds["step_seconds"][:] = np.where(np.isfinite(ds.step_seconds), 1e-3, np.nan)
+    ds["solver_step_seconds"][:] = np.where(np.isfinite(ds.solver_step_seconds), 2e-3, np.nan)
+    for model, values in seconds.items():
+        ds["step_seconds"].loc[{"model": model.replace("_", "-")}] = values
+    return ds
+
+
+def _cells(table, column: str) -> dict[str, str]:
+    header, rows = table
+    return {row[0]: row[header.index(column)] for row in rows}
+
+
+def test_a_high_spread_timing_is_flagged_in_the_tables_and_the_plot(report):
+    out, _ = report
+    ds = _quiet(xr.open_dataset(out / "metrics.nc", engine="h5netcdf"), fno_small=[43e-3, 475e-3, 544e-3])
+    ms = _cells(summary_table(ds, [1]), "ms/step (min–max)")
+    steady = next(label for label in ms if label.startswith("pde_refiner-small"))
+    noisy = next(label for label in ms if label.startswith("fno-small") and "untrained" not in label)
+    assert ms[noisy].endswith(WARNING) and not ms[steady].endswith(WARNING)
+    assert _cells(summary_table(ds, [1]), "speed-up vs solver")[noisy].endswith(WARNING)
+    assert "above 1.5× for fno-small (13×)" in timing_note(ds)
+    assert "busy" not in timing_note(ds)
+    fig = figure_cost_accuracy(ds)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(t.startswith("fno-small") and "timing unreliable" in t for t in legend)
+    assert not any(t.startswith("pde_refiner-small") and "timing unreliable" in t for t in legend)
+    assert "hollow markers: unreliable timings" in fig.get_suptitle()
+    stars = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*"]
+    hollow = [line.get_label() for line in stars if line.get_markerfacecolor() == "white"]
+    assert len(stars) == 2 and len(hollow) == 1
+    plt.close(fig)
+    steady_ds = _quiet(ds)  # every row steady: nothing flagged
+    assert not timing_note(steady_ds)
+    assert not any(
+        c.endswith(WARNING) for c in _cells(summary_table(steady_ds, [1]), "ms/step (min–max)").values()
+    )
+    fig = figure_cost_accuracy(steady_ds)
+    assert "hollow" not in fig.get_suptitle()
+    plt.close(fig)
+
+
+def test_timings_on_a_busy_machine_are_all_flagged(report):
+    out, _ = report
+    ds = _quiet(xr.open_dataset(out / "metrics.nc", engine="h5netcdf"))
+    ds.attrs.update(timing_load=7.5, timing_cores=2)
+    ms = _cells(summary_table(ds, [1]), "ms/step (min–max)")
+    timed = [cell for cell in ms.values() if cell != "—"]
+    assert len(timed) == 2 and all(cell.endswith(WARNING) for cell in timed)
+    assert all(row[3].endswith(WARNING) for row in solver_table(ds)[1] if row[-1].startswith("ok"))
+    assert "the machine was busy (load average 7.5 over 2 usable cores)" in timing_note(ds)
+
+
+def test_a_model_below_persistence_is_flagged_wherever_it_appears(report):
+    out, _ = report
+    ds = _quiet(xr.open_dataset(out / "metrics.nc", engine="h5netcdf"))  # no timing flags in the legends
+    ds["corr_time"][:] = 0.5
+    ds["corr_time"].loc[{"model": "persistence"}] = 1.0  # persistence holds on longer than every model
+    ds["corr_time"].loc[{"model": "pde_refiner-small"}] = 1.5  # the refiner beats it
+    ds["corr_time"].loc[{"model": "fno-small (untrained)"}] = 0.25  # fno-small beats its untrained self
+    flagged = "fno-small ⚠ no better than persistence"
+    assert (
+        shown_label(ds, "fno-small") == flagged
+        and shown_label(ds, "pde_refiner-small") == "pde_refiner-small"
+    )
+    assert flagged in [row[0] for row in summary_table(ds, [1])[1]]
+    tables = metric_tables(ds, [1, 5]) + tail_tables(ds, [1, 5])
+    assert len(tables) >= 4
+    for title, (_, rows) in tables:
+        labels = [row[0] for row in rows]
+        assert flagged in labels and "fno-small" not in labels, title
+        assert "pde_refiner-small" in labels, title
+    for draw in (figure_error, figure_cost_accuracy):
+        fig = draw(ds)
+        legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+        names = [t.get_text() for t in legend.get_texts()]
+        assert any(n.startswith(flagged) for n in names) and "pde_refiner-small" in names
+        plt.close(fig)
+    assert verdict(ds, "fno-small").startswith(
+        f"{WARNING} fno-small: no better than persistence (correlation time @0.8: 0.5 vs"
+    )
+    assert "persistence 1 time units; mean nRMSE" in verdict(ds, "fno-small")
+    assert "beats" in verdict(ds, "pde_refiner-small") and WARNING not in shown_label(ds, "pde_refiner-small")
+    ds["corr_time"].loc[{"model": "persistence"}] = 0.5  # a tie: the lower nRMSE decides
+    ds["rel_l2"].loc[{"model": "fno-small"}] = ds.rel_l2.sel(model="persistence") / 2
+    assert "persistence" not in shown_label(ds, "fno-small")
+
+
+def test_the_report_opens_with_the_summary_and_verdicts(report):
+    out, _ = report
+    text = (out / "report.md").read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings[:3] == ["# Surrogate evaluation report", "## Summary", "## Protocol"]
+    summary = text[text.index("## Summary") : text.index("## Protocol")]
+    verdicts = [line for line in summary.splitlines() if line.startswith("- ")]
+    assert [v[2:].lstrip(f"{WARNING} ").split(":")[0] for v in verdicts] == MODELS
+    assert all("Against the classical solver:" in v and "persistence" in v for v in verdicts)
+    assert summary.index("- ") < summary.index("| model |")  # verdicts, then the table
+    assert text.index("Metrics:") > text.index("| model |")  # the definitions come after the answer
+    page = (out / "report.html").read_text()
+    body = page[page.index("<body>") :]
+    assert re.findall(r"<h2>([^<]*)</h2>", body)[:2] == ["Summary", "Protocol"]
+    assert body.index('<ul class="verdicts">') < body.index("<table>") < body.index("<h2>Protocol</h2>")
+
+
+def test_the_volume_unit_is_shown_for_a_1d_grid(report):
+    out, _ = report
+    ds = xr.open_dataset(out / "metrics.nc", engine="h5netcdf")
+    assert int(ds.attrs["ndim"]) == 1
+    assert ds.pdebench_frmse_ci.attrs["unit"] == "field units × length units"
+    text = (out / "report.md").read_text() + (out / "report.html").read_text()
+    assert "fRMSE (≤ t) low (field units × length units)" in text and "^d" not in text
+    ds2 = ds.copy()
+    ds2.attrs["ndim"] = 2
+    headers = [h for _, (header, _) in metric_tables(ds2, [1]) for h in header]
+    assert "PDEBench fRMSE (≤ t) low (field units × length units²)" in headers
+
+
+def test_identical_checkpoints_keep_numbered_labels(fno_run):
+    models = load_models([str(fno_run), str(fno_run)], trust=False)
+    assert [m.label for m in models] == ["fno-small#1", "fno-small#2"]

@@ -1,9 +1,10 @@
+import os
 import time
 
 import pytest
 import torch
 
-from evaluation.timing import device_description, time_interleaved
+from evaluation.timing import device_description, machine_load, time_interleaved
 
 
 def test_jobs_run_in_turns_after_an_untimed_warmup():
@@ -30,3 +31,10 @@ def test_device_is_named_with_its_threads():
         f", {threads} torch thread" + ("s" if threads > 1 else "")
     )
     assert len(text) > len("cpu: , 1 torch threads")  # a processor name in between
+
+
+def test_machine_load_is_the_load_average_and_the_usable_cores():
+    load = machine_load()
+    assert set(load) == {"timing_load", "timing_cores"}
+    assert load["timing_cores"] == len(os.sched_getaffinity(0)) >= 1
+    assert load["timing_load"] >= 0 and abs(load["timing_load"] - os.getloadavg()[0]) < 2
