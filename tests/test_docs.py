@@ -165,6 +165,8 @@ def test_online_vs_offline_quotes_the_parameters_its_runs_trained() -> None:
         assert quoted.format(f"{count:,}") in figures, (model, count)
         assert f"{count:,}" in docstring, (model, count)
     small, large = conditioned_count("fno-small", SETUPS["ks"]), conditioned_count("fno", SETUPS["ks"])
+    default = conditioned_count("fno-small", [])  # what `python train.py` builds and logs
+    assert f"`fno-small` conditioned on ν and the time step: {default:,}" in (DOCS / "models.md").read_text()
     assert f"{round(large / small)}× larger model" in figures
 
 
