@@ -165,6 +165,8 @@ def test_online_vs_offline_quotes_the_parameters_its_runs_trained() -> None:
         assert quoted.format(f"{count:,}") in figures, (model, count)
         assert f"{count:,}" in docstring, (model, count)
     small, large = conditioned_count("fno-small", SETUPS["ks"]), conditioned_count("fno", SETUPS["ks"])
+    default = conditioned_count("fno-small", [])  # what `python train.py` builds and logs
+    assert f"`fno-small` conditioned on ν and the time step: {default:,}" in (DOCS / "models.md").read_text()
     assert f"{round(large / small)}× larger model" in figures
 
 
@@ -187,3 +189,12 @@ def test_ns_resolution_is_quoted_with_the_trajectories_of_its_results_file() -> 
         for value in (float(values[2]), float(values[4])):
             quoted = f"{value:.2g}" if value >= 0.1 else re.sub(r"e-0(\d)", r"e-\1", f"{value:.1e}")
             assert quoted in solvers, (grid, quoted)
+
+
+def test_every_figure_of_the_default_run_paragraph_is_in_its_results_files() -> None:
+    page = (DOCS / "figures.md").read_text()
+    prose = section(page, "**Default run**", "```")
+    written = (RESULTS / "default_run_scores.txt").read_text() + (RESULTS / "default_run.txt").read_text()
+    known = set(re.findall(r"\d+\.\d+", written))
+    for figure in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert figure in known, figure
