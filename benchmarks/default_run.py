@@ -59,7 +59,8 @@ def validation_scores(run: Path) -> list[str]:
 
 def report_summary(report: Path) -> list[str]:
     """The summary table of ``report.md``, without its timing columns."""
-    section = report.read_text().split("## Summary", 1)[1].strip().split("\n\n")[0]
+    summary = report.read_text().split("## Summary", 1)[1].split("\n## ", 1)[0]
+    section = next(block for block in summary.strip().split("\n\n") if block.startswith("| model"))
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()]
     keep = [i for i, name in enumerate(rows[0]) if not any(t in name for t in TIMING_COLUMNS)]
     return ["|" + "|".join(f" {row[i]} " if row[i] != "---" else "---" for i in keep) + "|" for row in rows]
