@@ -1,8 +1,8 @@
-"""What the command-line entry points share: checks before Hydra starts, writable directories, exit code 2.
+"""What the command-line entry points share: checks before Hydra starts, writable directories, the exit on bad input.
 
 ``train.py``, ``evaluate.py`` and ``python -m data.generate`` refuse bad input with one sentence and exit
-status 2. Hydra itself reports an unknown group option, or a run directory it cannot create, with several
-lines and status 1, so :func:`check_command_line` looks at those overrides before Hydra starts.
+status 2 (:mod:`solvers.errors` defines the error class and the exit codes). Hydra itself reports an unknown
+group option, or a run directory it cannot create, with several lines and status 1, so :func:`check_command_line` looks at those overrides before Hydra starts.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import BinaryIO
 
 from omegaconf import OmegaConf
 
-from solvers.base import ConfigError
+from solvers.errors import EXIT_BAD_INPUT, ConfigError
 
-EXIT_BAD_INPUT = 2
 RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 
 

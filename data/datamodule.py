@@ -31,7 +31,8 @@ from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.timegrid import TimeGrid, output_interval
 from data.trajectories import DivergenceCounter, describe_solver, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_choice, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_choice, check_int
 from solvers.memory import require_memory
 
 GENERATION = ("cpu", "device")

@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 from data.progress import Progress
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_int
 
 RESERVED = ("u", "trajectory", "t", "channel", "x", "y")
 SPATIAL = ("x", "y")

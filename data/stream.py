@@ -33,7 +33,8 @@ from data.progress import Progress
 from data.sampling import ADAPTIVE_KEYS, ParameterSampler
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_int
 
 STREAM_KEY = "stream"
 """Batch key of the stream's bookkeeping (shard position and statistics); not a model input."""

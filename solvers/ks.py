@@ -19,14 +19,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import (
-    ParamValue,
-    Solver,
-    Stepper,
-    check_int,
-    random_sines,
-    require,
-)
+from solvers.base import ParamValue, Solver, Stepper, random_sines
+from solvers.errors import check_int, require
 from solvers.spectral import ConservativeETDRK4
 
 STABLE_DT_PER_NU = 2.0

@@ -26,19 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import (
-    ConfigError,
-    ParamValue,
-    Solver,
-    Stepper,
-    check_choice,
-    check_int,
-    check_number,
-    dealias_mask,
-    gaussian_random_field,
-    require,
-    wavenumbers,
-)
+from solvers.base import ParamValue, Solver, Stepper, dealias_mask, gaussian_random_field, wavenumbers
+from solvers.errors import ConfigError, check_choice, check_int, check_number, require
 
 FORCINGS = ("fno", "kolmogorov", "none")
 """Allowed values of the ``forcing`` key."""

@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from data.datamodule import OnlineDataModule
 from data.progress import duration
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.threads import Registry, intra_op_threads
 
 log = logging.getLogger("pdestream")

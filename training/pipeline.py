@@ -42,7 +42,8 @@ from evaluation import metrics, registry
 from evaluation.baseline import SolverRun, difference_from_reference, run_solver
 from evaluation.rollout import Predictor, rollout, rollout_steps
 from evaluation.timing import device_description, median_seconds, time_interleaved
-from solvers.base import ConfigError, Solver
+from solvers.base import Solver
+from solvers.errors import ConfigError
 from training.checkpoint import (
     CheckpointError,
     EvaluationError,

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from data.cli import require_writable
 from data.normalize import CondLayout
 from models import network_class
-from solvers.base import ConfigError, check_int
+from solvers.errors import ConfigError, check_int
 from training.callbacks import BestCheckpoint, ThreadBudget
 from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule

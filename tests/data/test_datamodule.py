@@ -19,7 +19,7 @@ from data import Normalizer, OfflineDataModule, OnlineDataModule, inspect_split,
 from data.generate import run as generate_run
 from data.timegrid import TimeGrid
 from data.trajectories import generate
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from tests.data.conftest import Heat
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectorie
 from data.timegrid import TimeGrid
 from data.trajectories import generate
 from solvers import KuramotoSivashinsky
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from tests.data.conftest import Heat
 
 ROOT = Path(__file__).resolve().parents[2]
