@@ -34,7 +34,7 @@ from data.cli import require_writable
 from data.normalize import CondLayout
 from models import network_class
 from solvers.errors import ConfigError, check_int
-from training.callbacks import BestCheckpoint, ThreadBudget
+from training.callbacks import BestCheckpoint, BlowUpCheck, ThreadBudget
 from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule
 from training.presets import module_class, network_config
@@ -325,7 +325,7 @@ def _build(
     if cfg.get("compile"):
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
+    callbacks += [BlowUpCheck(), budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     plugins: list[Any] = [AtomicCheckpointIO()]
     if (
@@ -383,6 +383,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
             results["untrained/corr_time"] = float(untrained["val/corr_time"])
             log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
+            for check in (c for c in run.trainer.callbacks if isinstance(c, BlowUpCheck)):
+                check.reference = {k: float(v) for k, v in untrained.items()}
             if isinstance(best, BestCheckpoint) and best.monitor in untrained:
                 best.floor = float(untrained[best.monitor])  # best.ckpt must match the untrained model
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)

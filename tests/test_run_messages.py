@@ -1,0 +1,91 @@
+"""What a run tells its user: the progress bar, blown-up validations, the plan, and the noise it does not make."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from tests.test_train import compose_train, tiny
+from training.callbacks import BlowUpCheck, StepProgressBar
+from training.loggers import WandbLogger
+from training.run import build
+
+
+# --------------------------------------------------------------------------- noise
+def test_wandb_logger_passes_no_anonymous_setting(tmp_path):
+    """wandb warns "The anonymous setting has no effect" for any value of it; the run's logger sends none."""
+    cfg = compose_train([*tiny(tmp_path), "logger=wandb"])
+    assert cfg.logger._target_ == "training.loggers.WandbLogger"
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path), project="pdestream")
+    assert "anonymous" not in logger._wandb_init
+    assert logger._wandb_init["project"] == "pdestream"
+
+
+# --------------------------------------------------------------------------- the progress bar
+class _Seen(StepProgressBar):
+    """The bar's training task and metrics as the last training step left them."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        task = self.progress.tasks[self.train_progress_bar_id]
+        self.seen = (task.description, task.completed, task.total, self.get_metrics(trainer, pl_module))
+
+
+def test_progress_bar_counts_steps_out_of_max_steps_without_epochs_or_version(tmp_path):
+    overrides = [o for o in tiny(tmp_path) if not o.startswith(("logger=", "callbacks.progress"))]
+    cfg = compose_train([*overrides, "logger=csv", "trainer.max_steps=5", "trainer.val_check_interval=5"])
+    run = build(cfg)
+    bar = _Seen()
+    run.trainer.callbacks = [c for c in run.trainer.callbacks if not hasattr(c, "enable")] + [bar]
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    description, completed, total, metrics = bar.seen
+    assert "Training step" in description and "Epoch" not in description
+    assert (completed, total) == (5, 5)
+    assert "v_num" not in metrics and "train/loss" in metrics
+
+
+# --------------------------------------------------------------------------- blown-up validations
+@pytest.mark.parametrize(
+    ("metrics", "reference", "expected"),
+    [
+        ({"val/mse": math.nan, "val/rel_l2": 0.5}, {}, r"val/mse not finite"),
+        ({"val/mse": 1.3e28, "val/rel_l2": 0.9}, {"val/mse": 0.01}, r"val/mse 1.3e\+28 is 1.3e\+30 times"),
+        ({"val/mse": 5.0, "val/rel_l2": 40.0}, {}, r"val/rel_l2 40: the predictions are over 10 times"),
+        ({"val/mse": 0.5, "val/rel_l2": 0.9}, {"val/mse": 0.01}, None),  # 50 times: poor, not blown up
+        ({"val/mse": 0.002, "val/rel_l2": 0.2}, {"val/mse": 0.01}, None),
+    ],
+)
+def test_blow_up_verdict(metrics, reference, expected):
+    check = BlowUpCheck()
+    check.reference = reference
+    verdict = check.verdict(metrics)
+    if expected is None:
+        assert verdict is None
+    else:
+        assert verdict is not None and re.search(expected, verdict), verdict
+
+
+def test_blown_up_validation_is_one_warning_line(caplog):
+    check = BlowUpCheck()
+    check.reference = {"val/mse": 0.01}
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        state=SimpleNamespace(fn=TrainerFn.FITTING),
+        is_global_zero=True,
+        global_step=1500,
+        callback_metrics={"val/mse": torch.tensor(1.3e28), "val/corr_time": torch.tensor(0.0)},
+    )
+    with caplog.at_level(logging.WARNING, logger="pdestream"):
+        check.on_validation_end(trainer, None)
+        trainer.callback_metrics = {"val/mse": torch.tensor(0.005)}
+        check.on_validation_end(trainer, None)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("validation at step 1500 blew up (val/mse 1.3e+28 is ")
+    assert "optimizer.lr" in lines[0]
