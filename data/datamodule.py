@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_bytes, write_split
 from data.layouts import LAYOUTS, SPLIT_NAMES, MemoryWindows, detect, fit, layout_module, row_slice
 from data.normalize import Normalizer, channel_stats
+from data.progress import duration
 from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.timegrid import TimeGrid, output_interval
@@ -324,6 +326,13 @@ class OnlineDataModule(PDEDataModule):
                 max(write_bytes(self.solver, frames, chunk), held),
                 f"pde.n_solve, pde.n, data.rollout_frames or data.num_{split}_trajectories",
             )
+            log.info(
+                "making the %s set: %d trajectories of %d frames, once per configuration (cached in %s)",
+                split,
+                count,
+                frames,
+                self.cache_path,
+            )
             write_split(
                 self.cache_path,
                 split,
@@ -348,8 +357,17 @@ class OnlineDataModule(PDEDataModule):
             generate_bytes(self.solver, count, frames),
             "pde.n_solve, pde.n, data.rollout_frames or data.stats_trajectories",
         )
+        log.info(
+            "solving %d trajectories of %d frames for the normalisation statistics (per-channel mean and std)",
+            count,
+            frames,
+        )
+        start = time.monotonic()
         made = generate(self.solver, self.seed, "stats", range(count), self.time_grid.times())
         DivergenceCounter(self.max_divergence_fraction).update(made, self.solver)
+        log.info(
+            "normalisation statistics: done, %d trajectories in %s", count, duration(time.monotonic() - start)
+        )
         return made.u, f"the {count} statistics trajectories of the pde config ({made.diverged} diverged)"
 
     # -------------------------------------------------------------- training stream

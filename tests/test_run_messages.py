@@ -14,7 +14,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from tests.test_train import compose_train, tiny
 from training.callbacks import BlowUpCheck, StepProgressBar
 from training.loggers import WandbLogger
-from training.run import build
+from training.plan import Plan, announce, measure
+from training.run import build, register_resolvers
 
 
 # --------------------------------------------------------------------------- noise
@@ -89,3 +90,52 @@ def test_blown_up_validation_is_one_warning_line(caplog):
     assert len(lines) == 1
     assert lines[0].startswith("validation at step 1500 blew up (val/mse 1.3e+28 is ")
     assert "optimizer.lr" in lines[0]
+
+
+# --------------------------------------------------------------------------- the plan before a run
+def test_a_run_of_hours_is_announced_with_the_override_that_shortens_it(caplog):
+    plan = Plan(100000, 32, "cpu", step_s=0.136, val_trajectories=32, val_steps=96, val_s=4.0)
+    with caplog.at_level(logging.INFO, logger="pdestream"):
+        announce(plan, 2000)
+    info, warning = (r.getMessage() for r in caplog.records)
+    assert info.startswith("plan: 100000 training steps of 32 samples on cpu;")
+    assert "at least 3 h 46 min" in info and "every 2000 steps: 32 rollouts of 96 steps" in info
+    assert warning == (
+        "this run is long on this machine: 100000 steps take at least 3 h 46 min on cpu; for about "
+        "10 min 00 s of training give trainer.max_steps=4400"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pdestream"):
+        announce(Plan(3000, 32, "cpu", 0.05, 32, 96, 4.0), 500)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]  # 2 min 30 s: no warning
+
+
+def test_measuring_the_plan_leaves_the_run_untouched(tmp_path):
+    run = build(compose_train([*tiny(tmp_path), "trainer.max_steps=5"]))
+    before = {k: v.clone() for k, v in run.module.state_dict().items() if isinstance(v, torch.Tensor)}
+    rng = torch.get_rng_state()
+    plan = measure(run.module, run.datamodule.trajectories("val"), 5, 4, 0, torch.device("cpu"))
+    assert plan.step_s > 0 and plan.val_s > 0 and plan.val_trajectories == 2
+    assert plan.val_steps == 10 - 4  # frames after the history, one frame per network call
+    assert all(torch.equal(v, run.module.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in run.module.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps", "interval"),
+    [
+        (["trainer=ddp", "trainer.accelerator=cpu"], 3000, 500),
+        (["trainer=ddp", "trainer.accelerator=gpu"], 100000, 2000),
+        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.max_steps=20"], 20, 500),
+    ],
+)
+def test_ddp_on_the_cpu_keeps_the_cpu_trainer_length(overrides, steps, interval, tmp_path):
+    register_resolvers()
+    cfg = compose_train([*tiny(tmp_path), *overrides])
+    assert (cfg.trainer.max_steps, cfg.trainer.val_check_interval) == (steps, interval)
+    cpu = compose_train([*tiny(tmp_path), "trainer=cpu"])
+    assert (cpu.trainer.max_steps, cpu.trainer.val_check_interval) == (
+        3000,
+        500,
+    )  # the values ddp.yaml copies

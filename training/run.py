@@ -32,11 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
 from data.normalize import CondLayout
+from data.progress import duration
 from models import network_class
 from solvers.errors import ConfigError, check_int
 from training.callbacks import BestCheckpoint, BlowUpCheck, ThreadBudget
 from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule
+from training.plan import announce, measure
 from training.presets import module_class, network_config
 from training.rundir import Claim, ResumeError, check_resume, claim, resume_source
 from training.stopping import FiniteGuard, NonFinite, StopGuard, Stopped
@@ -61,12 +63,19 @@ def register_resolvers() -> None:
         "pde_cond_dim": lambda *, _root_: len(
             CondLayout.of_names(_solver_class(_root_).param_names(_root_.pde))
         ),
+        # trainer sizes that follow the accelerator: conf/trainer/ddp.yaml (accelerator auto) on a CPU machine
+        "by_accelerator": lambda accelerator, cpu, gpu: cpu if on_cpu(accelerator) else gpu,
         "mul": lambda a, b: a * b,
         "add": lambda a, b: a + b,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def on_cpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on the CPU here (``auto``: when no GPU is visible)."""
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -107,6 +116,7 @@ class Run:
     datamodule: pl.LightningDataModule
     ckpt_path: str | None
     run_dir: Claim
+    start_step: int = 0  # the optimizer steps a resumed checkpoint has trained
 
 
 class _DropBanners(logging.Filter):
@@ -333,7 +343,7 @@ def _build(
     ):  # one requeue mechanism on SLURM: submitit's (conf/hydra/launcher/slurm.yaml)
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
-    return Run(trainer, module, datamodule, ckpt_path, run_dir)
+    return Run(trainer, module, datamodule, ckpt_path, run_dir, int((resumed or {}).get("global_step", 0)))
 
 
 def thread_budget(cfg: DictConfig, recorded: int | None = None) -> ThreadBudget:
@@ -376,10 +386,20 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, float] = {}
     params = sum(p.numel() for p in run.module.net.parameters())
     log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
+    plan = None
+    if not run.trainer.fast_dev_run and rank_zero_only.rank == 0:
+        steps = max(int(run.trainer.max_steps) - run.start_step, 0)
+        unroll = int(cfg.module.get("unroll_steps") or 0)
+        val = run.datamodule.trajectories("val")
+        plan = measure(
+            run.module, val, steps, int(cfg.data.batch_size), unroll, run.trainer.strategy.root_device
+        )
+        announce(plan, cfg.trainer.get("val_check_interval"))
     best = run.trainer.checkpoint_callback
     try:
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
-            log.info("validating the untrained model")
+            took = f", about {duration(plan.val_s)}" if plan is not None else ""
+            log.info("validating the untrained model (the score training must beat%s)", took)
             untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
             results["untrained/corr_time"] = float(untrained["val/corr_time"])
             log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
