@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import signal
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from training.plan import announce, measure
 from training.presets import module_class, network_config
 from training.rundir import Claim, ResumeError, check_resume, claim, resume_source
 from training.stopping import FiniteGuard, NonFinite, StopGuard, Stopped
+from training.sweep import write_results
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +383,9 @@ def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataMod
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:
-    """Train as configured; returns the final logged metrics (plus the untrained validation score)."""
+    """Train as configured; returns the final logged metrics (plus the untrained validation score), which
+    also go to the run directory's ``results.json`` (:func:`training.sweep.write_results`)."""
+    start = time.monotonic()
     run = build(cfg)
     results: dict[str, float] = {}
     params = sum(p.numel() for p in run.module.net.parameters())
@@ -434,4 +438,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             best.monitor,
             best.floor,
         )
+    if rank_zero_only.rank == 0:
+        score = None if best is None or best.best_model_score is None else float(best.best_model_score)
+        monitor, mode = (best.monitor, best.mode) if best is not None else (None, "max")
+        write_results(cfg.paths.output_dir, monitor, mode, score, time.monotonic() - start, results)
     return results
