@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from tests.test_train import compose_train, tiny
+from tests.test_train import assert_one_sentence, compose_train, run_cli, tiny
 from training.callbacks import BlowUpCheck, StepProgressBar
 from training.loggers import WandbLogger
 from training.plan import Plan, announce, measure
@@ -139,3 +140,27 @@ def test_ddp_on_the_cpu_keeps_the_cpu_trainer_length(overrides, steps, interval,
         3000,
         500,
     )  # the values ddp.yaml copies
+
+
+# --------------------------------------------------------------------------- wrong machine
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="this machine is a SLURM node")
+def test_slurm_multirun_off_a_cluster_is_one_sentence(tmp_path):
+    result = run_cli("-m", "hydra/launcher=slurm", "trainer.max_steps=3", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert_one_sentence(
+        result,
+        "configuration error",
+        r"hydra/launcher=slurm submits the jobs to a SLURM cluster, but this "
+        r"machine has no srun command; run it on the cluster's login node, or leave hydra/launcher out",
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_names_trainer_cpu(tmp_path):
+    result = run_cli(*tiny(tmp_path), "trainer=gpu")
+    assert_one_sentence(
+        result,
+        "configuration error",
+        r"trainer.accelerator=gpu but this machine has no GPU that torch can "
+        r"use; use trainer=cpu here",
+    )
+    assert "No supported gpu backend" not in result.stdout + result.stderr

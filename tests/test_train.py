@@ -803,9 +803,7 @@ def test_command_line_check_reads_sweeps_and_leaves_the_rest_to_hydra(tmp_path):
     from data.cli import check_command_line
 
     conf = ROOT / "conf"
-    check_command_line(
-        ["-m", "model=fno-small,unet-small", "trainer.max_steps=3", "hydra/launcher=slurm"], conf, "train"
-    )
+    check_command_line(["-m", "model=fno-small,unet-small", "trainer.max_steps=3"], conf, "train")
     with pytest.raises(ValueError, match=r"^model=nope is not an option of the model group; allowed: fno, "):
         check_command_line(["-m", "model=fno-small,nope"], conf, "train")
     with pytest.raises(ValueError, match=r"hydra.sweep.dir=.* is not a writable directory"):

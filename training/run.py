@@ -187,6 +187,11 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
 def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
     """The Trainer settings a run relies on, checked before anything is built (an online stream is
     infinite: it needs ``val_check_interval`` in steps and no epochs)."""
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RunConfigError(
+            f"trainer.accelerator={trainer.get('accelerator')} but this machine has no GPU that torch can use; "
+            "use trainer=cpu here (or trainer=ddp, which trains on the CPU where there is no GPU)"
+        )
     for key in ("max_steps", "log_every_n_steps", "num_nodes"):
         try:
             check_int(f"trainer.{key}", trainer.get(key), 1)
