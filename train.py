@@ -37,7 +37,8 @@ def main(cfg: DictConfig) -> float | None:
             log.error("configuration error: %s", error)
         sys.exit(EXIT_BAD_INPUT)
     except Stopped as stop:
-        log.warning("%s", stop)
+        if rank_zero_only.rank == 0:  # every DDP rank stops at the same step; one says so
+            log.warning("%s", stop)
         sys.exit(exit_status_for_signal(stop.signum))
     except KeyboardInterrupt:  # Ctrl-C before training started (during it, Stopped saves last.ckpt first)
         log.warning("interrupted before training started: nothing to save")

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -170,6 +171,22 @@ class PDEDataModule(pl.LightningDataModule):
     def _stats_sample(self) -> tuple[Tensor, str]:
         """Trajectories ``[N, T, C, *S]`` to estimate the statistics from, and words naming them."""
         raise NotImplementedError
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals that stop a run: the training process saves ``last.ckpt`` and ends its DataLoader workers itself."""
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoaders: a worker ignores :data:`STOP_SIGNALS`.
+
+    A scheduler stops a job by signalling every process of it (SLURM's ``scancel``, a preemption, ``kill``
+    of the process group). A worker killed by that signal makes the training process fail with "DataLoader
+    worker ... is killed by signal: Terminated" (a traceback, no checkpoint) before it can stop cleanly at the
+    end of its step; ignoring the signal leaves the worker to be shut down by the training process as it exits.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 @contextmanager
@@ -405,6 +422,7 @@ class OnlineDataModule(PDEDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=workers > 0 and torch.cuda.is_available(),
+            worker_init_fn=leave_stop_signals_to_the_trainer,
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -650,6 +668,7 @@ class OfflineDataModule(PDEDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=leave_stop_signals_to_the_trainer,
         )
 
     def trajectories(self, split: str) -> dict[str, Any]:

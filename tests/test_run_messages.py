@@ -6,13 +6,17 @@ import logging
 import math
 import re
 import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import hydra
 import pytest
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from tests.test_train import assert_one_sentence, compose_train, run_cli, tiny
+from data.datamodule import leave_stop_signals_to_the_trainer
+from tests.test_train import ROOT, assert_one_sentence, compose_train, run_cli, tiny
 from training.callbacks import BlowUpCheck, StepProgressBar
 from training.loggers import WandbLogger
 from training.plan import Plan, announce, measure
@@ -164,3 +168,25 @@ def test_gpu_trainer_without_a_gpu_names_trainer_cpu(tmp_path):
         r"use; use trainer=cpu here",
     )
     assert "No supported gpu backend" not in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- stop signals
+def test_data_workers_leave_stop_signals_to_the_training_process(tmp_path):
+    """A scheduler signals every process of a job; a DataLoader worker must not die of it (the training
+    process would fail with "DataLoader worker ... killed by signal" instead of saving last.ckpt)."""
+    code = (
+        "import os, signal\n"
+        "from data.datamodule import leave_stop_signals_to_the_trainer\n"
+        "leave_stop_signals_to_the_trainer(0)\n"
+        "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):\n"
+        "    os.kill(os.getpid(), s)\n"
+        "print('still here')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout == "still here\n", result.stderr[-2000:]
+    register_resolvers()
+    cfg = compose_train([*tiny(tmp_path), "data.generation=cpu", "data.num_workers=1"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    assert datamodule.train_dataloader().worker_init_fn is leave_stop_signals_to_the_trainer
