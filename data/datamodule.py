@@ -189,6 +189,16 @@ def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+def _rows(index: Tensor) -> str:
+    """The file rows ``index`` names, as ``[start, stop)`` when they are consecutive."""
+    first, last = int(index.min()), int(index.max())
+    return (
+        f"[{first}, {last + 1})"
+        if len(index) == last - first + 1
+        else f"{len(index)} rows from {first} to {last}"
+    )
+
+
 @contextmanager
 def cache_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` while a cache file is checked, written or read.
@@ -539,6 +549,7 @@ class OfflineDataModule(PDEDataModule):
         num_workers: int = 0,
         stats_trajectories: int = 16,
         normalize: str = "channel",
+        pde_preset: str | None = None,
     ) -> None:
         super().__init__(
             pde,
@@ -549,6 +560,7 @@ class OfflineDataModule(PDEDataModule):
             stats_trajectories=stats_trajectories,
             normalize=normalize,
         )
+        self.pde_preset = pde_preset
         if isinstance(paths, str | Path):
             paths = dict.fromkeys(SPLIT_NAMES, str(paths))
         missing = set(SPLIT_NAMES) - set(paths or {})
@@ -568,9 +580,35 @@ class OfflineDataModule(PDEDataModule):
         self._memory: dict[str, dict[str, Any]] = {}
         self._files: dict[Any, Any] = {}
 
+    def _check_files(self) -> None:
+        """A pdestream file that does not exist is refused with the ``python -m data.generate`` command that
+        makes it (the run's pde preset, each missing split, the path)."""
+        missing = {split: self.paths[split] for split in SPLIT_NAMES if not Path(self.paths[split]).exists()}
+        if not missing:
+            return
+        pde = f"pde={self.pde_preset} " if self.pde_preset else ""
+        splits, paths = list(missing), sorted(set(missing.values()))
+        if len(paths) == 1:
+            command = f"python -m data.generate {pde}split={splits[0]} path={paths[0]}"
+            if len(splits) > 1:
+                command += ", then the same with " + " and ".join(f"split={s}" for s in splits[1:])
+            where = f"data file {paths[0]!r} does not exist ({', '.join(f'data.paths.{s}' for s in splits)})"
+        else:
+            command = "; ".join(
+                f"python -m data.generate {pde}split={s} path={p}" for s, p in missing.items()
+            )
+            where = (
+                "data files "
+                + ", ".join(f"data.paths.{s}={p!r}" for s, p in missing.items())
+                + " do not exist"
+            )
+        raise ConfigError(f"{where}; make it with: {command} (with this run's pde.* overrides, if any)")
+
     @property
     def layout(self) -> str:
         """The training file's layout (``data.format``, or detected)."""
+        if self.format in ("auto", "pdestream"):
+            self._check_files()
         if self.format == "auto":
             self.format = detect(self.paths["train"])
         given = {k: v for k, v in self.rows.items() if v is not None}
@@ -646,8 +684,24 @@ class OfflineDataModule(PDEDataModule):
                 stride=self._stride("train")[0],
                 solver=self.solver,
             )
+            info = self.train_set.info
+            log.info(
+                "data: training on %s, group train: %d trajectories of %d frames (%d windows)",
+                self.paths["train"],
+                info.num_trajectories,
+                info.grid.frames,
+                len(self.train_set),
+            )
             return
         data = self._in_memory("train")
+        log.info(
+            "data: training on %s (%s layout): rows %s, %d trajectories of %d frames",
+            self.paths["train"],
+            self.layout,
+            _rows(data["index"]),
+            len(data["u"]),
+            data["u"].shape[1],
+        )
         self.train_set = MemoryWindows(
             data["u"],
             data["params"],
@@ -677,9 +731,21 @@ class OfflineDataModule(PDEDataModule):
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
         if self.layout != "pdestream":
-            return self._in_memory(split)
+            data = self._in_memory(split)
+            log.info(
+                "data: %s set from %s (%s layout): rows %s, %d trajectories",
+                split,
+                self.paths[split],
+                self.layout,
+                _rows(data["index"]),
+                len(data["u"]),
+            )
+            return data
         stride, file_grid = self._stride(split)
         data = read_trajectories(self.paths[split], split, self.solver)
+        log.info(
+            "data: %s set from %s, group %s: %d trajectories", split, self.paths[split], split, len(data["u"])
+        )
         grid = file_grid.every(stride)
         if stride > 1:  # legitimate, but it shortens the rollouts: say so
             log.info(

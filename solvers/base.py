@@ -207,6 +207,10 @@ class Solver(ABC):
     }
     """``name → (meaning, units)`` of each parameter, for the axes and tables that show it; a subclass adds
     its own to these."""
+    channel_units: ClassVar[Mapping[str, str]] = {}
+    """``channel → units`` of each field (written as the ``units`` attribute of a file's ``u``). pdestream's PDEs
+    are nondimensional: "length units" and "time units" are the equation's own units of length and time, in
+    which the domain length, the coordinates and ``dt`` are given; a channel not listed has no stated units."""
     work_fields: float = 32.0
     """Peak memory of :meth:`solve` besides its outputs, per trajectory, in fields of the solve grid (state,
     stages, FFT buffers, the allocator's slack): each solver sets its own, measured as peak RSS growth

@@ -101,6 +101,7 @@ class Burgers(Solver):
     """
 
     param_order = ("nu",)
+    channel_units: ClassVar[Mapping[str, str]] = {"u": "length units/time unit"}  # a velocity
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
         **Solver.param_meanings,
         "nu": ("viscosity ν", "length units²/time unit"),

@@ -86,6 +86,7 @@ class NavierStokes2D(Solver):
     work_fields = 26.0
     """The state, the per-trajectory linear operator and forcing, four RK4 stages and the velocity and flux
     fields of a step (measured: 24 per trajectory at n = 2048, 25-48 with the allocator's slack at n = 256)."""
+    channel_units: ClassVar[Mapping[str, str]] = {"vorticity": "1/time unit"}  # ω = ∂v/∂x − ∂u/∂y
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
         **Solver.param_meanings,
         "nu": ("kinematic viscosity ν", "length units²/time unit"),
