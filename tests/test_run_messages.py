@@ -113,6 +113,10 @@ def test_a_run_of_hours_is_announced_with_the_override_that_shortens_it(caplog):
     with caplog.at_level(logging.INFO, logger="pdestream"):
         announce(Plan(3000, 32, "cpu", 0.05, 32, 96, 4.0), 500)
     assert [r.levelno for r in caplog.records] == [logging.INFO]  # 2 min 30 s: no warning
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pdestream"):
+        announce(Plan(0, 32, "cpu", 0.05, 32, 96, 4.0), 500)  # a resume with nothing left to train
+    assert not caplog.records
 
 
 def test_measuring_the_plan_leaves_the_run_untouched(tmp_path):

@@ -53,6 +53,11 @@ class Plan:
         return max(1, steps // scale * scale)
 
 
+def about(seconds: float) -> str:
+    """``duration(seconds)``, or "under 1 s"."""
+    return "under 1 s" if seconds < 1 else duration(seconds)
+
+
 def _seconds(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
     """Wall time of the last of ``repeats`` calls of ``fn`` (the first pays for allocation and caches)."""
     took = 0.0
@@ -105,7 +110,9 @@ def measure(
 
 def announce(plan: Plan, val_every: int | float | None) -> None:
     """Log the plan in one line and, when training alone would take :data:`LONG_RUN_S` or more, one warning
-    naming the steps, the time and the override that shortens the run."""
+    naming the steps, the time and the override that shortens the run; nothing when no step is left to train."""
+    if plan.steps == 0:
+        return
     every = f"every {val_every} steps" if isinstance(val_every, int) else "at the validation interval"
     log.info(
         "plan: %d training steps of %d samples on %s; the network alone takes %.3g s per step here, so "
@@ -115,11 +122,11 @@ def announce(plan: Plan, val_every: int | float | None) -> None:
         plan.batch_size,
         plan.device,
         plan.step_s,
-        duration(plan.train_s),
+        about(plan.train_s),
         every,
         plan.val_trajectories,
         plan.val_steps,
-        duration(plan.val_s),
+        about(plan.val_s),
     )
     if plan.train_s >= LONG_RUN_S:
         log.warning(

@@ -33,13 +33,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from data.cli import require_writable
 from data.normalize import CondLayout
-from data.progress import duration
 from models import network_class
 from solvers.errors import ConfigError, check_int
 from training.callbacks import BestCheckpoint, BlowUpCheck, ThreadBudget
 from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule
-from training.plan import announce, measure
+from training.plan import about, announce, measure
 from training.presets import module_class, network_config
 from training.rundir import Claim, ResumeError, check_resume, claim, resume_source
 from training.stopping import FiniteGuard, NonFinite, StopGuard, Stopped
@@ -407,7 +406,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     best = run.trainer.checkpoint_callback
     try:
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
-            took = f", about {duration(plan.val_s)}" if plan is not None else ""
+            took = f", about {about(plan.val_s)}" if plan is not None else ""
             log.info("validating the untrained model (the score training must beat%s)", took)
             untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
             results["untrained/corr_time"] = float(untrained["val/corr_time"])
