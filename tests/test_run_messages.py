@@ -194,3 +194,26 @@ def test_data_workers_leave_stop_signals_to_the_training_process(tmp_path):
     cfg = compose_train([*tiny(tmp_path), "data.generation=cpu", "data.num_workers=1"])
     datamodule = hydra.utils.instantiate(cfg.data)
     assert datamodule.train_dataloader().worker_init_fn is leave_stop_signals_to_the_trainer
+
+
+def test_the_untrained_validation_is_the_blow_up_reference_and_results_are_written(tmp_path, monkeypatch):
+    import json
+
+    import training.run
+
+    made = []
+
+    class Recording(BlowUpCheck):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(training.run, "BlowUpCheck", Recording)
+    overrides = [o for o in tiny(tmp_path) if not o.startswith("validate_untrained")]
+    results = training.run.fit(
+        compose_train([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"])
+    )
+    assert len(made) == 1 and made[0].reference["val/mse"] > 0
+    written = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert written["monitor"] == "val/corr_time" and written["mode"] == "max" and written["seconds"] > 0
+    assert written["metrics"]["untrained/corr_time"] == results["untrained/corr_time"]
