@@ -323,7 +323,7 @@ class BlowUpCheck(pl.Callback):
     :attr:`REL_L2_LIMIT` (predictions ten times the size of the truth, whatever the units), or when
     ``val/mse`` exceeds :attr:`MSE_FACTOR` times the untrained model's (``reference``, which
     :func:`training.run.fit` sets from its untrained validation; absent without one). The run goes on: the
-    line says what happened and what to try, and ``best.ckpt`` never takes such a model.
+    line says what happened and what to try; ``best.ckpt`` keeps the best model validated before.
     """
 
     REL_L2_LIMIT = 10.0

@@ -395,16 +395,15 @@ def fit(cfg: DictConfig) -> dict[str, float]:
     params = sum(p.numel() for p in run.module.net.parameters())
     log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
     plan = None
-    if not run.trainer.fast_dev_run and rank_zero_only.rank == 0:
-        steps = max(int(run.trainer.max_steps) - run.start_step, 0)
-        unroll = int(cfg.module.get("unroll_steps") or 0)
-        val = run.datamodule.trajectories("val")
-        plan = measure(
-            run.module, val, steps, int(cfg.data.batch_size), unroll, run.trainer.strategy.root_device
-        )
-        announce(plan, cfg.trainer.get("val_check_interval"))
     best = run.trainer.checkpoint_callback
     try:
+        if not run.trainer.fast_dev_run and rank_zero_only.rank == 0:
+            steps = max(int(run.trainer.max_steps) - run.start_step, 0)
+            unroll = int(cfg.module.get("unroll_steps") or 0)
+            val = run.datamodule.trajectories("val")
+            device = run.trainer.strategy.root_device
+            plan = measure(run.module, val, steps, int(cfg.data.batch_size), unroll, device)
+            announce(plan, cfg.trainer.get("val_check_interval"))
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
             took = f", about {about(plan.val_s)}" if plan is not None else ""
             log.info("validating the untrained model (the score training must beat%s)", took)
