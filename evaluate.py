@@ -11,7 +11,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from data.cli import EXIT_BAD_INPUT, guard_command_line
+from data.cli import guard_command_line
+from solvers.errors import EXIT_BAD_INPUT
 from training.checkpoint import EvaluationError
 from training.pipeline import evaluate
 from training.run import register_resolvers

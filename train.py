@@ -19,7 +19,8 @@ import hydra
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from data.cli import EXIT_BAD_INPUT, guard_command_line
+from data.cli import guard_command_line
+from solvers.errors import EXIT_BAD_INPUT, exit_status_for_signal
 from training.run import RunConfigError, fit, register_resolvers
 from training.stopping import Stopped
 
@@ -36,11 +37,12 @@ def main(cfg: DictConfig) -> float | None:
             log.error("configuration error: %s", error)
         sys.exit(EXIT_BAD_INPUT)
     except Stopped as stop:
-        log.warning("%s", stop)
-        sys.exit(128 + stop.signum)
+        if rank_zero_only.rank == 0:  # every DDP rank stops at the same step; one says so
+            log.warning("%s", stop)
+        sys.exit(exit_status_for_signal(stop.signum))
     except KeyboardInterrupt:  # Ctrl-C before training started (during it, Stopped saves last.ckpt first)
         log.warning("interrupted before training started: nothing to save")
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(exit_status_for_signal(signal.SIGINT))
     return results.get("val/corr_time")  # the value a Hydra sweeper optimises
 
 

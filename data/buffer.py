@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, check_choice, check_int
+from solvers.errors import ConfigError, check_choice, check_int
 
 HISTOGRAM_BINS = 64
 """Reuse counts at or above this value share the last bin of the seen-count histogram."""

@@ -1,14 +1,16 @@
-"""What the command-line entry points share: checks before Hydra starts, writable directories, exit code 2.
+"""What the command-line entry points share: checks before Hydra starts, writable directories, the exit on bad input.
 
 ``train.py``, ``evaluate.py`` and ``python -m data.generate`` refuse bad input with one sentence and exit
-status 2. Hydra itself reports an unknown group option, or a run directory it cannot create, with several
-lines and status 1, so :func:`check_command_line` looks at those overrides before Hydra starts.
+status 2 (:mod:`solvers.errors` defines the error class and the exit codes). Hydra itself reports an unknown
+group option, or a run directory it cannot create, with several lines and status 1 (and submitit a SLURM sweep
+off a cluster with a traceback), so :func:`check_command_line` looks at those overrides before Hydra starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,9 +19,8 @@ from typing import BinaryIO
 
 from omegaconf import OmegaConf
 
-from solvers.base import ConfigError
+from solvers.errors import EXIT_BAD_INPUT, ConfigError
 
-EXIT_BAD_INPUT = 2
 RUN_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
 
 
@@ -73,7 +74,8 @@ def _static_prefix(value: str) -> str:
 
 
 def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) -> None:
-    """Refuse unknown options of config groups, unknown keys and unwritable run directories among the overrides.
+    """Refuse unknown options of config groups, unknown keys, unwritable run directories and a SLURM multirun
+    off a cluster among the overrides.
 
     Raises :class:`ConfigError` with one sentence; flags and overrides Hydra understands otherwise are
     left to Hydra.
@@ -94,8 +96,13 @@ def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) ->
                     f"{key}={option.strip()} is not an option of the {key} group; allowed: {', '.join(allowed)}"
                 )
     _check_keys(overrides, conf_dir, config_name)
-    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / f"{config_name}.yaml"), resolve=False)
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    if multirun and values.get("hydra/launcher") == "slurm" and shutil.which("srun") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm submits the jobs to a SLURM cluster, but this machine has no srun command; "
+            "run it on the cluster's login node, or leave hydra/launcher out to run the jobs here one by one"
+        )
+    defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / f"{config_name}.yaml"), resolve=False)
     key = RUN_DIR_KEYS[1] if multirun else RUN_DIR_KEYS[0]
     run_dir = values.get(key, defaults.get("hydra", {}).get(key.split(".")[1], {}).get("dir"))
     if isinstance(run_dir, str) and _static_prefix(run_dir):

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from data.datamodule import OfflineDataModule, OnlineDataModule
-from solvers.base import SOLVERS, ConfigError
+from solvers.base import SOLVERS
+from solvers.errors import ConfigError
 
 
 def targets(*objects: Callable[..., Any]) -> dict[str, Callable[..., Any]]:

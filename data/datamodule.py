@@ -12,6 +12,8 @@ import fcntl
 import hashlib
 import json
 import logging
+import signal
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +29,13 @@ from torch.utils.data import DataLoader, Dataset
 from data.hdf5 import HDF5Windows, inspect_split, read_trajectories, write_bytes, write_split
 from data.layouts import LAYOUTS, SPLIT_NAMES, MemoryWindows, detect, fit, layout_module, row_slice
 from data.normalize import Normalizer, channel_stats
+from data.progress import duration
 from data.sampling import ParameterSampler
 from data.stream import STREAM_ERROR, STREAM_KEY, TrajectoryStream
 from data.timegrid import TimeGrid, output_interval
 from data.trajectories import DivergenceCounter, describe_solver, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_choice, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_choice, check_int
 from solvers.memory import require_memory
 
 GENERATION = ("cpu", "device")
@@ -167,6 +171,32 @@ class PDEDataModule(pl.LightningDataModule):
     def _stats_sample(self) -> tuple[Tensor, str]:
         """Trajectories ``[N, T, C, *S]`` to estimate the statistics from, and words naming them."""
         raise NotImplementedError
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+"""Signals that stop a run: the training process saves ``last.ckpt`` and ends its DataLoader workers itself."""
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoaders: a worker ignores :data:`STOP_SIGNALS`.
+
+    A scheduler stops a job by signalling every process of it (SLURM's ``scancel``, a preemption, ``kill``
+    of the process group). A worker killed by that signal makes the training process fail with "DataLoader
+    worker ... is killed by signal: Terminated" (a traceback, no checkpoint) before it can stop cleanly at the
+    end of its step; ignoring the signal leaves the worker to be shut down by the training process as it exits.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _rows(index: Tensor) -> str:
+    """The file rows ``index`` names, as ``[start, stop)`` when they are consecutive."""
+    first, last = int(index.min()), int(index.max())
+    return (
+        f"[{first}, {last + 1})"
+        if len(index) == last - first + 1
+        else f"{len(index)} rows from {first} to {last}"
+    )
 
 
 @contextmanager
@@ -323,6 +353,13 @@ class OnlineDataModule(PDEDataModule):
                 max(write_bytes(self.solver, frames, chunk), held),
                 f"pde.n_solve, pde.n, data.rollout_frames or data.num_{split}_trajectories",
             )
+            log.info(
+                "making the %s set: %d trajectories of %d frames, once per configuration (cached in %s)",
+                split,
+                count,
+                frames,
+                self.cache_path,
+            )
             write_split(
                 self.cache_path,
                 split,
@@ -347,8 +384,17 @@ class OnlineDataModule(PDEDataModule):
             generate_bytes(self.solver, count, frames),
             "pde.n_solve, pde.n, data.rollout_frames or data.stats_trajectories",
         )
+        log.info(
+            "solving %d trajectories of %d frames for the normalisation statistics (per-channel mean and std)",
+            count,
+            frames,
+        )
+        start = time.monotonic()
         made = generate(self.solver, self.seed, "stats", range(count), self.time_grid.times())
         DivergenceCounter(self.max_divergence_fraction).update(made, self.solver)
+        log.info(
+            "normalisation statistics: done, %d trajectories in %s", count, duration(time.monotonic() - start)
+        )
         return made.u, f"the {count} statistics trajectories of the pde config ({made.diverged} diverged)"
 
     # -------------------------------------------------------------- training stream
@@ -386,6 +432,7 @@ class OnlineDataModule(PDEDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=workers > 0 and torch.cuda.is_available(),
+            worker_init_fn=leave_stop_signals_to_the_trainer,
         )
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -502,6 +549,7 @@ class OfflineDataModule(PDEDataModule):
         num_workers: int = 0,
         stats_trajectories: int = 16,
         normalize: str = "channel",
+        pde_preset: str | None = None,
     ) -> None:
         super().__init__(
             pde,
@@ -512,6 +560,7 @@ class OfflineDataModule(PDEDataModule):
             stats_trajectories=stats_trajectories,
             normalize=normalize,
         )
+        self.pde_preset = pde_preset
         if isinstance(paths, str | Path):
             paths = dict.fromkeys(SPLIT_NAMES, str(paths))
         missing = set(SPLIT_NAMES) - set(paths or {})
@@ -531,9 +580,35 @@ class OfflineDataModule(PDEDataModule):
         self._memory: dict[str, dict[str, Any]] = {}
         self._files: dict[Any, Any] = {}
 
+    def _check_files(self) -> None:
+        """A pdestream file that does not exist is refused with the ``python -m data.generate`` command that
+        makes it (the run's pde preset, each missing split, the path)."""
+        missing = {split: self.paths[split] for split in SPLIT_NAMES if not Path(self.paths[split]).exists()}
+        if not missing:
+            return
+        pde = f"pde={self.pde_preset} " if self.pde_preset else ""
+        splits, paths = list(missing), sorted(set(missing.values()))
+        if len(paths) == 1:
+            command = f"python -m data.generate {pde}split={splits[0]} path={paths[0]}"
+            if len(splits) > 1:
+                command += ", then the same with " + " and ".join(f"split={s}" for s in splits[1:])
+            where = f"data file {paths[0]!r} does not exist ({', '.join(f'data.paths.{s}' for s in splits)})"
+        else:
+            command = "; ".join(
+                f"python -m data.generate {pde}split={s} path={p}" for s, p in missing.items()
+            )
+            where = (
+                "data files "
+                + ", ".join(f"data.paths.{s}={p!r}" for s, p in missing.items())
+                + " do not exist"
+            )
+        raise ConfigError(f"{where}; make it with: {command} (with this run's pde.* overrides, if any)")
+
     @property
     def layout(self) -> str:
         """The training file's layout (``data.format``, or detected)."""
+        if self.format in ("auto", "pdestream"):
+            self._check_files()
         if self.format == "auto":
             self.format = detect(self.paths["train"])
         given = {k: v for k, v in self.rows.items() if v is not None}
@@ -609,8 +684,24 @@ class OfflineDataModule(PDEDataModule):
                 stride=self._stride("train")[0],
                 solver=self.solver,
             )
+            info = self.train_set.info
+            log.info(
+                "data: training on %s, group train: %d trajectories of %d frames (%d windows)",
+                self.paths["train"],
+                info.num_trajectories,
+                info.grid.frames,
+                len(self.train_set),
+            )
             return
         data = self._in_memory("train")
+        log.info(
+            "data: training on %s (%s layout): rows %s, %d trajectories of %d frames",
+            self.paths["train"],
+            self.layout,
+            _rows(data["index"]),
+            len(data["u"]),
+            data["u"].shape[1],
+        )
         self.train_set = MemoryWindows(
             data["u"],
             data["params"],
@@ -631,6 +722,7 @@ class OfflineDataModule(PDEDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            worker_init_fn=leave_stop_signals_to_the_trainer,
         )
 
     def trajectories(self, split: str) -> dict[str, Any]:
@@ -639,9 +731,21 @@ class OfflineDataModule(PDEDataModule):
 
     def _load_trajectories(self, split: str) -> dict[str, Any]:
         if self.layout != "pdestream":
-            return self._in_memory(split)
+            data = self._in_memory(split)
+            log.info(
+                "data: %s set from %s (%s layout): rows %s, %d trajectories",
+                split,
+                self.paths[split],
+                self.layout,
+                _rows(data["index"]),
+                len(data["u"]),
+            )
+            return data
         stride, file_grid = self._stride(split)
         data = read_trajectories(self.paths[split], split, self.solver)
+        log.info(
+            "data: %s set from %s, group %s: %d trajectories", split, self.paths[split], split, len(data["u"])
+        )
         grid = file_grid.every(stride)
         if stride > 1:  # legitimate, but it shortens the rollouts: say so
             log.info(

@@ -21,7 +21,8 @@ from data.cli import exit_bad_input, guard_command_line, require_writable
 from data.hdf5 import write_bytes, write_split
 from data.layouts import LAYOUTS, layout_module
 from data.timegrid import TimeGrid
-from solvers.base import ConfigError, Solver, check_choice
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_choice
 from solvers.memory import require_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -42,10 +42,18 @@ from torch.utils.data import DataLoader, Dataset
 from data.progress import Progress
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, describe_solver, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_int
 
 RESERVED = ("u", "trajectory", "t", "channel", "x", "y")
 SPATIAL = ("x", "y")
+COORDINATE_UNITS = {"t": "time units", "x": "length units", "y": "length units"}
+"""``units`` of the coordinates a pdestream file stores (see :data:`UNITS_NOTE`)."""
+UNITS_NOTE = (
+    "nondimensional: 'length units' and 'time units' are the PDE's own units of length and time, in which its "
+    "preset gives the domain length and dt"
+)
+"""The ``units_note`` attribute of a split written by one of pdestream's solvers."""
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 """The errors of a write that more free space (or quota) would let through."""
 RESERVE_SLACK = 2**18
@@ -208,11 +216,22 @@ def _create_split(
     for axis, (name, values) in enumerate(scales.items()):
         group.create_dataset(name, data=values).make_scale(name)
         u.dims[axis].attach_scale(group[name])
+        if name in COORDINATE_UNITS and solver.can_solve:  # data another program made: its units are its own
+            group[name].attrs["units"] = COORDINATE_UNITS[name]
+    if solver.channel_units:
+        units = [f"{c}: {solver.channel_units.get(c, 'no stated units')}" for c in solver.channels]
+        u.attrs["units"] = (
+            solver.channel_units.get(solver.channels[0], "") if len(units) == 1 else "; ".join(units)
+        )
     for name in solver.params:
         if name in RESERVED:
             raise ConfigError(f"parameter name {name!r} collides with a file variable; reserved: {RESERVED}")
         zeros = np.zeros(num_trajectories)  # allocated now, in the space reserved for the new split
         group.create_dataset(name, data=zeros).dims[0].attach_scale(group["trajectory"])
+        meaning, param_units = solver.param_meanings.get(name, (name, ""))
+        group[name].attrs.update(long_name=meaning, units=param_units)
+    if solver.can_solve:
+        group.attrs["units_note"] = UNITS_NOTE
     group.attrs.update(attrs)
     group.attrs.update(num_written=0, next_index=0, attempted=0, diverged=0, complete=0)
     return group

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from solvers.base import TIME_SCALE, ConfigError, ParamSpec, Solver
+from solvers.base import TIME_SCALE, ParamSpec, Solver
+from solvers.errors import ConfigError
 
 TIME_STEP = "dt"
 """The conditioning vector's last entry: the model's time step."""

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamSpec, check_choice, check_int, check_number
+from solvers.base import ParamSpec
+from solvers.errors import ConfigError, check_choice, check_int, check_number
 
 SAMPLINGS = ("uniform", "adaptive")
 SIGNALS = ("relative", "loss")

@@ -19,6 +19,7 @@ the DataModule removes them before the batch reaches the model and keeps them as
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -33,7 +34,10 @@ from data.progress import Progress
 from data.sampling import ADAPTIVE_KEYS, ParameterSampler
 from data.timegrid import TimeGrid
 from data.trajectories import DivergenceCounter, Trajectories, generate, generate_bytes
-from solvers.base import ConfigError, Solver, check_int
+from solvers.base import Solver
+from solvers.errors import ConfigError, check_int
+
+log = logging.getLogger("pdestream")
 
 STREAM_KEY = "stream"
 """Batch key of the stream's bookkeeping (shard position and statistics); not a model input."""
@@ -308,6 +312,15 @@ class TrajectoryStream(IterableDataset):
                 buffer.sample(self.batch_size)
         names = CondLayout.of(self.solver).params
         target = max(buffer.policy.watermark, self.batch_size)  # samples before the first batch
+        if shard == 0 and target > self.batch_size:
+            calls = math.ceil(target / (self.solver_batch * self.windows_per_trajectory))
+            log.info(
+                "before the first training step the stream fills its replay buffer: %d samples, about %d "
+                "solver call(s) of %d trajectories",
+                target,
+                calls,
+                self.solver_batch,
+            )
         fill: Progress | None = Progress(
             target, "filling the replay buffer", "samples", enabled=shard == 0 and target > self.batch_size
         )

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import TIME_SCALE, ConfigError, Solver, whole_multiple
+from solvers.base import TIME_SCALE, Solver, whole_multiple
+from solvers.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, DivergenceError, Solver, check_choice, check_number
+from solvers.base import DivergenceError, Solver
+from solvers.errors import ConfigError, check_choice, check_number
 
 SPLITS = ("train", "val", "test", "stats")
 

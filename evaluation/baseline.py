@@ -23,7 +23,8 @@ from torch import Tensor
 from data.config import SOLVER_TARGETS, build_from_config
 from evaluation.metrics import relative_l2
 from evaluation.timing import median_seconds
-from solvers.base import ConfigError, DivergenceError, spectral_resample
+from solvers.base import DivergenceError, spectral_resample
+from solvers.errors import ConfigError
 
 
 @dataclass

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from solvers.errors import ConfigError, check_number, require
+
 SERIAL_POINTS = 2**16
 """On the CPU, the least number of values (``batch * n^ndim``) a solve gives each of its threads.
 
@@ -68,10 +70,6 @@ def is_range(name: str, value: Any) -> bool:
     return not ParamSpec(name, value).fixed
 
 
-class ConfigError(ValueError):
-    """A solver configuration that cannot work; the message names the key and what is allowed."""
-
-
 class DivergenceError(RuntimeError):
     """Some trajectories of a batch blew up (non-finite, or larger than the solver's threshold).
 
@@ -87,55 +85,6 @@ class DivergenceError(RuntimeError):
         self.indices = indices
         self.result = result
         self.time = time
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise ConfigError(message)
-
-
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) in ``[low, high]`` (``high=None``: no upper bound); otherwise
-    :class:`ConfigError` ``"name=value is not allowed; allowed: an int >= low"``."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if not is_int or value < low or (high is not None and value > high):
-        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
-    return value
-
-
-def check_number(
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> float:
-    """``value`` as a float if it is a finite int or float (not a bool) within ``low`` and ``high`` (``None``:
-    no bound; a ``*_open`` bound excludes its value); otherwise :class:`ConfigError` naming ``name`` and the
-    range, e.g. ``"dt=0 is not allowed; allowed: a number > 0"``."""
-    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    above = number and (low is None or value > low or (value == low and not low_open))
-    if not (above and (high is None or value < high or (value == high and not high_open))):
-        if low is not None and high is not None:
-            allowed = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        elif low is not None:
-            allowed = f"a number {'>' if low_open else '>='} {low:g}"
-        elif high is not None:
-            allowed = f"a number {'<' if high_open else '<='} {high:g}"
-        else:
-            allowed = "a finite number"
-        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {allowed}")
-    return float(value)
-
-
-def check_choice(name: str, value: Any, allowed: Sequence[Any]) -> Any:
-    """``value`` if it is one of ``allowed``; otherwise :class:`ConfigError` listing them."""
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
-    return value
 
 
 MULTIPLE_TOLERANCE = 1e-6
@@ -258,6 +207,10 @@ class Solver(ABC):
     }
     """``name → (meaning, units)`` of each parameter, for the axes and tables that show it; a subclass adds
     its own to these."""
+    channel_units: ClassVar[Mapping[str, str]] = {}
+    """``channel → units`` of each field (written as the ``units`` attribute of a file's ``u``). pdestream's PDEs
+    are nondimensional: "length units" and "time units" are the equation's own units of length and time, in
+    which the domain length, the coordinates and ``dt`` are given; a channel not listed has no stated units."""
     work_fields: float = 32.0
     """Peak memory of :meth:`solve` besides its outputs, per trajectory, in fields of the solve grid (state,
     stages, FFT buffers, the allocator's slack): each solver sets its own, measured as peak RSS growth

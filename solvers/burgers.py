@@ -56,18 +56,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import (
-    ConfigError,
-    ParamValue,
-    Solver,
-    Stepper,
-    check_choice,
-    check_int,
-    check_number,
-    gaussian_random_field,
-    random_sines,
-    require,
-)
+from solvers.base import ParamValue, Solver, Stepper, gaussian_random_field, random_sines
+from solvers.errors import ConfigError, check_choice, check_int, check_number, require
 from solvers.spectral import ConservativeETDRK4
 
 METHODS = ("weno5", "spectral")
@@ -111,6 +101,7 @@ class Burgers(Solver):
     """
 
     param_order = ("nu",)
+    channel_units: ClassVar[Mapping[str, str]] = {"u": "length units/time unit"}  # a velocity
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
         **Solver.param_meanings,
         "nu": ("viscosity ν", "length units²/time unit"),

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.base import ConfigError, ParamValue, Solver, Stepper
+from solvers.base import ParamValue, Solver, Stepper
+from solvers.errors import ConfigError
 
 
 class External(Solver):

@@ -19,14 +19,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import (
-    ParamValue,
-    Solver,
-    Stepper,
-    check_int,
-    random_sines,
-    require,
-)
+from solvers.base import ParamValue, Solver, Stepper, random_sines
+from solvers.errors import check_int, require
 from solvers.spectral import ConservativeETDRK4
 
 STABLE_DT_PER_NU = 2.0
@@ -73,6 +67,7 @@ class KuramotoSivashinsky(Solver):
     work_fields = 28.0
     """The state, eight ETDRK4 weights per trajectory, the stages and FFT buffers of a step (measured: 26 per
     trajectory at n = 2^20, up to 47 with the allocator's slack at n = 8192)."""
+    channel_units: ClassVar[Mapping[str, str]] = {"u": "length units/time unit"}  # u_t + u u_x: a velocity
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
         **Solver.param_meanings,
         "nu": (

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.threads import CGROUP_ROOT
 
 GIB = 2**30

@@ -26,19 +26,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import (
-    ConfigError,
-    ParamValue,
-    Solver,
-    Stepper,
-    check_choice,
-    check_int,
-    check_number,
-    dealias_mask,
-    gaussian_random_field,
-    require,
-    wavenumbers,
-)
+from solvers.base import ParamValue, Solver, Stepper, dealias_mask, gaussian_random_field, wavenumbers
+from solvers.errors import ConfigError, check_choice, check_int, check_number, require
 
 FORCINGS = ("fno", "kolmogorov", "none")
 """Allowed values of the ``forcing`` key."""
@@ -97,6 +86,7 @@ class NavierStokes2D(Solver):
     work_fields = 26.0
     """The state, the per-trajectory linear operator and forcing, four RK4 stages and the velocity and flux
     fields of a step (measured: 24 per trajectory at n = 2048, 25-48 with the allocator's slack at n = 256)."""
+    channel_units: ClassVar[Mapping[str, str]] = {"vorticity": "1/time unit"}  # ω = ∂v/∂x − ∂u/∂y
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {
         **Solver.param_meanings,
         "nu": ("kinematic viscosity ν", "length units²/time unit"),

@@ -23,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from solvers.base import Stepper, dealias_mask, require
+from solvers.base import Stepper, dealias_mask
+from solvers.errors import require
 
 LinearOperator = Callable[[Tensor, Tensor], Tensor]
 """``(k [U, K], coefficients [U, P]) -> Lin [U, K]``: the linear operator at the angular wavenumbers ``k`` of

@@ -12,7 +12,7 @@ from hydra import compose, initialize
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from tests.data.test_layouts import KS, NS, generate
 from tests.evaluation.conftest import eval_config
 from training.pipeline import evaluate

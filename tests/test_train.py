@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import math
 import os
 import re
@@ -473,6 +474,16 @@ def test_local_multirun_sweep(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for job in ("0", "1"):
         assert (tmp_path / "sweep" / job / "checkpoints" / "last.ckpt").is_file()
+        assert (
+            json.loads((tmp_path / "sweep" / job / "results.json").read_text())["monitor"] == "val/corr_time"
+        )
+    # one table across the jobs: the override that differs, the best score, wall time, run directory
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| job | model | best val/corr_time | wall time | run directory |"
+    assert re.match(r"\| 0 \| fno-small \| [\d.e+-]+( \(best\))? \| \d+ s \| .*sweep/0 \|$", rows[1]), rows[1]
+    assert re.match(r"\| 1 \| unet-small \| ", rows[2]) and len(rows) == 3
+    assert summary.count("(best)") == 1 and rows[0] in result.stdout
 
 
 # --------------------------------------------------------------------------- exact resume
@@ -792,9 +803,7 @@ def test_command_line_check_reads_sweeps_and_leaves_the_rest_to_hydra(tmp_path):
     from data.cli import check_command_line
 
     conf = ROOT / "conf"
-    check_command_line(
-        ["-m", "model=fno-small,unet-small", "trainer.max_steps=3", "hydra/launcher=slurm"], conf, "train"
-    )
+    check_command_line(["-m", "model=fno-small,unet-small", "trainer.max_steps=3"], conf, "train")
     with pytest.raises(ValueError, match=r"^model=nope is not an option of the model group; allowed: fno, "):
         check_command_line(["-m", "model=fno-small,nope"], conf, "train")
     with pytest.raises(ValueError, match=r"hydra.sweep.dir=.* is not a writable directory"):

@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from data.datamodule import OnlineDataModule
 from data.progress import duration
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.threads import Registry, intra_op_threads
 
 log = logging.getLogger("pdestream")
@@ -215,8 +215,39 @@ class RolloutFigure(pl.Callback):
 
 
 def progress_bar(every_s: float = 30.0, stream: TextIO | None = None) -> ProgressBar:
-    """Lightning's rich progress bar on a terminal; :class:`LogProgress` lines when output goes to a file."""
-    return RichProgressBar() if (stream or sys.stdout).isatty() else LogProgress(every_s)
+    """:class:`StepProgressBar` on a terminal; :class:`LogProgress` lines when output goes to a file."""
+    return StepProgressBar() if (stream or sys.stdout).isatty() else LogProgress(every_s)
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar counting optimizer steps out of ``trainer.max_steps``.
+
+    A run is as long as ``max_steps`` (the online stream has no epochs), so the training bar reads
+    ``Training step 1200/3000``, not Lightning's ``Epoch 0/-2 … 200/200``, and it carries the logged
+    metrics without the logger's version (``v_num``).
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Training step':{len(self.validation_description)}}"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        steps = self.trainer.max_steps
+        return steps if steps and steps > 0 else super().total_train_batches
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class LogProgress(ProgressBar):
@@ -283,6 +314,49 @@ class LogProgress(ProgressBar):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         shown = " · ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
         log.info("validation at step %d (%s): %s", trainer.global_step, duration(took), shown)
+
+
+class BlowUpCheck(pl.Callback):
+    """Says, in one warning line right after the validation line, when a validation blew up.
+
+    A validation blew up when a ``val/`` metric is not finite, when ``val/rel_l2`` exceeds
+    :attr:`REL_L2_LIMIT` (predictions ten times the size of the truth, whatever the units), or when
+    ``val/mse`` exceeds :attr:`MSE_FACTOR` times the untrained model's (``reference``, which
+    :func:`training.run.fit` sets from its untrained validation; absent without one). The run goes on: the
+    line says what happened and what to try; ``best.ckpt`` keeps the best model validated before.
+    """
+
+    REL_L2_LIMIT = 10.0
+    MSE_FACTOR = 100.0
+
+    def __init__(self) -> None:
+        self.reference: dict[str, float] = {}
+
+    def verdict(self, metrics: Mapping[str, float]) -> str | None:
+        """Why the validation ``metrics`` (``val/<name>``: value) blew up, or None."""
+        bad = sorted(k for k, v in metrics.items() if k.startswith("val/") and not math.isfinite(v))
+        if bad:
+            return f"{', '.join(bad)} not finite"
+        mse, untrained = metrics.get("val/mse"), self.reference.get("val/mse")
+        if mse is not None and untrained is not None and untrained > 0 and mse > self.MSE_FACTOR * untrained:
+            return f"val/mse {mse:.3g} is {mse / untrained:.2g} times the untrained model's {untrained:.3g}"
+        rel = metrics.get("val/rel_l2")
+        if rel is not None and rel > self.REL_L2_LIMIT:
+            return f"val/rel_l2 {rel:.3g}: the predictions are over {self.REL_L2_LIMIT:g} times the size of the truth"
+        return None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not trainer.is_global_zero:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        why = self.verdict(metrics)
+        if why:
+            log.warning(
+                "validation at step %d blew up (%s): the rollouts diverge; try a lower optimizer.lr, "
+                "a smaller trainer.gradient_clip_val or module.unroll_steps > 0",
+                trainer.global_step,
+                why,
+            )
 
 
 class ValidateAtEnd(pl.Callback):

@@ -31,7 +31,7 @@ from data.config import DATA_TARGETS, SOLVER_TARGETS, build_from_config, targets
 from data.normalize import Normalizer
 from data.timegrid import TimeGrid
 from models import NETWORKS, SurrogateNet
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from training.module import SurrogateModule
 from training.presets import module_class, network_config
 

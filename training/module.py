@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from evaluation import metrics, registry
 from evaluation.rollout import rollout, rollout_steps
 from models.base import SurrogateNet
-from solvers.base import check_choice, check_int, check_number
+from solvers.errors import check_choice, check_int, check_number
 
 log = logging.getLogger("pdestream")
 

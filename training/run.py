@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 import signal
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,13 +34,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from data.cli import require_writable
 from data.normalize import CondLayout
 from models import network_class
-from solvers.base import ConfigError, check_int
-from training.callbacks import BestCheckpoint, ThreadBudget
+from solvers.errors import ConfigError, check_int
+from training.callbacks import BestCheckpoint, BlowUpCheck, ThreadBudget
 from training.checkpoint import AtomicCheckpointIO, CheckpointWriteError, EvaluationError, read_checkpoint
 from training.module import SurrogateModule
+from training.plan import about, announce, measure
 from training.presets import module_class, network_config
 from training.rundir import Claim, ResumeError, check_resume, claim, resume_source
 from training.stopping import FiniteGuard, NonFinite, StopGuard, Stopped
+from training.sweep import write_results
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +64,19 @@ def register_resolvers() -> None:
         "pde_cond_dim": lambda *, _root_: len(
             CondLayout.of_names(_solver_class(_root_).param_names(_root_.pde))
         ),
+        # trainer sizes that follow the accelerator: conf/trainer/ddp.yaml (accelerator auto) on a CPU machine
+        "by_accelerator": lambda accelerator, cpu, gpu: cpu if on_cpu(accelerator) else gpu,
         "mul": lambda a, b: a * b,
         "add": lambda a, b: a + b,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def on_cpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on the CPU here (``auto``: when no GPU is visible)."""
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -107,6 +117,7 @@ class Run:
     datamodule: pl.LightningDataModule
     ckpt_path: str | None
     run_dir: Claim
+    start_step: int = 0  # the optimizer steps a resumed checkpoint has trained
 
 
 class _DropBanners(logging.Filter):
@@ -175,6 +186,11 @@ def fast_dev_config(cfg: DictConfig) -> DictConfig:
 def _check_trainer(trainer: Mapping[str, Any], online: bool) -> None:
     """The Trainer settings a run relies on, checked before anything is built (an online stream is
     infinite: it needs ``val_check_interval`` in steps and no epochs)."""
+    if trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RunConfigError(
+            f"trainer.accelerator={trainer.get('accelerator')} but this machine has no GPU that torch can use; "
+            "use trainer=cpu here (or trainer=ddp, which trains on the CPU where there is no GPU)"
+        )
     for key in ("max_steps", "log_every_n_steps", "num_nodes"):
         try:
             check_int(f"trainer.{key}", trainer.get(key), 1)
@@ -325,7 +341,7 @@ def _build(
     if cfg.get("compile"):
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
+    callbacks += [BlowUpCheck(), budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     plugins: list[Any] = [AtomicCheckpointIO()]
     if (
@@ -333,7 +349,7 @@ def _build(
     ):  # one requeue mechanism on SLURM: submitit's (conf/hydra/launcher/slurm.yaml)
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = _instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=logger, plugins=plugins)
-    return Run(trainer, module, datamodule, ckpt_path, run_dir)
+    return Run(trainer, module, datamodule, ckpt_path, run_dir, int((resumed or {}).get("global_step", 0)))
 
 
 def thread_budget(cfg: DictConfig, recorded: int | None = None) -> ThreadBudget:
@@ -371,18 +387,31 @@ def _check_network_fits(module: SurrogateModule, datamodule: pl.LightningDataMod
 
 
 def fit(cfg: DictConfig) -> dict[str, float]:
-    """Train as configured; returns the final logged metrics (plus the untrained validation score)."""
+    """Train as configured; returns the final logged metrics (plus the untrained validation score), which
+    also go to the run directory's ``results.json`` (:func:`training.sweep.write_results`)."""
+    start = time.monotonic()
     run = build(cfg)
     results: dict[str, float] = {}
     params = sum(p.numel() for p in run.module.net.parameters())
     log.info("model: %s, %s parameters", type(run.module.net).__name__, f"{params:,}")
+    plan = None
     best = run.trainer.checkpoint_callback
     try:
+        if not run.trainer.fast_dev_run and rank_zero_only.rank == 0:
+            steps = max(int(run.trainer.max_steps) - run.start_step, 0)
+            unroll = int(cfg.module.get("unroll_steps") or 0)
+            val = run.datamodule.trajectories("val")
+            device = run.trainer.strategy.root_device
+            plan = measure(run.module, val, steps, int(cfg.data.batch_size), unroll, device)
+            announce(plan, cfg.trainer.get("val_check_interval"))
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
-            log.info("validating the untrained model")
+            took = f", about {about(plan.val_s)}" if plan is not None else ""
+            log.info("validating the untrained model (the score training must beat%s)", took)
             untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
             results["untrained/corr_time"] = float(untrained["val/corr_time"])
             log.info("untrained model: validation correlation time %.3f", results["untrained/corr_time"])
+            for check in (c for c in run.trainer.callbacks if isinstance(c, BlowUpCheck)):
+                check.reference = {k: float(v) for k, v in untrained.items()}
             if isinstance(best, BestCheckpoint) and best.monitor in untrained:
                 best.floor = float(untrained[best.monitor])  # best.ckpt must match the untrained model
         run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
@@ -412,4 +441,8 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             best.monitor,
             best.floor,
         )
+    if rank_zero_only.rank == 0:
+        score = None if best is None or best.best_model_score is None else float(best.best_model_score)
+        monitor, mode = (best.monitor, best.mode) if best is not None else (None, "max")
+        write_results(cfg.paths.output_dir, monitor, mode, score, time.monotonic() - start, results)
     return results

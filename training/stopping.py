@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 
 from data.stream import STREAM_ERROR
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 CHAINED = (signal.SIGUSR2,)

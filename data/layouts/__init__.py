@@ -32,7 +32,8 @@ from torch.utils.data import Dataset
 from data.cli import write_atomically
 from data.hdf5 import check_finite, inspect_split, open_hdf5, read_trajectories, window_span, write_failure
 from data.timegrid import TimeGrid, output_interval
-from solvers.base import TIME_SCALE, ConfigError, Solver, whole_multiple
+from solvers.base import TIME_SCALE, Solver, whole_multiple
+from solvers.errors import ConfigError
 
 LAYOUTS = ("pdestream", "fno", "pdebench", "pdearena", "the_well")
 """``data.format`` / ``format`` of ``python -m data.generate`` (``auto``: detected from the file)."""

@@ -27,7 +27,8 @@ import scipy.io
 
 from data.hdf5 import read_trajectories
 from data.layouts import Loaded, write_file
-from solvers.base import TIME_SCALE, ConfigError, Solver, require
+from solvers.base import TIME_SCALE, Solver
+from solvers.errors import ConfigError, require
 
 ONE_FILE = True
 """One file holds every split's rows: read once for all of them."""

@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 
 from data.layouts import SPLIT_NAMES, Loaded, hdf5_config, is_hdf5_with, open_hdf5, source_split, write_hdf5
-from solvers.base import ConfigError, Solver, require
+from solvers.base import Solver
+from solvers.errors import ConfigError, require
 
 ONE_FILE = False
 """Each split is read from its own file (or folder)."""

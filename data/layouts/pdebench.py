@@ -26,7 +26,8 @@ import h5py
 import numpy as np
 
 from data.layouts import Loaded, hdf5_config, is_hdf5_with, open_hdf5, source_split, write_hdf5
-from solvers.base import TIME_SCALE, ConfigError, Solver, require
+from solvers.base import TIME_SCALE, Solver
+from solvers.errors import ConfigError, require
 
 ONE_FILE = True
 """One file holds every split's rows: read once for all of them."""

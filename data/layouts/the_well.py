@@ -37,7 +37,8 @@ from data.layouts import (
     write_file,
     write_hdf5,
 )
-from solvers.base import ConfigError, Solver, require
+from solvers.base import Solver
+from solvers.errors import ConfigError, require
 
 ONE_FILE = False
 """Each split is read from its own file (or folder)."""

@@ -1,6 +1,6 @@
 """The evaluation report: ``metrics.nc``, PNG figures, ``report.md`` and a self-contained ``report.html``.
 
-Everything shown is computed from the metrics dataset (:func:`training.pipeline.build_dataset`), so a
+Everything shown is computed from the metrics dataset (:func:`training.metrics_dataset.build_dataset`), so a
 reader can redraw any figure from ``metrics.nc``; only the sample rollouts are passed separately. The parts,
 by what they make:
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data.buffer import POLICIES, ReplayBuffer
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 
 
 def chunk(start: int, n: int) -> dict[str, torch.Tensor]:

@@ -1,6 +1,7 @@
 """DataModules: cached rollout sets, normalisation, offline files, checkpoint resume under Lightning."""
 
 import errno
+import logging
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from data import Normalizer, OfflineDataModule, OnlineDataModule, inspect_split,
 from data.generate import run as generate_run
 from data.timegrid import TimeGrid
 from data.trajectories import generate
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from tests.data.conftest import Heat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -406,3 +407,29 @@ def test_non_finite_statistics_are_one_consistent_sentence(tmp_path):
         Normalizer(
             torch.tensor([float("nan")]), torch.ones(1), [], torch.zeros(1), torch.ones(1), torch.zeros(1)
         )
+
+
+def test_offline_datamodule_names_what_it_reads_and_how_to_make_a_missing_file(tmp_path, heat1d, caplog):
+    path = tmp_path / "heat.h5"
+    for split, n in (("train", 6), ("val", 3)):
+        write_split(path, split, heat1d, TimeGrid(0.1, 0.1, 9), n, seed=0, progress=False)
+    paths = {"train": str(path), "val": str(path), "test": str(tmp_path / "heat_test.h5")}
+    with pytest.raises(
+        ConfigError,
+        match=r"^data file '.*heat_test\.h5' does not exist \(data\.paths\.test\); make it with: python -m "
+        r"data\.generate pde=heat split=test path=.*heat_test\.h5 \(with this run's pde\.\* overrides, if any\)$",
+    ):
+        OfflineDataModule(heat1d, paths, pde_preset="heat").setup("fit")
+    gone = {split: str(tmp_path / "none.h5") for split in ("train", "val", "test")}
+    with pytest.raises(
+        ConfigError, match=r"split=train path=.*none\.h5, then the same with split=val and split=test"
+    ):
+        _ = OfflineDataModule(heat1d, gone, pde_preset="heat").time_grid
+    write_split(path, "test", heat1d, TimeGrid(0.1, 0.1, 9), 2, seed=0, progress=False)
+    dm = OfflineDataModule(heat1d, dict.fromkeys(("train", "val", "test"), str(path)), time_history=2)
+    with caplog.at_level(logging.INFO, logger="pdestream"):
+        dm.setup("fit")
+        dm.trajectories("val")
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"data: training on {path}, group train: 6 trajectories of 9 frames (30 windows)" in lines
+    assert f"data: val set from {path}, group val: 3 trajectories" in lines

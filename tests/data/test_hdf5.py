@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from data.hdf5 import HDF5Windows, inspect_split, open_dataset, read_trajectories, write_split
 from data.timegrid import TimeGrid
 from data.trajectories import generate
-from solvers import KuramotoSivashinsky
-from solvers.base import ConfigError
+from solvers import KuramotoSivashinsky, NavierStokes2D
+from solvers.errors import ConfigError
 from tests.data.conftest import Heat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,3 +299,30 @@ def test_non_finite_trajectories_are_refused_where_they_are_read(tmp_path, heat1
     assert torch.isfinite(windows[3 * windows.windows + 3]["x"]).all()  # frames 3 to 5 of trajectory 3
     with pytest.raises(ConfigError, match=pattern):
         windows[3 * windows.windows + 1]  # frames 1 to 3
+
+
+@pytest.mark.parametrize(
+    ("solver", "field", "units"),
+    [
+        (lambda: KuramotoSivashinsky(n=32, dt=0.1, dt_out=0.2, burn_in=0), "u", "length units/time unit"),
+        (
+            lambda: NavierStokes2D(n=16, length=1.0, dt=0.05, dt_out=0.2),
+            "u",
+            "1/time unit",
+        ),
+    ],
+)
+def test_files_state_the_units_of_fields_coordinates_and_parameters(solver, field, units, tmp_path):
+    """pdestream's PDEs are nondimensional: fields, coordinates and parameters carry the equation's units."""
+    solver = solver()
+    path = tmp_path / "units.h5"
+    write(path, solver, n=2, chunk=2)
+    with h5py.File(path) as f:
+        group = f["train"]
+        assert group[field].attrs["units"] == units
+        assert group["t"].attrs["units"] == "time units" and group["x"].attrs["units"] == "length units"
+        assert group["nu"].attrs["units"] == solver.param_meanings["nu"][1] != ""
+        assert "nondimensional" in group.attrs["units_note"]
+    ds = open_dataset(path, "train")
+    assert ds["u"].attrs["units"] == units and ds["t"].attrs["units"] == "time units"
+    assert np.issubdtype(ds["t"].dtype, np.floating)  # "time units" is no calendar unit: t is not decoded

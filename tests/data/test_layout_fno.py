@@ -18,7 +18,7 @@ from data.datamodule import OfflineDataModule
 from data.generate import run as generate_run
 from data.layouts.fno import read_fno
 from solvers import Burgers
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 N, SAMPLES = 512, 12

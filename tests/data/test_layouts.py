@@ -20,7 +20,7 @@ from data.generate import run as generate_run
 from data.hdf5 import read_trajectories
 from data.layouts import detect
 from solvers import KuramotoSivashinsky, NavierStokes2D
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 KS = ["pde=ks", "pde.n=64", "pde.burn_in=0", "frames=6", "num_trajectories=10"]

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 
 import solvers.memory
 from data.generate import run as generate_run
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from tests.data.conftest import Heat
 from tests.data.test_datamodule import generate_conf, online
 

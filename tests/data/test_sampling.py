@@ -6,7 +6,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from data.sampling import ParameterSampler
-from solvers.base import ConfigError, ParamSpec
+from solvers.base import ParamSpec
+from solvers.errors import ConfigError
 
 
 def specs(*ranges):

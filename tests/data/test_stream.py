@@ -16,7 +16,7 @@ from data import OnlineDataModule
 from data.stream import STREAM_KEY, TrajectoryStream, cut_windows, start_rounds
 from data.timegrid import TimeGrid
 from data.trajectories import generate, trajectory_seed
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.ks import KuramotoSivashinsky
 from tests.data.conftest import Heat
 

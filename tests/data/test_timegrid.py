@@ -5,7 +5,7 @@ import torch
 
 from data.normalize import CondLayout, Normalizer
 from data.timegrid import TimeGrid
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.ks import KuramotoSivashinsky
 from tests.data.conftest import Heat
 

@@ -15,7 +15,9 @@ from evaluation.baseline import run_solver
 from evaluation.report import same_as_reference, solver_table
 from evaluation.timing import time_interleaved
 from tests.evaluation.conftest import eval_config
-from training.pipeline import _solver_variables, evaluate_model, persistence
+from training.forecasters import persistence
+from training.metrics_dataset import _solver_variables
+from training.scoring import evaluate_model
 
 
 def test_persistence_repeats_the_last_input_frame(tmp_path):

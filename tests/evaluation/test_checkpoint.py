@@ -14,8 +14,10 @@ from data.timegrid import TimeGrid
 from solvers.ks import KuramotoSivashinsky
 from tests.evaluation.conftest import eval_config
 from training.checkpoint import CheckpointError, frame_stride, load_checkpoint, model_grid, resolve_checkpoint
+from training.forecasters import load_models
 from training.module import RefinerModule, SurrogateModule
-from training.pipeline import evaluate, load_models, load_test_set
+from training.pipeline import evaluate
+from training.testdata import load_test_set
 
 
 def test_loads_ema_weights_config_and_module_kind(fno_run, refiner_run):

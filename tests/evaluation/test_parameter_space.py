@@ -21,7 +21,9 @@ from evaluation.report import (
 from solvers import KuramotoSivashinsky, NavierStokes2D
 from tests.evaluation.conftest import EVAL_CACHE, eval_config, train_tiny
 from training.checkpoint import load_checkpoint
-from training.pipeline import ModelRollouts, _parameter_coords, _tail_variables, evaluate
+from training.metrics_dataset import _parameter_coords, _tail_variables
+from training.pipeline import evaluate
+from training.scoring import ModelRollouts
 
 PERCENTS = [50, 90, 99]
 

@@ -14,7 +14,8 @@ from data.datamodule import TrajectorySet
 from evaluation import metrics, registry
 from tests.evaluation.conftest import eval_config
 from training.checkpoint import load_checkpoint, model_grid
-from training.pipeline import evaluate, load_test_set
+from training.pipeline import evaluate
+from training.testdata import load_test_set
 
 
 def _largest_error(r: registry.Rollout) -> Tensor:

@@ -6,7 +6,8 @@ import xarray as xr
 
 from tests.evaluation.conftest import eval_config, train_tiny
 from training.checkpoint import load_checkpoint
-from training.pipeline import evaluate, load_test_set
+from training.pipeline import evaluate
+from training.testdata import load_test_set
 
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
 RANGED = ["pde=ks_lpsda", "pde.n=64", "pde.dt=0.25", "model=fno-small", "model.modes=4"]

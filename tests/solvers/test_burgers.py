@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from scipy.special import ive
 
-from solvers.base import ConfigError, DivergenceError
+from solvers.base import DivergenceError
 from solvers.burgers import Burgers
+from solvers.errors import ConfigError
 
 
 def exact_sine(x: np.ndarray, t: float, nu: float, points: int = 2001) -> np.ndarray:

@@ -11,18 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from solvers.base import (
-    ConfigError,
-    ParamSpec,
-    check_choice,
-    check_int,
-    check_number,
-    dealias_mask,
-    spectral_resample,
-    wavenumbers,
-    whole_multiple,
-)
+from solvers.base import ParamSpec, dealias_mask, spectral_resample, wavenumbers, whole_multiple
 from solvers.burgers import Burgers
+from solvers.errors import ConfigError, check_choice, check_int, check_number
 from solvers.ks import KuramotoSivashinsky
 
 F64 = torch.float64

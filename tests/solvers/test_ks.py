@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from solvers.base import SERIAL_POINTS, ConfigError, DivergenceError
+from solvers.base import SERIAL_POINTS, DivergenceError
+from solvers.errors import ConfigError
 from solvers.ks import KuramotoSivashinsky
 from solvers.spectral import etdrk4_coefficients
 

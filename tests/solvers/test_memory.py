@@ -9,7 +9,7 @@ import torch
 
 import solvers.memory
 from solvers import KuramotoSivashinsky, NavierStokes2D
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.memory import (
     GIB,
     available_memory,

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from solvers.base import ConfigError
+from solvers.errors import ConfigError
 from solvers.navier_stokes import NavierStokes2D
 
 TWO_PI = 2 * math.pi
