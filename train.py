@@ -1,6 +1,6 @@
 """Train a neural PDE surrogate: ``python train.py [pde=…] [model=…] [data=…] [trainer=…] …``.
 
-The whole run is decided by the composed Hydra config (``conf/train.yaml``); see the README. Bad input
+The whole run is decided by the composed Hydra config (``conf/train.yaml``); see docs/training.md. Bad input
 exits with status 2 and one sentence, as does a non-finite loss or gradient; a stop signal (SIGTERM, SIGUSR1,
 Ctrl-C) writes ``last.ckpt`` and exits with ``128 + signal``.
 """

@@ -82,7 +82,7 @@ def detect(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise ConfigError(
-            f"data file {str(path)!r} does not exist; write it with python -m data.generate (see the README)"
+            f"data file {str(path)!r} does not exist; write it with python -m data.generate (see docs/data.md)"
         )
     for name in LAYOUTS[1:]:
         if layout_module(name).detect(path):

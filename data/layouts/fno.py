@@ -154,7 +154,7 @@ def read_fno(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConfigError(
             f"data file {str(path)!r} does not exist; write it with python -m data.generate format=fno "
-            "(see the README) or give the published file's path"
+            "(see docs/data.md) or give the published file's path"
         )
     try:
         if h5py.is_hdf5(path):
