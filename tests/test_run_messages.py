@@ -217,3 +217,11 @@ def test_the_untrained_validation_is_the_blow_up_reference_and_results_are_writt
     written = json.loads((tmp_path / "run" / "results.json").read_text())
     assert written["monitor"] == "val/corr_time" and written["mode"] == "max" and written["seconds"] > 0
     assert written["metrics"]["untrained/corr_time"] == results["untrained/corr_time"]
+
+
+def test_plan_durations_read_as_english() -> None:
+    from training.plan import about
+
+    assert about(0.4) == "under 1 s"
+    assert about(29.2) == "about 29 s"
+    assert about(29.2, "at least") == "at least 29 s"

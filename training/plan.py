@@ -53,9 +53,9 @@ class Plan:
         return max(1, steps // scale * scale)
 
 
-def about(seconds: float) -> str:
-    """``duration(seconds)``, or "under 1 s"."""
-    return "under 1 s" if seconds < 1 else duration(seconds)
+def about(seconds: float, word: str = "about") -> str:
+    """``"<word> <duration>"``, or "under 1 s"."""
+    return "under 1 s" if seconds < 1 else f"{word} {duration(seconds)}"
 
 
 def _seconds(fn: Callable[[], object], device: torch.device, repeats: int = 2) -> float:
@@ -116,13 +116,12 @@ def announce(plan: Plan, val_every: int | float | None) -> None:
     every = f"every {val_every} steps" if isinstance(val_every, int) else "at the validation interval"
     log.info(
         "plan: %d training steps of %d samples on %s; the network alone takes %.3g s per step here, so "
-        "training takes at least %s (plus data generation); each validation (%s: %d rollouts of %d steps) "
-        "about %s",
+        "training takes %s (plus data generation); each validation (%s: %d rollouts of %d steps) %s",
         plan.steps,
         plan.batch_size,
         plan.device,
         plan.step_s,
-        about(plan.train_s),
+        about(plan.train_s, "at least"),
         every,
         plan.val_trajectories,
         plan.val_steps,

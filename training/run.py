@@ -405,7 +405,7 @@ def fit(cfg: DictConfig) -> dict[str, float]:
             plan = measure(run.module, val, steps, int(cfg.data.batch_size), unroll, device)
             announce(plan, cfg.trainer.get("val_check_interval"))
         if run.ckpt_path is None and cfg.get("validate_untrained", True) and not run.trainer.fast_dev_run:
-            took = f", about {about(plan.val_s)}" if plan is not None else ""
+            took = f", {about(plan.val_s)}" if plan is not None else ""
             log.info("validating the untrained model (the score training must beat%s)", took)
             untrained = run.trainer.validate(run.module, datamodule=run.datamodule, verbose=False)[0]
             results["untrained/corr_time"] = float(untrained["val/corr_time"])
