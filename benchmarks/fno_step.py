@@ -1,8 +1,10 @@
 """One training step of the FNO papers' networks: pdestream against the reference code and neuraloperator 2.0.
 
 A step is forward, backward and Adam (lr 1e-3, weight decay 1e-4) at batch 20 with the FNO scripts' loss (the
-per-sample relative L2, summed over the batch), on the CPU at ``--threads`` threads. Networks, at the same modes,
-width and depth:
+per-sample relative L2, summed over the batch), on the CPU at ``--threads`` threads, each code base with its own
+Adam: pdestream's from ``conf/optimizer/adam.yaml`` (``foreach: true``, one vectorised update), the others
+``torch.optim.Adam`` as their scripts call it (the per-parameter loop that is PyTorch's default on the CPU).
+Networks, at the same modes, width and depth:
 
 * **pdestream** — ``models.fno.FNO`` as the presets build it: ``fno-1d-repo`` (1D, modes 16, width 64) and
   ``fno-2d-paper`` (2D, modes 12, width 20, ten input frames);
@@ -32,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from benchmarks.fno_reference import ReferenceFNO, load_from, neuraloperator_fno
 from benchmarks.models import in_subprocess
@@ -77,10 +81,18 @@ def relative_l2_sum(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return (diff / true.flatten(1).norm(dim=1)).sum()
 
 
+def adam(network: str) -> Any:
+    """The optimizer factory each code base trains with: lr 1e-3, weight decay 1e-4 (the FNO scripts')."""
+    if network == "pdestream":
+        config = OmegaConf.load(ROOT / "conf" / "optimizer" / "adam.yaml")
+        return instantiate(config, lr=1e-3, weight_decay=1e-4)
+    return lambda params: torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
+
+
 def measure(network: str, case: str, steps: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     net, x, y = build(network, case)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = adam(network)(net.parameters())
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
