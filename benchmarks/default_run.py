@@ -93,8 +93,9 @@ def main() -> None:
             seconds.append(time.perf_counter() - start)
         if not args.scores_only:
             minutes, rest = divmod(statistics.median(seconds), 60)
+            overrides = "".join(f"{o} " for o in args.overrides)
             text = (
-                f"# python train.py {' '.join(args.overrides)}(fresh run directory and cache), "
+                f"# python train.py {overrides}(fresh run directory and cache), "
                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, alone\n"
                 f"runs (s)        {' '.join(f'{s:.1f}' for s in seconds)}\n"
                 f"median          {int(minutes)} min {rest:04.1f} s\n"

@@ -8,6 +8,8 @@ Networks, at the same modes, width and depth:
 
 * **pdestream** — ``models.fno.FNO`` as the presets build it: ``fno-1d-repo`` (1D, modes 16, width 64) and
   ``fno-2d-paper`` (2D, modes 12, width 20, ten input frames);
+* **compiled** — the same network under ``torch.compile`` (``compile=true``; inductor, C++ on the CPU), its
+  compilation in the 3 untimed warm-up steps, whose time the last column gives (``warm-up s``);
 * **reference** — the reference code's network rebuilt to its layer order (:mod:`benchmarks.fno_reference`),
   holding pdestream's weights (the two compute the same function: ``tests/test_benchmarks.py``);
 * **neuraloperator** — ``neuralop.models.FNO`` 2.0 with the same modes (counted its way), width, grid
@@ -49,7 +51,8 @@ CASES = {  # label: (preset, ndim, grid, input frames)
     "1D s=1024": ("fno-1d-repo", 1, 1024, 1),
     "2D 64x64": ("fno-2d-paper", 2, 64, 10),
 }
-NETWORKS = ("pdestream", "reference", "neuraloperator")
+NETWORKS = ("pdestream", "compiled", "reference", "neuraloperator")
+"""``compiled``: pdestream's network under ``torch.compile`` (what ``compile=true`` does to a run's network)."""
 
 
 def pdestream_net(preset: str, ndim: int, frames: int) -> torch.nn.Module:
@@ -64,8 +67,8 @@ def build(network: str, case: str) -> tuple[torch.nn.Module, torch.Tensor, torch
     ours = pdestream_net(preset, ndim, frames)
     x = torch.randn(BATCH, frames, 1, *(n,) * ndim)
     y = torch.randn(BATCH, 1, 1, *(n,) * ndim)
-    if network == "pdestream":
-        return ours, x, y
+    if network in ("pdestream", "compiled"):
+        return (ours if network == "pdestream" else torch.compile(ours)), x, y
     last = (x.flatten(1, 2).movedim(1, -1), y.flatten(1, 2).movedim(1, -1))
     if network == "reference":
         width, modes = ours.lift.out_channels, ours.modes[0]
@@ -83,7 +86,7 @@ def relative_l2_sum(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 def adam(network: str) -> Any:
     """The optimizer factory each code base trains with: lr 1e-3, weight decay 1e-4 (the FNO scripts')."""
-    if network == "pdestream":
+    if network in ("pdestream", "compiled"):
         config = OmegaConf.load(ROOT / "conf" / "optimizer" / "adam.yaml")
         return instantiate(config, lr=1e-3, weight_decay=1e-4)
     return lambda params: torch.optim.Adam(params, lr=1e-3, weight_decay=1e-4)
@@ -100,15 +103,17 @@ def measure(network: str, case: str, steps: int, threads: int) -> dict[str, Any]
         optimizer.step()
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before the first step: its buffers count
+    start = time.perf_counter()
     for _ in range(3):
         step()
+    warmup = time.perf_counter() - start
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss
-    return {"ms": 1e3 * statistics.median(times), "peak_mib": peak / 1024}
+    return {"ms": 1e3 * statistics.median(times), "peak_mib": peak / 1024, "warmup_s": warmup}
 
 
 def isolated(network: str, case: str, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -122,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,10 +137,10 @@ def main() -> None:
     try:
         import neuralop  # noqa: F401
 
-        networks = NETWORKS
+        networks = args.networks
     except ImportError:
         print("# neuraloperator is not installed (pip install neuraloperator): its column is skipped")
-        networks = NETWORKS[:2]
+        networks = [n for n in args.networks if n != "neuraloperator"]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(args.rounds):
         for case in args.cases:
@@ -145,8 +151,8 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     lines = [
         f"# FNO training step (forward, backward, Adam), batch {BATCH}, CPU ({cpu}), {args.threads} threads; "
-        f"median of {args.rounds} runs of {args.steps} steps; peak = growth of the resident set",
-        f"{'case':<11}{'network':<16}{'ms/step':>9}{'peak MiB':>10}{'× vs pdestream':>16}",
+        f"median of {args.rounds} runs of {args.steps} steps after 3 warm-up steps; peak = growth of the resident set",
+        f"{'case':<11}{'network':<16}{'ms/step':>9}{'peak MiB':>10}{'× vs pdestream':>16}{'warm-up s':>11}",
     ]
     for case in args.cases:
         ours = statistics.median(r["ms"] for r in runs.get((case, "pdestream"), [{"ms": float("nan")}]))
@@ -155,7 +161,8 @@ def main() -> None:
                 continue
             ms = statistics.median(r["ms"] for r in runs[case, network])
             peak = statistics.median(r["peak_mib"] for r in runs[case, network])
-            lines.append(f"{case:<11}{network:<16}{ms:>9.2f}{peak:>10.1f}{ms / ours:>16.2f}")
+            warmup = statistics.median(r["warmup_s"] for r in runs[case, network])
+            lines.append(f"{case:<11}{network:<16}{ms:>9.2f}{peak:>10.1f}{ms / ours:>16.2f}{warmup:>11.2f}")
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

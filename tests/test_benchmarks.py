@@ -298,10 +298,12 @@ def test_the_reference_fno_holding_pdestreams_weights_computes_the_same_function
 def test_fno_step_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "fno_step.txt"
     args = ("--steps", "2", "--rounds", "1", "--cases", "1D s=256", "--threads", "1", "--out", str(out))
-    text = run_benchmark("fno_step", *args)
+    text = run_benchmark("fno_step", *args, "--networks", "pdestream", "reference")
     rows = {line.split()[2]: numbers(line) for line in text.splitlines() if line.startswith("1D s=256")}
-    assert {"pdestream", "reference"} <= set(rows) and rows["pdestream"][-1] == 1.0
-    assert_rates([rows[name][-3] for name in rows])  # ms per step
+    assert set(rows) == {"pdestream", "reference"} and rows["pdestream"][-2] == 1.0
+    assert_rates(
+        [rows[name][-4] for name in rows] + [rows[name][-1] for name in rows]
+    )  # ms per step, warm-up
     assert out.read_text() == text
 
 
@@ -309,6 +311,18 @@ def test_docs_quote_the_refiner_scale_table() -> None:
     text = (ROOT / "docs" / "models.md").read_text()
     for line in (ROOT / "benchmarks" / "results" / "refiner_scale.txt").read_text().splitlines():
         assert line in text, line
+
+
+def test_docs_quote_the_compiled_default_run() -> None:
+    """docs/training.md's compile=true figures are those of benchmarks/results/default_run_compile.txt."""
+    text = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    eager, compiled = (ROOT / "benchmarks" / "results" / "default_run_compile.txt").read_text().split("\n# ")
+    assert "compile=true" in compiled and "compile=true" not in eager
+    for block, label in ((eager, "eager"), (compiled, "compiled")):
+        median = re.search(r"^median\s+(.+)$", block, re.MULTILINE).group(1)
+        assert f"{median} {label}" in text, (median, label)
+    for seconds in re.search(r"^runs \(s\)\s+(.+)$", compiled, re.MULTILINE).group(1).split():
+        assert f"{seconds} s" in text, seconds
 
 
 @pytest.mark.parametrize("name", ["fno_step.txt", "step_overhead.txt"])
