@@ -109,7 +109,7 @@ def run(
     return rates
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"))
     parser.add_argument("--configs", type=int, nargs="*", help="row numbers to run (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps <= args.warmup:
         parser.error(
             f"need --repeats >= 1 and --steps > --warmup, got {args.repeats}, {args.steps}, {args.warmup}"

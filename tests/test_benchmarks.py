@@ -81,9 +81,12 @@ def test_train_benchmark(tmp_path: Path) -> None:
     ("args", "message"),
     [(["--configs", "7"], "--configs [7]: no such rows"), (["--repeats", "0"], "need --repeats >= 1")],
 )
-def test_train_benchmark_refuses_bad_options(args: list[str], message: str) -> None:
-    done = call("train", *args)
-    assert done.returncode == 2 and message in done.stderr, done.stderr
+def test_train_benchmark_refuses_bad_options(args: list[str], message: str, capsys) -> None:
+    from benchmarks.train import main
+
+    with pytest.raises(SystemExit) as stop:  # argparse's refusal, in process (the command line is the same)
+        main(args)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_ns_resolution_benchmark() -> None:
@@ -298,9 +301,10 @@ def test_the_reference_fno_holding_pdestreams_weights_computes_the_same_function
 def test_fno_step_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "fno_step.txt"
     args = ("--steps", "2", "--rounds", "1", "--cases", "1D s=256", "--threads", "1", "--out", str(out))
-    text = run_benchmark("fno_step", *args, "--networks", "pdestream", "reference")
+    # the reference network's equivalence is tested in process above; one network keeps this smoke run short
+    text = run_benchmark("fno_step", *args, "--networks", "pdestream")
     rows = {line.split()[2]: numbers(line) for line in text.splitlines() if line.startswith("1D s=256")}
-    assert set(rows) == {"pdestream", "reference"} and rows["pdestream"][-2] == 1.0
+    assert set(rows) == {"pdestream"} and rows["pdestream"][-2] == 1.0
     assert_rates(
         [rows[name][-4] for name in rows] + [rows[name][-1] for name in rows]
     )  # ms per step, warm-up
