@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from solvers.errors import EXIT_BAD_INPUT, ConfigError
@@ -105,8 +107,19 @@ def check_command_line(argv: Sequence[str], conf_dir: Path, config_name: str) ->
     defaults = OmegaConf.to_container(OmegaConf.load(conf_dir / f"{config_name}.yaml"), resolve=False)
     key = RUN_DIR_KEYS[1] if multirun else RUN_DIR_KEYS[0]
     run_dir = values.get(key, defaults.get("hydra", {}).get(key.split(".")[1], {}).get("dir"))
+    if key in values:  # the value as Hydra reads it: 'hydra.run.dir="/a b"' is /a b, not "/a b"
+        run_dir = _parsed_value(f"{key}={values[key]}", run_dir)
     if isinstance(run_dir, str) and _static_prefix(run_dir):
         require_writable(_static_prefix(run_dir), key)
+
+
+def _parsed_value(override: str, raw: str) -> object:
+    """The value of ``override`` as Hydra's override grammar reads it (quotes removed); ``raw`` where the grammar
+    refuses it (Hydra then reports the error itself)."""
+    try:
+        return OverridesParser.create().parse_override(override).value()
+    except HydraException:
+        return raw
 
 
 def _check_keys(overrides: Sequence[str], conf_dir: Path, config_name: str) -> None:

@@ -810,6 +810,17 @@ def test_command_line_check_reads_sweeps_and_leaves_the_rest_to_hydra(tmp_path):
         check_command_line(["-m", f"hydra.sweep.dir={garbage_checkpoint(tmp_path)}/sweep"], conf, "train")
 
 
+def test_a_quoted_run_directory_is_the_directory_hydra_reads(tmp_path, monkeypatch):
+    """Lightning's DDP launcher hands rank 1 ``hydra.run.dir="<dir>"``: the check creates <dir>, not a
+    directory named with the quotes under the working directory."""
+    from data.cli import check_command_line
+
+    monkeypatch.chdir(tmp_path)
+    check_command_line([f'hydra.run.dir="{tmp_path}/quoted run"'], ROOT / "conf", "train")
+    assert (tmp_path / "quoted run").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quoted run"]
+
+
 def test_ema_averages_every_weight_in_one_vectorised_update():
     """Lightning's averaged model with the callback's update follows ema ← decay·ema + (1 − decay)·w."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
