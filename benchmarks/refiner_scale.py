@@ -56,16 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--trajectories", type=int, default=8)
     parser.add_argument("--frames", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="2 trajectories, 4 frames, 2D on 32² grids")
+    parser.add_argument("--quick", action="store_true", help="2 trajectories, 4 frames, 2D on 16² grids")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    trajectories, frames, n = (2, 4, 32) if args.quick else (args.trajectories, args.frames, None)
+    trajectories, frames, n = (2, 4, 16) if args.quick else (args.trajectories, args.frames, None)
     runs = [[f"experiment={EXPERIMENT}"], *([f"pde={pde}"] for pde in PDES)]
     stds = [increment_std(overrides, trajectories, frames, n) for overrides in runs]
     target = stds[0][1] / DIFFERENCE_WEIGHT
     lines = [
         f"# PDE-Refiner's refined quantity: {trajectories} trajectories x {frames} model steps per row"
-        f"{' (2D on 32² grids)' if n else ''}; pde=ks_lpsda as experiment={EXPERIMENT} steps: 4 frames",
+        f"{f' (2D on {n}² grids)' if n else ''}; pde=ks_lpsda as experiment={EXPERIMENT} steps: 4 frames",
         f"# matched to experiment={EXPERIMENT} / {DIFFERENCE_WEIGHT} (PDEArena's KS set-up): refined std "
         f"{target:.3f}",
         f"{'data':<18} {'increment std':>14} {'refined std at 0.3':>19} {'difference_weight':>18}",

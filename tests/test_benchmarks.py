@@ -69,7 +69,7 @@ def test_stream_benchmark() -> None:
 
 def test_train_benchmark(tmp_path: Path) -> None:
     out = run_benchmark(
-        "train", "--steps", "60", "--warmup", "5", "--repeats", "1", "--configs", "0", "--out", str(tmp_path)
+        "train", "--steps", "30", "--warmup", "5", "--repeats", "1", "--configs", "0", "--out", str(tmp_path)
     )
     (row,) = [line for line in out.splitlines() if line.startswith("default")]
     online, memory, ratio = numbers(row)[-3:]
@@ -98,10 +98,13 @@ def test_ns_resolution_benchmark() -> None:
     assert rows["32²"][-1] < rows["16²"][-1]  # a finer solve grid is closer to the 64²-solved data
 
 
-def test_refiner_scale_benchmark(tmp_path: Path) -> None:
+def test_refiner_scale_benchmark(tmp_path: Path, capsys) -> None:
     """Each row's difference_weight gives the KS set-up's refined spread: std / weight is the same for all."""
+    from benchmarks.refiner_scale import main
+
     out = tmp_path / "refiner_scale.txt"
-    text = run_benchmark("refiner_scale", "--quick", "--out", str(out))
+    main(["--quick", "--out", str(out)])  # in process: the script's work, without a second interpreter
+    text = capsys.readouterr().out
     assert out.read_text() == text
     rows = {
         line.split()[0]: numbers(line.split(None, 1)[1])
