@@ -12,7 +12,8 @@ from data.timegrid import TimeGrid
 from data.trajectories import generate
 from evaluation import registry
 from evaluation.baseline import run_solver
-from evaluation.report import same_as_reference, solver_table
+from evaluation.report.tables import solver_table
+from evaluation.report.verdicts import same_as_reference
 from evaluation.timing import time_interleaved
 from tests.evaluation.conftest import eval_config
 from training.forecasters import persistence

@@ -13,11 +13,7 @@ from matplotlib.collections import QuadMesh
 
 from data.config import DATA_TARGETS, build_from_config
 from evaluation import metrics
-from evaluation.report import (
-    figure_parameter_space,
-    tail_tables,
-    varying_parameters,
-)
+from evaluation.report.parameter_space import figure_parameter_space, tail_tables, varying_parameters
 from solvers import KuramotoSivashinsky, NavierStokes2D
 from tests.evaluation.conftest import EVAL_CACHE, eval_config, train_tiny
 from training.checkpoint import load_checkpoint

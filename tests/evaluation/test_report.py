@@ -10,14 +10,9 @@ import pytest
 import xarray as xr
 from matplotlib.ticker import NullFormatter
 
-from evaluation.report import (
-    figure_cost_accuracy,
-    figure_error,
-    metric_tables,
-    solver_table,
-    summary_table,
-    tail_tables,
-)
+from evaluation.report.figures import figure_cost_accuracy, figure_error
+from evaluation.report.parameter_space import tail_tables
+from evaluation.report.tables import metric_tables, solver_table, summary_table
 from evaluation.report.verdicts import WARNING, shown_label, timing_note, verdict
 from tests.evaluation.conftest import eval_config
 from training.checkpoint import EvaluationError
@@ -193,7 +188,7 @@ def test_figures_from_the_dataset_carry_units(report):
 
 
 def test_protocol_card_says_where_the_training_data_came_from():
-    from evaluation.report import _training_data
+    from evaluation.report.tables import _training_data
 
     online = {
         "_target_": "data.OnlineDataModule",
