@@ -100,7 +100,9 @@ class FNO(SurrogateNet):
             )
         self.modes = (modes,) * ndim if isinstance(modes, int) else tuple(modes)
         self.grid, self.padding, self.grid_extent = grid, padding, float(grid_extent)
-        self.grid_endpoint = bool(grid_endpoint)
+        if not isinstance(grid_endpoint, bool):
+            raise ValueError(f"FNO: grid_endpoint={grid_endpoint!r}; allowed: true, false")
+        self.grid_endpoint = grid_endpoint
         activation_class = ACTIVATIONS[activation]
         self.act = activation_class()
         if n is not None:

@@ -199,3 +199,5 @@ def test_paper_presets_use_the_references_linspace_coordinates_and_i_over_n_is_a
         preset, ndim=ndim, channels=1, time_history=1, time_future=1, cond_dim=0, grid_endpoint=False
     )
     torch.testing.assert_close(periodic._coordinates(x)[0, -1].flatten()[:8], torch.arange(8) * extent / 8)
+    with pytest.raises(ValueError, match="grid_endpoint='maybe'; allowed: true, false"):
+        build(preset, ndim=ndim, channels=1, time_history=1, time_future=1, cond_dim=0, grid_endpoint="maybe")
