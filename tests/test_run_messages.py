@@ -199,16 +199,17 @@ def test_data_workers_leave_stop_signals_to_the_training_process(tmp_path):
 def test_the_untrained_validation_is_the_blow_up_reference_and_results_are_written(tmp_path, monkeypatch):
     import json
 
+    import training.callbacks
     import training.run
 
     made = []
 
     class Recording(BlowUpCheck):
-        def __init__(self) -> None:
-            super().__init__()
+        def __init__(self, **limits: float) -> None:
+            super().__init__(**limits)
             made.append(self)
 
-    monkeypatch.setattr(training.run, "BlowUpCheck", Recording)
+    monkeypatch.setattr(training.callbacks, "BlowUpCheck", Recording)  # callbacks.blow_up's _target_
     overrides = [o for o in tiny(tmp_path) if not o.startswith("validate_untrained")]
     results = training.run.fit(
         compose_train([*overrides, "trainer.max_steps=2", "trainer.val_check_interval=2"])

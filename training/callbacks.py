@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from data.datamodule import OnlineDataModule
 from data.progress import duration
-from solvers.errors import ConfigError
+from solvers.errors import ConfigError, check_number
 from solvers.threads import Registry, intra_op_threads
 
 log = logging.getLogger("pdestream")
@@ -319,17 +319,16 @@ class LogProgress(ProgressBar):
 class BlowUpCheck(pl.Callback):
     """Says, in one warning line right after the validation line, when a validation blew up.
 
-    A validation blew up when a ``val/`` metric is not finite, when ``val/rel_l2`` exceeds
-    :attr:`REL_L2_LIMIT` (predictions ten times the size of the truth, whatever the units), or when
-    ``val/mse`` exceeds :attr:`MSE_FACTOR` times the untrained model's (``reference``, which
-    :func:`training.run.fit` sets from its untrained validation; absent without one). The run goes on: the
-    line says what happened and what to try; ``best.ckpt`` keeps the best model validated before.
+    A validation blew up when a ``val/`` metric is not finite, when ``val/rel_l2`` exceeds ``rel_l2_limit``
+    (predictions that many times the size of the truth, whatever the units), or when ``val/mse`` exceeds
+    ``mse_factor`` times the untrained model's (``reference``, which :func:`training.run.fit` sets from its
+    untrained validation; absent without one). The run goes on: the line says what happened and what to try;
+    ``best.ckpt`` keeps the best model validated before. Configured as ``callbacks.blow_up``.
     """
 
-    REL_L2_LIMIT = 10.0
-    MSE_FACTOR = 100.0
-
-    def __init__(self) -> None:
+    def __init__(self, rel_l2_limit: float = 10.0, mse_factor: float = 100.0) -> None:
+        self.rel_l2_limit = check_number("callbacks.blow_up.rel_l2_limit", rel_l2_limit, low=0, low_open=True)
+        self.mse_factor = check_number("callbacks.blow_up.mse_factor", mse_factor, low=1)
         self.reference: dict[str, float] = {}
 
     def verdict(self, metrics: Mapping[str, float]) -> str | None:
@@ -338,11 +337,11 @@ class BlowUpCheck(pl.Callback):
         if bad:
             return f"{', '.join(bad)} not finite"
         mse, untrained = metrics.get("val/mse"), self.reference.get("val/mse")
-        if mse is not None and untrained is not None and untrained > 0 and mse > self.MSE_FACTOR * untrained:
+        if mse is not None and untrained is not None and untrained > 0 and mse > self.mse_factor * untrained:
             return f"val/mse {mse:.3g} is {mse / untrained:.2g} times the untrained model's {untrained:.3g}"
         rel = metrics.get("val/rel_l2")
-        if rel is not None and rel > self.REL_L2_LIMIT:
-            return f"val/rel_l2 {rel:.3g}: the predictions are over {self.REL_L2_LIMIT:g} times the size of the truth"
+        if rel is not None and rel > self.rel_l2_limit:
+            return f"val/rel_l2 {rel:.3g}: the predictions are over {self.rel_l2_limit:g} times the size of the truth"
         return None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -341,7 +341,7 @@ def _build(
     if cfg.get("compile"):
         net.compile()
     callbacks = [_instantiate(c, "callbacks") for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks += [BlowUpCheck(), budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
+    callbacks += [budget, FiniteGuard(), StopGuard(str(last_checkpoint(cfg)))]
     logger = _instantiate(cfg.logger, "logger") if cfg.get("logger") else False
     plugins: list[Any] = [AtomicCheckpointIO()]
     if (
