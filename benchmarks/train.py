@@ -1,22 +1,29 @@
 """Training throughput fed online vs fed from memory: is the online stream ever the bottleneck?
 
 For each configuration, builds the real training run (``training.run.build``, as ``train.py`` does)
-and measures samples per second of ``Trainer.fit`` after a warm-up, for two data sources:
+and measures samples per second of ``Trainer.fit`` in the stream's steady state, for two data sources:
 
 * **online** — the configured DataModule: solvers generate while the model trains;
-* **memory** — the same number of batches drawn from that stream beforehand and served from a list.
+* **memory** — the first batches of that stream drawn beforehand and served from a list, over and over.
 
-The ratio online / memory is the figure of merit (goal: >= 0.9). Validation is switched off so only
-the training loop is timed. The two sources are measured alternately ``--repeats`` times and the best
-rate of each is kept, so a burst of load on a shared machine does not land on one side only.
+The stream solves in rounds (``data.solver_batch`` trajectories each) whenever its replay buffer has
+served its reuse budget, so a training run alternates a solve and the steps that solve feeds. The first
+round, the buffer fill, is fed by many more steps than the rounds after it, so a short run from the start
+measures little or no generation. The window timed here therefore runs from the step before the first
+round after the fill to the step before the ``cycles + 1``-th: ``--cycles`` whole cycles of solve and
+training. The memory source is timed over as many steps, after a warm-up of its own. The ratio
+online / memory is the figure of merit (goal: >= 0.9). Validation is switched off. The two sources are
+measured alternately ``--repeats`` times and the best rate of each is kept, so a burst of load on a
+shared machine does not land on one side only.
 
 Usage (from the repository root):
-``python -m benchmarks.train [--steps 200] [--warmup 20] [--repeats 2] [--device cpu] [--configs 0 2]``.
+``python -m benchmarks.train [--cycles 2] [--repeats 2] [--device cpu] [--configs 0 2] [--set KEY=VALUE ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import time
 from pathlib import Path
@@ -33,12 +40,13 @@ from data.stream import STREAM_KEY
 from training.run import build
 
 ROOT = Path(__file__).resolve().parents[1]
-NAVIER_STOKES = [
-    "pde=navier_stokes",
-    "data.solver_batch=8",
-    "data.buffer.capacity=2048",
-    "data.buffer.watermark=512",
-]
+MAX_STEPS = 100_000
+"""Steps an online run may take to reach its rounds (it stops there)."""
+MEMORY_BATCHES = 64
+"""Distinct batches the memory source serves (cycled: the training step does not depend on their values)."""
+MEMORY_WARMUP = 50
+"""Steps the memory source takes before its timed steps, as many as the online window holds."""
+NAVIER_STOKES = ["pde=navier_stokes"]
 CONFIGS: dict[str, list[str]] = {
     "default (KS 256, fno-small)": [],
     "KS, 2 CPU generation workers": ["data.generation=cpu", "data.num_workers=2"],
@@ -48,26 +56,33 @@ CONFIGS: dict[str, list[str]] = {
 
 
 class Clock(pl.Callback):
-    """Wall time and samples between the end of step ``warmup`` and the end of training."""
+    """The end time of every training step and, fed online, the steps whose batch came after a new solver
+    round of a shard (a DataLoader worker) that had served batches before: its fill does not count. Stops the
+    run at the ``cycles + 1``-th such step, or after step ``last``."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.samples, self.start, self.end = warmup, 0, 0.0, 0.0
+    def __init__(self, cycles: int | None = None, last: int | None = None) -> None:
+        self.cycles, self.last, self.ends, self.starts = cycles, last, [], []
+        self.rounds: dict[int, int] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, i: int) -> None:
-        if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
-        elif trainer.global_step > self.warmup:
-            self.samples += batch["x"].shape[0]
-        self.end = time.perf_counter()
+        self.ends.append(time.perf_counter())
+        if self.last is not None and len(self.ends) > self.last:
+            trainer.should_stop = True
+        if trainer.datamodule is None:
+            return
+        for shard, entry in trainer.datamodule.stream_state["shards"].items():
+            if self.rounds.get(shard, int(entry["next"])) < int(entry["next"]):
+                self.starts.append(len(self.ends) - 1)
+            self.rounds[shard] = int(entry["next"])
+        if self.cycles is not None and len(self.starts) > self.cycles:
+            trainer.should_stop = True
 
-    @property
-    def rate(self) -> float:
-        return self.samples / (self.end - self.start)
+    def rate(self, first: int, last: int, batch_size: int) -> float:
+        """Samples per second from the end of step ``first`` to the end of step ``last``."""
+        return (last - first) * batch_size / (self.ends[last] - self.ends[first])
 
 
-def run(
-    overrides: list[str], steps: int, warmup: int, repeats: int, device: str, tmp: Path
-) -> dict[str, float]:
+def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path) -> dict[str, float]:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
@@ -81,7 +96,7 @@ def run(
                 "+trainer.limit_val_batches=0",
                 "+trainer.enable_progress_bar=false",
                 "trainer.enable_model_summary=false",
-                f"trainer.max_steps={steps}",
+                f"trainer.max_steps={MAX_STEPS}",
                 f"paths.output_dir={tmp}",
                 f"data.cache_dir={tmp / 'cache'}",
                 f"hydra.run.dir={tmp}",
@@ -90,51 +105,61 @@ def run(
         )
     HydraConfig().set_config(cfg)
     rates = {"online": 0.0, "memory": 0.0}
+    batch_size = int(cfg.data.batch_size)
+    window: tuple[int, int] | None = None
     for source in ("online", "memory") * repeats:
         built = build(cfg)
-        clock = Clock(warmup)
-        built.trainer.callbacks.append(clock)
         if source == "online":
+            clock = Clock(cycles)
+            built.trainer.callbacks.append(clock)
             built.trainer.fit(built.module, datamodule=built.datamodule)
+            if len(clock.starts) <= cycles:
+                raise SystemExit(
+                    f"only {len(clock.starts)} solver rounds after the fill in {MAX_STEPS} steps"
+                )
+            window = (clock.starts[0] - 1, clock.starts[cycles] - 1)
         else:
+            assert window is not None
             loader = built.datamodule.train_dataloader()
             batches = []
             for batch in loader:
                 batches.append({k: v for k, v in batch.items() if k != STREAM_KEY})
-                if len(batches) == steps:
+                if len(batches) == MEMORY_BATCHES:
                     break
-            memory = DataLoader(batches, batch_size=None, shuffle=False)
-            built.trainer.fit(built.module, train_dataloaders=memory)
-        rates[source] = max(rates[source], clock.rate)
+            steps = MEMORY_WARMUP + window[1] - window[0]
+            clock = Clock(last=steps)
+            built.trainer.callbacks.append(clock)
+            repeated = batches * math.ceil((steps + 1) / len(batches))
+            built.trainer.fit(built.module, train_dataloaders=DataLoader(repeated, batch_size=None))
+        first = window[0] if source == "online" else MEMORY_WARMUP
+        rates[source] = max(rates[source], clock.rate(first, first + window[1] - window[0], batch_size))
     return rates
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--cycles", type=int, default=2, help="solver rounds (and the steps they feed) timed")
     parser.add_argument("--repeats", type=int, default=2, help="alternate measurements per source; best kept")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"))
     parser.add_argument("--configs", type=int, nargs="*", help="row numbers to run (default: all)")
+    parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides added to every row")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.steps <= args.warmup:
-        parser.error(
-            f"need --repeats >= 1 and --steps > --warmup, got {args.repeats}, {args.steps}, {args.warmup}"
-        )
+    if args.repeats < 1 or args.cycles < 1:
+        parser.error(f"need --repeats >= 1 and --cycles >= 1, got {args.repeats}, {args.cycles}")
     if unknown := sorted(set(args.configs or []) - set(range(len(CONFIGS)))):
         parser.error(f"--configs {unknown}: no such rows; allowed: 0 to {len(CONFIGS) - 1}")
     cpu = platform.processor() or platform.machine()
     print(
-        f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.steps} steps, "
-        f"best of {args.repeats}"
+        f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.cycles} solver "
+        f"rounds in steady state, best of {args.repeats}"
     )
     print(f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}")
     for number, (name, overrides) in enumerate(CONFIGS.items()):
         if args.configs and number not in args.configs:
             continue
         rates = run(
-            overrides, args.steps, args.warmup, args.repeats, args.device, args.out / f"config{number}"
+            [*overrides, *args.set], args.cycles, args.repeats, args.device, args.out / f"config{number}"
         )
         ratio = rates["online"] / rates["memory"]
         print(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")

@@ -11,10 +11,12 @@ Trefethen, *Spectral Methods in MATLAB*, 2000, program 27; Kassam & Trefethen 20
 ``−nu |k|^2 − drag`` is integrated exactly, advection and forcing explicitly with classical RK4.
 Global order 4 in time; the linear part imposes no step limit, advection imposes a CFL limit
 (RK4's imaginary-axis stability bound 2√2 with the dealiased ``k_max = 2π/(3 dx)`` gives
-``h (|u| + |v|)_max / dx <= 1.35``). Each trajectory keeps to it by itself: every internal step of at
-most ``dt`` is split into as many equal sub-steps as that trajectory's current velocity needs for a
-Courant number ``<= cfl``, so a trajectory's result never depends on the other trajectories of its batch,
-and ``dt`` is an accuracy setting, not a stability one.
+``h (|u| + |v|)_max / dx <= 1.35``, with the dealiased velocity). Each trajectory keeps to it by itself:
+within every internal step of at most ``dt``, before each sub-step, it splits what is left of the step into
+the fewest equal shares its current velocity allows at a Courant number ``<= cfl``, and takes one. The speed
+comes from the fields of the sub-step's first RK4 stage, so checking it costs no transform. A trajectory's
+result never depends on the other trajectories of its batch, and ``dt`` caps the step for accuracy; it
+does not set stability.
 """
 
 from __future__ import annotations
@@ -179,50 +181,64 @@ class NavierStokes2D(Solver):
             raise ConfigError(f"parameter drag must be >= 0, got min {params['drag'].min().item():g}")
         n, dx = self.n_solve, self.dx_solve
         ikx, iky, inv_k_sq, mask, k_sq = self._spectral_operators(device, dtype)
+        # one product each way: w -> the dealiased (u, v, w), u = (ψ_y, −ψ_x) with −Δψ = w, and the
+        # flux (u w, v w) -> its dealiased divergence
+        to_fields = torch.stack([iky * inv_k_sq, -ikx * inv_k_sq, torch.ones_like(inv_k_sq)]) * mask
+        divergence = torch.stack(torch.broadcast_tensors(ikx, iky)) * mask
         nu, drag = (params[name].reshape(-1, 1, 1, 1) for name in ("nu", "drag"))
         linear = -(nu * k_sq + drag)
-        source = None
+        source = torch.zeros((), dtype=_complex(dtype), device=device)
         if self._forcing_hat is not None:
             amplitude = params["forcing_amplitude"].reshape(-1, 1, 1, 1)
             source = amplitude * self._forcing_hat.to(device=device, dtype=_complex(dtype))
 
-        def rhs(w_hat: Tensor) -> Tensor:
-            """Explicit part ``f − ∂_x(u w) − ∂_y(v w)`` (dealiased), in Fourier space."""
-            kept = w_hat * mask
-            velocity = _velocity_hat(kept * inv_k_sq, ikx, iky)
-            fields = torch.fft.irfft2(torch.cat([velocity, kept], dim=1), s=(n, n))
-            flux = torch.fft.rfft2(fields[:, :2] * fields[:, 2:])
-            advection = (ikx * flux[:, :1] + iky * flux[:, 1:]) * mask
-            return -advection if source is None else source - advection
+        def fields_of(w_hat: Tensor) -> Tensor:
+            """The dealiased ``(u, v, w)`` on the grid, ``[B, 3, n, n]``."""
+            return torch.fft.irfft2(w_hat * to_fields, s=(n, n))
 
-        def ifrk4(w_hat: Tensor, h: Tensor) -> Tensor:
-            """One IFRK4 step of size ``h`` (a number, or ``[B, 1, 1, 1]`` per trajectory)."""
+        def rhs(fields: Tensor) -> Tensor:
+            """Explicit part ``f − ∂_x(u w) − ∂_y(v w)`` (dealiased), in Fourier space, from ``fields_of``."""
+            flux = torch.fft.rfft2(fields[:, :2] * fields[:, 2:])
+            return source - (flux * divergence).sum(dim=1, keepdim=True)
+
+        def ifrk4(w_hat: Tensor, fields: Tensor, h: Tensor) -> Tensor:
+            """One IFRK4 step of size ``h`` (``[B, 1, 1, 1]``, per trajectory) from ``w_hat`` and its fields."""
             half = torch.exp(0.5 * h * linear)
             full = half * half
-            k1 = h * rhs(w_hat)
-            k2 = h * rhs(half * (w_hat + 0.5 * k1))
-            k3 = h * rhs(half * w_hat + 0.5 * k2)
-            k4 = h * rhs(full * w_hat + half * k3)
-            return full * w_hat + (full * k1 + 2 * half * (k2 + k3) + k4) / 6
+            k1 = h * rhs(fields)
+            k2 = h * rhs(fields_of(half * w_hat.add(k1, alpha=0.5)))
+            half_w = half * w_hat
+            k3 = h * rhs(fields_of(half_w.add(k2, alpha=0.5)))
+            full_w = full * w_hat
+            k4 = h * rhs(fields_of(torch.addcmul(full_w, half, k3)))
+            increment = torch.addcmul(torch.addcmul(k4, full, k1), half, k2.add_(k3), value=2)
+            return full_w.add_(increment, alpha=1 / 6)
 
         def step(w_hat: Tensor, h: float) -> Tensor:
-            """Advance by ``h`` in equal sub-steps per trajectory, each at a Courant number ``<= cfl``."""
-            speed = _speed(w_hat, ikx, iky, inv_k_sq, n)
-            counts = torch.ceil(h * speed / (self.cfl * dx) - 1e-9).clamp_min(1)
-            most = int(counts.max().item()) if bool(torch.isfinite(counts).all()) else MAX_SUBSTEPS + 1
-            if most > MAX_SUBSTEPS:
-                raise ConfigError(
-                    f"{type(self).__name__}: a step of dt={h:g} needs {most} CFL sub-steps at max(|u|+|v|)="
-                    f"{speed.max().item():.3g} (at most {MAX_SUBSTEPS}); lower n_solve or shorten the rollout"
-                )
-            if most == 1:
-                return ifrk4(w_hat, torch.tensor(h, dtype=dtype, device=device))
-            counts = counts.reshape(-1, 1, 1, 1)
-            sub = (h / counts).to(dtype)
-            for i in range(most):
-                # a trajectory that needs fewer sub-steps than the slowest one stops after its own count
-                w_hat = torch.where(counts > i, ifrk4(w_hat, sub), w_hat)
-            return w_hat
+            """Advance by ``h``. Before every sub-step each trajectory sizes its own from its current speed:
+            what it has left, in the fewest equal shares at a Courant number ``<= cfl``. A trajectory that is
+            done (or non-finite: blown up, flagged by the caller) takes steps of size 0, which leave it as is."""
+            left = torch.full((w_hat.shape[0], 1, 1, 1), h, dtype=torch.float64, device=device)
+            for _ in range(MAX_SUBSTEPS):
+                fields = fields_of(w_hat)
+                speed = fields[:, :2].abs().sum(dim=1, keepdim=True).amax(dim=(2, 3), keepdim=True).double()
+                shares = torch.ceil(left * speed / (self.cfl * dx) - 1e-9).clamp_min(1)
+                shares = torch.where(torch.isfinite(shares), shares, 1.0)
+                sub = torch.where(torch.isfinite(speed), left / shares, 0.0)
+                most = int(shares.max().item()) if bool((sub > 0).any()) else 0
+                if most == 0:
+                    return w_hat
+                if most > MAX_SUBSTEPS:
+                    raise ConfigError(
+                        f"{type(self).__name__}: a step of dt={h:g} needs {most} CFL sub-steps at max(|u|+|v|)="
+                        f"{speed.max().item():.3g} (at most {MAX_SUBSTEPS}); lower n_solve or shorten the rollout"
+                    )
+                w_hat = ifrk4(w_hat, fields, sub.to(dtype))
+                left = left - sub
+            raise ConfigError(
+                f"{type(self).__name__}: a step of dt={h:g} took {MAX_SUBSTEPS} CFL sub-steps without ending; "
+                "lower n_solve or shorten the rollout"
+            )
 
         return step
 
@@ -234,17 +250,6 @@ class NavierStokes2D(Solver):
         real = [t.to(device=device, dtype=dtype) for t in (self._inv_k_sq, self._mask, self._k_sq)]
         imag = [(1j * k).to(device=device, dtype=_complex(dtype)) for k in (self._kx, self._ky)]
         return imag[0], imag[1], real[0], real[1], real[2]
-
-
-def _speed(w_hat: Tensor, ikx: Tensor, iky: Tensor, inv_k_sq: Tensor, n: int) -> Tensor:
-    """``max (|u| + |v|)`` per trajectory, ``[B]`` (float64), of the vorticity ``w_hat`` on an ``n``-grid."""
-    velocity = torch.fft.irfft2(_velocity_hat(w_hat * inv_k_sq, ikx, iky), s=(n, n))
-    return velocity.abs().sum(dim=1).flatten(1).amax(dim=1).double()
-
-
-def _velocity_hat(psi_hat: Tensor, ikx: Tensor, iky: Tensor) -> Tensor:
-    """Fourier coefficients of ``u = (ψ_y, −ψ_x)`` stacked on the channel axis: ``[B, 1, ...] -> [B, 2, ...]``."""
-    return torch.cat([iky * psi_hat, -ikx * psi_hat], dim=1)
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
