@@ -17,7 +17,8 @@ measured alternately ``--repeats`` times and the best rate of each is kept, so a
 shared machine does not land on one side only.
 
 Usage (from the repository root):
-``python -m benchmarks.train [--cycles 2] [--repeats 2] [--device cpu] [--configs 0 2] [--set KEY=VALUE ...]``.
+``python -m benchmarks.train [--cycles 2] [--repeats 2] [--device cpu] [--configs 0 2] [--set KEY=VALUE ...]
+[--results benchmarks/results/train.txt]``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,10 @@ class Clock(pl.Callback):
 
 
 def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path) -> dict[str, float]:
+    """Best online and memory rates of one configuration; runs write under a new folder of ``tmp``, which
+    keeps the validation-set cache across invocations."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    fresh = tempfile.mkdtemp(prefix="run-", dir=tmp)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
@@ -97,9 +103,9 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
                 "+trainer.enable_progress_bar=false",
                 "trainer.enable_model_summary=false",
                 f"trainer.max_steps={MAX_STEPS}",
-                f"paths.output_dir={tmp}",
+                f"paths.output_dir={fresh}",
                 f"data.cache_dir={tmp / 'cache'}",
-                f"hydra.run.dir={tmp}",
+                f"hydra.run.dir={fresh}",
             ],
             return_hydra_config=True,
         )
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycles", type=int, default=2, help="solver rounds (and the steps they feed) timed")
     parser.add_argument("--repeats", type=int, default=2, help="alternate measurements per source; best kept")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/pdestream-bench-train"), help="scratch folder")
+    parser.add_argument("--results", type=Path, help="also write the table to this file")
     parser.add_argument("--configs", type=int, nargs="*", help="row numbers to run (default: all)")
     parser.add_argument("--set", nargs="*", default=[], help="Hydra overrides added to every row")
     args = parser.parse_args(argv)
@@ -150,11 +157,19 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := sorted(set(args.configs or []) - set(range(len(CONFIGS)))):
         parser.error(f"--configs {unknown}: no such rows; allowed: 0 to {len(CONFIGS) - 1}")
     cpu = platform.processor() or platform.machine()
-    print(
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+        if args.results is not None:
+            args.results.write_text("\n".join(lines) + "\n")
+
+    say(
         f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.cycles} solver "
         f"rounds in steady state, best of {args.repeats}"
     )
-    print(f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}")
+    say(f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}")
     for number, (name, overrides) in enumerate(CONFIGS.items()):
         if args.configs and number not in args.configs:
             continue
@@ -162,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             [*overrides, *args.set], args.cycles, args.repeats, args.device, args.out / f"config{number}"
         )
         ratio = rates["online"] / rates["memory"]
-        print(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")
+        say(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")
 
 
 if __name__ == "__main__":

@@ -378,7 +378,9 @@ def test_docs_quote_the_compiled_default_run() -> None:
         assert f"{seconds} s" in text, seconds
 
 
-@pytest.mark.parametrize("name", ["fno_step.txt", "step_overhead.txt"])
+@pytest.mark.parametrize(
+    "name", ["fno_step.txt", "step_overhead.txt", "train.txt", "solver_dt_navier_stokes.txt"]
+)
 def test_docs_quote_the_speed_tables(name: str) -> None:
     """The speed tables of docs/figures.md are the benchmark files as written (the profile after the table
     excepted)."""
@@ -431,3 +433,29 @@ def test_docs_quote_the_main_job_timings(name: str) -> None:
     lines = (ROOT / "benchmarks" / "results" / name).read_text().splitlines()
     for line in [line for line in lines if line.startswith("|")] if name.endswith(".md") else lines:
         assert line in readme, line
+
+
+def test_docs_online_vs_memory_figures_follow_the_results() -> None:
+    """The 2D cost split of docs/figures.md, computed from benchmarks/results/train.txt and the solver_dt table:
+    32 trajectories × 100 frames a round, 96 windows each served 4 times (the defaults)."""
+    from benchmarks.solver_dt import parse
+
+    text = " ".join((ROOT / "docs" / "figures.md").read_text().split())
+    results = (ROOT / "benchmarks" / "results" / "train.txt").read_text()
+    (row,) = [line for line in results.splitlines() if "NS 64²," in line]
+    online, memory, _ = numbers(row.split(")", 1)[1])
+    solve = 1e3 / online - 1e3 / memory
+    assert f"1/{memory} s = {1e3 / memory:.2f} ms" in text
+    assert f"1/{online} − 1/{memory} = {solve:.2f} ms of solving" in text
+    assert f"about {solve * 32 * 96 * 4 / (32 * 100):.1f} ms per trajectory-frame" in text
+    assert f"at most {1e3 / memory / 9:.2f} ms of solving per sample" in text
+    rows = {line[:32].strip(): numbers(line[32:]) for line in results.splitlines()[2:]}
+    for device, workers in (("2D (NS 64², fno-small)", "2D, 2 CPU generation workers"),
+                            ("default (KS 256, fno-small)", "KS, 2 CPU generation workers")):  # fmt: skip
+        assert f"{rows[device][0]} against {rows[workers][0]}" in text
+    rows = parse((ROOT / "benchmarks" / "results" / "solver_dt_navier_stokes.txt").read_text())
+    exact, rounded = [r for r in rows if r["preset"]]
+    (fine,) = [r for r in rows if r["dt"] == 0.025]
+    assert f"within {exact['error']:.1e} (relative L2, float64)".replace("e-0", "e-") in text
+    assert f"below the {rounded['error']:.0e} float32 round-off".replace("e-0", "e-") in text
+    assert f"At dt = 0.025 a frame costs {fine['ms'] / exact['ms']:.2f}× more" in text
