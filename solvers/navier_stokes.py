@@ -220,21 +220,23 @@ class NavierStokes2D(Solver):
             done (or non-finite: blown up, flagged by the caller) takes steps of size 0, which leave it as is."""
             left = torch.full((w_hat.shape[0], 1, 1, 1), h, dtype=torch.float64, device=device)
             for _ in range(MAX_SUBSTEPS):
+                if not bool((left > 0).any()):
+                    return w_hat
                 fields = fields_of(w_hat)
                 speed = fields[:, :2].abs().sum(dim=1, keepdim=True).amax(dim=(2, 3), keepdim=True).double()
-                shares = torch.ceil(left * speed / (self.cfl * dx) - 1e-9).clamp_min(1)
-                shares = torch.where(torch.isfinite(shares), shares, 1.0)
-                sub = torch.where(torch.isfinite(speed), left / shares, 0.0)
-                most = int(shares.max().item()) if bool((sub > 0).any()) else 0
-                if most == 0:
-                    return w_hat
+                finite = torch.isfinite(speed)
+                shares = torch.where(
+                    finite, torch.ceil(left * speed / (self.cfl * dx) - 1e-9).clamp_min(1), 1.0
+                )
+                most = int(shares.max().item())
                 if most > MAX_SUBSTEPS:
                     raise ConfigError(
                         f"{type(self).__name__}: a step of dt={h:g} needs {most} CFL sub-steps at max(|u|+|v|)="
                         f"{speed.max().item():.3g} (at most {MAX_SUBSTEPS}); lower n_solve or shorten the rollout"
                     )
+                sub = torch.where(finite, left / shares, 0.0)
                 w_hat = ifrk4(w_hat, fields, sub.to(dtype))
-                left = left - sub
+                left = torch.where(finite, left - sub, 0.0)
             raise ConfigError(
                 f"{type(self).__name__}: a step of dt={h:g} took {MAX_SUBSTEPS} CFL sub-steps without ending; "
                 "lower n_solve or shorten the rollout"

@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from solvers.base import DivergenceError
 from solvers.errors import ConfigError
 from solvers.navier_stokes import NavierStokes2D
 
@@ -228,6 +229,17 @@ def test_steps_beyond_the_cfl_limit_are_split_per_trajectory() -> None:
     assert (rms(out - reference) / rms(reference)).max().item() < 5e-4  # RK4 at Courant number 1: ~1e-4
     for i in range(2):  # the slow trajectory takes fewer sub-steps, whatever its batch-mate needs
         torch.testing.assert_close(out[i : i + 1], solver.solve(w0[i : i + 1], t), rtol=0, atol=1e-12)
+
+
+def test_a_blown_up_trajectory_leaves_its_batch_mates_to_finish() -> None:
+    """A non-finite trajectory takes sub-steps of size 0: the others are solved as alone, it is reported."""
+    solver = NavierStokes2D(n=32, length=TWO_PI, dt=0.5, nu=0.01, forcing="none")
+    w0 = torch.cat([smooth_flow(solver), torch.full_like(smooth_flow(solver), math.nan)])
+    t = times(0.0, 0.5, 1.0)
+    with pytest.raises(DivergenceError) as failure:
+        solver.solve(w0, t)
+    assert failure.value.indices == [1]
+    torch.testing.assert_close(failure.value.result[:1], solver.solve(w0[:1], t), rtol=0, atol=1e-12)
 
 
 def test_a_step_needing_too_many_substeps_is_refused() -> None:
