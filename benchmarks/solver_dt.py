@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data.config import SOLVER_TARGETS, build_from_config
+from solvers.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -68,17 +69,22 @@ def main(argv: list[str] | None = None) -> list[str]:
         parser.error(f"--pde {args.pde}: no such preset; allowed: {', '.join(allowed)}")
     if args.trajectories < 1 or args.frames < 2:
         parser.error(f"need --trajectories >= 1 and --frames >= 2, got {args.trajectories}, {args.frames}")
+    if min(*args.dts, args.reference) <= 0:
+        parser.error(f"--dts {args.dts} and --reference {args.reference}: every step must be > 0")
     preset = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    solver = build_from_config(preset, SOLVER_TARGETS, "pde")
     generator = torch.Generator().manual_seed(0)
-    u0 = solver.initial_condition(args.trajectories, generator, dtype=torch.float64)
+    try:
+        solver = build_from_config(preset, SOLVER_TARGETS, "pde")
+        u0 = solver.initial_condition(args.trajectories, generator, dtype=torch.float64)
+    except ConfigError as error:  # e.g. pde=external: files, no solver to draw starts from
+        parser.error(f"--pde {args.pde}: {error}")
     params = solver.sample_params(args.trajectories, generator)
     times = torch.arange(args.frames, dtype=torch.float64) * float(preset["dt_out"])
 
     def solve(dt: float, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
-        stepper = build_from_config({**preset, "dt": dt, "dt_out": None}, SOLVER_TARGETS, "pde")
+        at_dt = build_from_config({**preset, "dt": dt, "dt_out": None}, SOLVER_TARGETS, "pde")
         start = time.perf_counter()
-        u = stepper.solve(u0.to(dtype), times.to(dtype), params)
+        u = at_dt.solve(u0.to(dtype), times.to(dtype), params)
         seconds = time.perf_counter() - start
         return u.double(), seconds * 1e3 / (args.trajectories * (args.frames - 1))
 

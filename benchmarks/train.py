@@ -36,6 +36,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
@@ -173,9 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     for number, (name, overrides) in enumerate(CONFIGS.items()):
         if args.configs and number not in args.configs:
             continue
-        rates = run(
-            [*overrides, *args.set], args.cycles, args.repeats, args.device, args.out / f"config{number}"
-        )
+        try:
+            rates = run(
+                [*overrides, *args.set], args.cycles, args.repeats, args.device, args.out / f"config{number}"
+            )
+        except HydraException as error:  # an override the configuration refuses
+            parser.error(f"--set {' '.join(args.set)}: {str(error).splitlines()[0]}")
         ratio = rates["online"] / rates["memory"]
         say(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")
 

@@ -106,6 +106,23 @@ def test_solver_dt_benchmark(tmp_path: Path) -> None:
     assert all(0 <= r["error"] < 1e-3 and r["ms"] > 0 for r in rows)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pde", "nosuch"], "--pde nosuch: no such preset; allowed: "),
+        (["--pde", "external"], "--pde external: "),
+        (["--dts", "0.1", "0"], "every step must be > 0"),
+        (["--frames", "1"], "need --trajectories >= 1 and --frames >= 2"),
+    ],
+)
+def test_solver_dt_benchmark_refuses_bad_options(args: list[str], message: str, capsys) -> None:
+    from benchmarks.solver_dt import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_navier_stokes_preset_dt_is_below_float32_round_off() -> None:
     """The measured table behind conf/pde/navier_stokes.yaml: the preset's dt is the one measured, its error
     is the one the comment quotes and lies below the round-off of the float32 data it generates."""
@@ -125,7 +142,14 @@ def test_navier_stokes_preset_dt_is_below_float32_round_off() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--configs", "7"], "--configs [7]: no such rows"), (["--repeats", "0"], "need --repeats >= 1")],
+    [
+        (["--configs", "7"], "--configs [7]: no such rows"),
+        (["--repeats", "0"], "need --repeats >= 1"),
+        (
+            ["--configs", "0", "--set", "data.nosuch=1"],
+            "--set data.nosuch=1: Could not override 'data.nosuch'.",
+        ),
+    ],
 )
 def test_train_benchmark_refuses_bad_options(args: list[str], message: str, capsys) -> None:
     from benchmarks.train import main
