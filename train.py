@@ -21,10 +21,12 @@ from omegaconf import DictConfig
 
 from data.cli import guard_command_line
 from solvers.errors import EXIT_BAD_INPUT, exit_status_for_signal
+from training.process import keep_freed_memory
 from training.run import RunConfigError, fit, register_resolvers
 from training.stopping import Stopped
 
 register_resolvers()
+keep_freed_memory()
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

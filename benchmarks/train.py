@@ -24,12 +24,19 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
+import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+# set up as train.py sets up a training process: OpenMP threads sleep at barriers (read when torch loads)
+# and, when run as a script, the allocator keeps freed memory (training.process)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightning.pytorch as pl
 import torch
@@ -40,6 +47,7 @@ from hydra.errors import HydraException
 from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
+from training.process import keep_freed_memory
 from training.run import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +92,16 @@ class Clock(pl.Callback):
         """Samples per second from the end of step ``first`` to the end of step ``last``."""
         return (last - first) * batch_size / (self.ends[last] - self.ends[first])
 
+    def durations(self, first: int, last: int) -> list[float]:
+        """Seconds of steps ``first + 1`` to ``last``, each from the end of the step before."""
+        return [b - a for a, b in itertools.pairwise(self.ends[first : last + 1])]
+
 
 def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path) -> dict[str, float]:
-    """Best online and memory rates of one configuration; runs write under a new folder of ``tmp``, which
-    keeps the validation-set cache across invocations."""
+    """Best online and memory rates (samples/s) of one configuration, and the split of the best online run's
+    time: ``solve``, the seconds of a round (the mean excess of the steps that fetched a round's first batch
+    over the median step), and the median step of each source in ms (``online step``, ``memory step``).
+    Runs write under a new folder of ``tmp``, which keeps the validation-set cache across invocations."""
     tmp.mkdir(parents=True, exist_ok=True)
     fresh = tempfile.mkdtemp(prefix="run-", dir=tmp)
     GlobalHydra.instance().clear()
@@ -111,7 +125,13 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
             return_hydra_config=True,
         )
     HydraConfig().set_config(cfg)
-    rates = {"online": 0.0, "memory": 0.0}
+    rates = {
+        "online": 0.0,
+        "memory": 0.0,
+        "solve": math.nan,
+        "online step": math.nan,
+        "memory step": math.nan,
+    }
     batch_size = int(cfg.data.batch_size)
     window: tuple[int, int] | None = None
     for source in ("online", "memory") * repeats:
@@ -139,7 +159,18 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
             repeated = batches * math.ceil((steps + 1) / len(batches))
             built.trainer.fit(built.module, train_dataloaders=DataLoader(repeated, batch_size=None))
         first = window[0] if source == "online" else MEMORY_WARMUP
-        rates[source] = max(rates[source], clock.rate(first, first + window[1] - window[0], batch_size))
+        last = first + window[1] - window[0]
+        rate = clock.rate(first, last, batch_size)
+        if rate > rates[source]:
+            steps = clock.durations(first, last)
+            rates[source], rates[f"{source} step"] = rate, 1e3 * statistics.median(steps)
+            if source == "online":  # the step that solved a round: the one before its first batch's
+                # (Lightning fetches a batch ahead) or, without that prefetch, that batch's own
+                solving = [
+                    max(clock.ends[k - 1] - clock.ends[k - 2], clock.ends[k] - clock.ends[k - 1])
+                    for k in clock.starts[1 : cycles + 1]
+                ]
+                rates["solve"] = statistics.fmean(solving) - statistics.median(steps)
     return rates
 
 
@@ -170,7 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.cycles} solver "
         f"rounds in steady state, best of {args.repeats}"
     )
-    say(f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}")
+    say(
+        f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}"
+        f" {'solve [s/round]':>16s} {'step online/memory [ms]':>24s}"
+    )
     for number, (name, overrides) in enumerate(CONFIGS.items()):
         if args.configs and number not in args.configs:
             continue
@@ -181,8 +215,13 @@ def main(argv: list[str] | None = None) -> None:
         except HydraException as error:  # an override the configuration refuses
             parser.error(f"--set {' '.join(args.set)}: {str(error).splitlines()[0]}")
         ratio = rates["online"] / rates["memory"]
-        say(f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}")
+        steps = f"{rates['online step']:.1f}/{rates['memory step']:.1f}"
+        say(
+            f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}"
+            f" {rates['solve']:16.2f} {steps:>24s}"
+        )
 
 
 if __name__ == "__main__":
+    keep_freed_memory()
     main()

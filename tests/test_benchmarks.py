@@ -75,7 +75,8 @@ def test_train_benchmark_times_whole_solver_rounds_in_steady_state(tmp_path: Pat
 
     small = ["data.solver_batch=2", "data.frames=20", "data.buffer.watermark=32", "data.stats_trajectories=2"]
     rates = run(small, cycles=2, repeats=1, device="cpu", tmp=tmp_path)
-    assert_rates(list(rates.values()))
+    assert_rates([rates[k] for k in ("online", "memory", "online step", "memory step")])
+    assert math.isfinite(rates["solve"])  # a round's excess over a step: small rounds cost about a step
 
     clock = Clock(cycles=2)
     trainer = SimpleNamespace(datamodule=SimpleNamespace(stream_state={}), should_stop=False)
@@ -87,6 +88,24 @@ def test_train_benchmark_times_whole_solver_rounds_in_steady_state(tmp_path: Pat
         }  # each shard's rounds
         clock.on_train_batch_end(trainer, None, None, None, step)
     assert clock.starts == [3, 4, 5] and trainer.should_stop  # shard 1's fill (step 1) is no round
+
+
+def test_allocator_benchmark_measures_a_round_and_tabulates_the_medians() -> None:
+    """One process's figures (in this process: default thresholds, which it leaves as they are) and the
+    table's medians and ratio; ``python -m benchmarks.allocator`` runs each in a fresh process."""
+    from benchmarks.allocator import MODES, WORKLOADS, measure, table
+
+    figures = measure("ks round", "default", frames=2)
+    assert_rates([figures["seconds"], figures["peak_mib"]])
+    assert figures["sys"] >= 0 and figures["faults"] >= 0
+    fake = {"seconds": 2.0, "sys": 0.5, "faults": 100, "peak_mib": 300}
+    results = {
+        (w, m): [{**fake, "seconds": 2.0 if m == "default" else s} for s in (1.0, 1.5, 9.0)]
+        for w in WORKLOADS
+        for m in MODES
+    }
+    rows = [line for line in table(results, 3, 2).splitlines() if line.startswith("ks round")]
+    assert numbers(rows[0]) == [2.0, 1.5, 0.75, 0.5, 0.5, 100, 100, 300, 300]
 
 
 def test_solver_dt_benchmark(tmp_path: Path) -> None:
@@ -403,7 +422,7 @@ def test_docs_quote_the_compiled_default_run() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["fno_step.txt", "step_overhead.txt", "train.txt", "solver_dt_navier_stokes.txt"]
+    "name", ["fno_step.txt", "step_overhead.txt", "train.txt", "solver_dt_navier_stokes.txt", "allocator.txt"]
 )
 def test_docs_quote_the_speed_tables(name: str) -> None:
     """The speed tables of docs/figures.md are the benchmark files as written (the profile after the table
@@ -461,22 +480,25 @@ def test_docs_quote_the_main_job_timings(name: str) -> None:
 
 def test_docs_online_vs_memory_figures_follow_the_results() -> None:
     """The 2D cost split of docs/figures.md, computed from benchmarks/results/train.txt and the solver_dt table:
-    32 trajectories × 100 frames a round, 96 windows each served 4 times (the defaults)."""
+    32 trajectories × 100 frames a round, 96 windows each served 4 times, batches of 32 (the defaults)."""
     from benchmarks.solver_dt import parse
 
     text = " ".join((ROOT / "docs" / "figures.md").read_text().split())
     results = (ROOT / "benchmarks" / "results" / "train.txt").read_text()
     (row,) = [line for line in results.splitlines() if "NS 64²," in line]
-    online, memory, _ = numbers(row.split(")", 1)[1])
-    solve = 1e3 / online - 1e3 / memory
-    assert f"1/{memory} s = {1e3 / memory:.2f} ms" in text
-    assert f"1/{online} − 1/{memory} = {solve:.2f} ms of solving" in text
-    assert f"about {solve * 32 * 96 * 4 / (32 * 100):.1f} ms per trajectory-frame" in text
-    assert f"at most {1e3 / memory / 9:.2f} ms of solving per sample" in text
+    online, memory, _, solve, step_online, step_memory = numbers(row.split(")", 1)[1])
+    per_sample, solving = step_memory / 32, 1e3 * solve / (32 * 96 * 4)
+    assert f"now at {memory}. Online gained less (199.5 → {online})" in text
+    assert f"From memory a step takes {step_memory} ms, {per_sample:.2f} ms per sample" in text
+    assert f"Online a step takes {step_online} ms ({(step_online - step_memory) / 32:.2f} ms more" in text
+    assert f"solve, {solve} s, adds {solving:.2f} ms per sample: {1e3 * solve / 3200:.1f} ms per" in text
+    assert f"at most {per_sample / 9:.2f} ms per sample for both" in text
+    assert f"would have to be {solving / (per_sample / 9):.1f}× cheaper" in text
     rows = {line[:32].strip(): numbers(line[32:]) for line in results.splitlines()[2:]}
     for device, workers in (("2D (NS 64², fno-small)", "2D, 2 CPU generation workers"),
                             ("default (KS 256, fno-small)", "KS, 2 CPU generation workers")):  # fmt: skip
         assert f"{rows[device][0]} against {rows[workers][0]}" in text
+    assert f"({rows['2D, 2 CPU generation workers'][1]} against {memory} samples/s in 2D)" in text
     rows = parse((ROOT / "benchmarks" / "results" / "solver_dt_navier_stokes.txt").read_text())
     exact, rounded = [r for r in rows if r["preset"]]
     (fine,) = [r for r in rows if r["dt"] == 0.025]

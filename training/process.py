@@ -1,0 +1,49 @@
+"""Process-wide settings of a training process: how much freed memory glibc's allocator keeps for reuse.
+
+``train.py`` (and the benchmarks that time its training loop) call :func:`keep_freed_memory` at start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter numbers (``<malloc.h>``)."""
+
+MMAP_THRESHOLD = 32 * 2**20
+"""Blocks up to this size come from the heap instead of a mapping of their own (glibc's largest on 64-bit)."""
+
+TRIM_THRESHOLD = 256 * 2**20
+"""Free memory the heap keeps at its top before it hands it back to the kernel."""
+
+
+def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
+    """Make glibc's ``malloc`` reuse freed blocks of up to 32 MiB instead of mapping and unmapping them.
+
+    By default glibc serves a block above a threshold that adapts from 128 KiB with a fresh ``mmap`` and
+    returns it on ``free``, and trims the heap's top beyond twice that threshold. A training step or a
+    spectral solve allocates and frees tensors of a MiB or more by the dozen, so every step touches fresh
+    pages and the kernel zeroes them on the page fault (``python -m benchmarks.allocator`` measures the
+    cost; docs/figures.md quotes it). The price is resident memory: freed blocks stay in the process.
+
+    Returns whether the thresholds were set: not off Linux, not with another C library (musl's
+    ``mallopt`` refuses), and not when the environment already sets glibc's allocator (``GLIBC_TUNABLES``
+    with ``glibc.malloc``, a ``MALLOC_*`` variable) or preloads another (``LD_PRELOAD``).
+    """
+    environ = dict(os.environ) if environ is None else environ
+    user_set = (
+        "glibc.malloc" in environ.get("GLIBC_TUNABLES", "")
+        or any(name.startswith("MALLOC_") for name in environ)
+        or bool(environ.get("LD_PRELOAD"))
+    )
+    if user_set or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except AttributeError:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
