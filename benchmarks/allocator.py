@@ -28,13 +28,12 @@ from omegaconf import OmegaConf
 
 from benchmarks.models import in_subprocess
 from training import presets
-from training.process import keep_freed_memory
+from training.process import allocator_settings, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLVER_BATCH = 32
-"""Trajectories of a round: ``data.solver_batch`` of ``conf/data/online.yaml``."""
-TRAIN_BATCH = 32
-"""Samples of a training step: ``data.batch_size``."""
+ONLINE = OmegaConf.load(ROOT / "conf" / "data" / "online.yaml")
+SOLVER_BATCH, TRAIN_BATCH = int(ONLINE.solver_batch), int(ONLINE.batch_size)
+"""Trajectories of a round and samples of a training step, as the online data configuration has them."""
 STEPS = 10
 """Timed training steps."""
 WORKLOADS = ("ks round", "navier_stokes round", "fno-small steps, 2D 64²")
@@ -110,7 +109,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per workload and setting")
-    parser.add_argument("--frames", type=int, default=100, help="frames of a solver round (data.frames)")
+    parser.add_argument("--frames", type=int, default=int(ONLINE.frames), help="frames of a solver round")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of each process")
     parser.add_argument("--results", type=Path, help="also write the table to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -123,7 +122,7 @@ def main() -> None:
         print(json.dumps(measure(spec["workload"], spec["mode"], spec["frames"])))
         return
     # as train.py runs: OpenMP threads sleep at barriers; no allocator setting of the caller's own
-    for name in [n for n in os.environ if n.startswith("MALLOC_") or n in ("GLIBC_TUNABLES", "LD_PRELOAD")]:
+    for name in allocator_settings():
         del os.environ[name]
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}

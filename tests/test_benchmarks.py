@@ -505,3 +505,34 @@ def test_docs_online_vs_memory_figures_follow_the_results() -> None:
     assert f"within {exact['error']:.1e} (relative L2, float64)".replace("e-0", "e-") in text
     assert f"below the {rounded['error']:.0e} float32 round-off".replace("e-0", "e-") in text
     assert f"At dt = 0.025 a frame costs {fine['ms'] / exact['ms']:.2f}× more" in text
+
+
+def test_docs_allocator_and_contention_figures_follow_the_results() -> None:
+    """The prose of docs/figures.md and docs/training.md around the allocator and contention tables quotes
+    the figures of benchmarks/results/allocator.txt, train.txt and contention_3000.txt."""
+    figures = " ".join((ROOT / "docs" / "figures.md").read_text().split())
+    training = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    results = ROOT / "benchmarks" / "results"
+    rows = {
+        line[:26].strip(): numbers(line[26:])
+        for line in (results / "allocator.txt").read_text().splitlines()[2:]
+    }
+    ks, ns, steps = rows["ks round"], rows["navier_stokes round"], rows["fno-small steps, 2D 64²"]
+    assert (
+        f"took {steps[5]:,.0f} page faults and {steps[3]:.2f} s of kernel time. Kept, they take {steps[2]:.2f}×"
+        in figures
+    )
+    assert f"({ns[2]:.2f}× for Navier-Stokes, {ks[2]:.2f}× for the short KS round)" in figures
+    growth = max(row[8] - row[7] for row in rows.values())
+    assert f"the peak grew by up to {growth:.0f} MiB" in figures
+    assert (
+        f"Ten 2D `fno-small` steps take {steps[2]:.2f}× the time for it, a solver round alone measured {ns[2]:.2f}×"
+        in training
+    )
+    (row,) = [line for line in (results / "train.txt").read_text().splitlines() if "NS 64²," in line]
+    _, _, _, solve, _, step_memory = numbers(row.split(")", 1)[1])
+    assert f"384 steps: {solve:.1f} s of solving against {384 * step_memory / 1e3:.0f} s of steps" in figures
+    contention = (results / "contention_3000.txt").read_text()
+    solver = re.search(r"parts: a busy process cuts the throughput ([\d.]+)x", contention).group(1)
+    runs = re.search(r"the slower of the two takes ([\d.]+)x the solo time", contention).group(1)
+    assert f"less than 2.5× ({solver}×)" in figures and f"within {runs}× the time of one alone" in figures

@@ -927,11 +927,9 @@ def test_the_process_keeps_freed_memory_for_reuse() -> None:
     """glibc by default serves a fresh 24 MiB block with an ``mmap`` of its own (and unmaps it on
     ``free``); after :func:`keep_freed_memory` it comes from the heap, and the 16 MiB of temporaries freed
     after it stay in the heap for reuse. A user's own allocator settings are left alone."""
-    from training.process import keep_freed_memory
+    from training.process import allocator_settings, keep_freed_memory
 
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))
-    }
+    env = {k: v for k, v in os.environ.items() if k not in allocator_settings()}
 
     def probe(mode: str) -> list[list[float]]:
         run = subprocess.run(
@@ -953,4 +951,5 @@ def test_the_process_keeps_freed_memory_for_reuse() -> None:
         {"MALLOC_ARENA_MAX": "2"},
         {"LD_PRELOAD": "x.so"},
     ):
-        assert not keep_freed_memory(environ=user)
+        assert allocator_settings(user) == list(user) and not keep_freed_memory(environ=user)
+    assert allocator_settings({"GLIBC_TUNABLES": "glibc.rtld.nns=2", "LD_PRELOAD": ""}) == []

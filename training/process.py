@@ -20,6 +20,19 @@ TRIM_THRESHOLD = 256 * 2**20
 """Free memory the heap keeps at its top before it hands it back to the kernel."""
 
 
+def allocator_settings(environ: dict[str, str] | None = None) -> list[str]:
+    """The variables of ``environ`` (default: this process's) that set or replace glibc's allocator:
+    ``GLIBC_TUNABLES`` with a ``glibc.malloc`` tunable, any ``MALLOC_*``, a non-empty ``LD_PRELOAD``."""
+    environ = dict(os.environ) if environ is None else environ
+    return [
+        name
+        for name, value in environ.items()
+        if name.startswith("MALLOC_")
+        or (name == "GLIBC_TUNABLES" and "glibc.malloc" in value)
+        or (name == "LD_PRELOAD" and bool(value))
+    ]
+
+
 def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
     """Make glibc's ``malloc`` reuse freed blocks of up to 32 MiB instead of mapping and unmapping them.
 
@@ -30,16 +43,10 @@ def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
     cost; docs/figures.md quotes it). The price is resident memory: freed blocks stay in the process.
 
     Returns whether the thresholds were set: not off Linux, not with another C library (musl's
-    ``mallopt`` refuses), and not when the environment already sets glibc's allocator (``GLIBC_TUNABLES``
-    with ``glibc.malloc``, a ``MALLOC_*`` variable) or preloads another (``LD_PRELOAD``).
+    ``mallopt`` refuses), and not when the environment sets or replaces the allocator itself
+    (:func:`allocator_settings`).
     """
-    environ = dict(os.environ) if environ is None else environ
-    user_set = (
-        "glibc.malloc" in environ.get("GLIBC_TUNABLES", "")
-        or any(name.startswith("MALLOC_") for name in environ)
-        or bool(environ.get("LD_PRELOAD"))
-    )
-    if user_set or not sys.platform.startswith("linux"):
+    if allocator_settings(environ) or not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
