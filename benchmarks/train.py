@@ -16,6 +16,12 @@ online / memory is the figure of merit (goal: >= 0.9). Validation is switched of
 measured alternately ``--repeats`` times and the best rate of each is kept, so a burst of load on a
 shared machine does not land on one side only.
 
+Where the time goes, per configuration: the solve of a round (the excess of the step that solved it over the
+median step), the median step of each source, and the cores the training process kept busy with each
+(CPU seconds of all its threads per wall second). From the last follows the ``bound``: the ratio the online
+run would reach if it filled every idle cycle of the machine's cores with its work, which it cannot shrink
+(:func:`bound`; only where the stream generates in the training process, whose CPU time is measured).
+
 Usage (from the repository root):
 ``python -m benchmarks.train [--cycles 2] [--repeats 2] [--device cpu] [--configs 0 2] [--set KEY=VALUE ...]
 [--results benchmarks/results/train.txt]``.
@@ -47,6 +53,7 @@ from hydra.errors import HydraException
 from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
+from solvers.threads import affinity, available_cpus, cgroup_quota
 from training.process import keep_freed_memory
 from training.run import build
 
@@ -73,10 +80,12 @@ class Clock(pl.Callback):
 
     def __init__(self, cycles: int | None = None, last: int | None = None) -> None:
         self.cycles, self.last, self.ends, self.starts = cycles, last, [], []
+        self.cpu: list[float] = []  # the process's CPU seconds (all its threads) at each step's end
         self.rounds: dict[int, int] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, i: int) -> None:
         self.ends.append(time.perf_counter())
+        self.cpu.append(time.process_time())
         if self.last is not None and len(self.ends) > self.last:
             trainer.should_stop = True
         if trainer.datamodule is None:
@@ -92,6 +101,11 @@ class Clock(pl.Callback):
         """Samples per second from the end of step ``first`` to the end of step ``last``."""
         return (last - first) * batch_size / (self.ends[last] - self.ends[first])
 
+    def busy(self, first: int, last: int) -> float:
+        """Cores the process kept busy from the end of step ``first`` to the end of step ``last``: its CPU
+        seconds (every thread of it, not its DataLoader workers) per wall second."""
+        return (self.cpu[last] - self.cpu[first]) / (self.ends[last] - self.ends[first])
+
     def durations(self, first: int, last: int) -> list[float]:
         """Seconds of steps ``first + 1`` to ``last``, each from the end of the step before."""
         return [b - a for a, b in itertools.pairwise(self.ends[first : last + 1])]
@@ -100,7 +114,8 @@ class Clock(pl.Callback):
 def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path) -> dict[str, float]:
     """Best online and memory rates (samples/s) of one configuration, and the split of the best online run's
     time: ``solve``, the seconds of a round (the mean excess of the steps that fetched a round's first batch
-    over the median step), and the median step of each source in ms (``online step``, ``memory step``).
+    over the median step), the median step of each source in ms (``online step``, ``memory step``) and the
+    cores the training process kept busy (``online busy``, ``memory busy``; :meth:`Clock.busy`).
     Runs write under a new folder of ``tmp``, which keeps the validation-set cache across invocations."""
     tmp.mkdir(parents=True, exist_ok=True)
     fresh = tempfile.mkdtemp(prefix="run-", dir=tmp)
@@ -131,8 +146,11 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
         "solve": math.nan,
         "online step": math.nan,
         "memory step": math.nan,
+        "online busy": math.nan,
+        "memory busy": math.nan,
     }
     batch_size = int(cfg.data.batch_size)
+    rates["workers"] = float(cfg.data.num_workers if cfg.data.generation == "cpu" else 0)
     window: tuple[int, int] | None = None
     for source in ("online", "memory") * repeats:
         built = build(cfg)
@@ -164,6 +182,7 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
         if rate > rates[source]:
             steps = clock.durations(first, last)
             rates[source], rates[f"{source} step"] = rate, 1e3 * statistics.median(steps)
+            rates[f"{source} busy"] = clock.busy(first, last)
             if source == "online":  # the step that solved a round: the one before its first batch's
                 # (Lightning fetches a batch ahead) or, without that prefetch, that batch's own
                 solving = [
@@ -172,6 +191,13 @@ def run(overrides: list[str], cycles: int, repeats: int, device: str, tmp: Path)
                 ]
                 rates["solve"] = statistics.fmean(solving) - statistics.median(steps)
     return rates
+
+
+def bound(ratio: float, busy: float, cores: int) -> float:
+    """The most online / memory could reach if the online run used every idle cycle of ``cores`` cores: it
+    kept ``busy`` cores busy at ``ratio`` of the memory rate, and its work per sample cannot shrink, so its rate
+    can grow by ``cores / busy`` at most (and not beyond the memory-fed rate, whose steps it also takes)."""
+    return min(1.0, ratio * cores / busy)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := sorted(set(args.configs or []) - set(range(len(CONFIGS)))):
         parser.error(f"--configs {unknown}: no such rows; allowed: 0 to {len(CONFIGS) - 1}")
     cpu = platform.processor() or platform.machine()
+    cores = available_cpus(affinity(), cgroup_quota())
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -198,12 +225,13 @@ def main(argv: list[str] | None = None) -> None:
             args.results.write_text("\n".join(lines) + "\n")
 
     say(
-        f"# training throughput, {args.device} ({cpu}, {torch.get_num_threads()} threads), {args.cycles} solver "
-        f"rounds in steady state, best of {args.repeats}"
+        f"# training throughput, {args.device} ({cpu}, {cores} cores, {torch.get_num_threads()} threads), "
+        f"{args.cycles} solver rounds in steady state, best of {args.repeats}"
     )
     say(
         f"{'configuration':32s} {'online [samples/s]':>20s} {'memory [samples/s]':>20s} {'ratio':>7s}"
-        f" {'solve [s/round]':>16s} {'step online/memory [ms]':>24s}"
+        f" {'solve [s/round]':>16s} {'step online/memory [ms]':>24s} {'busy online/memory [cores]':>27s}"
+        f" {'bound':>6s}"
     )
     for number, (name, overrides) in enumerate(CONFIGS.items()):
         if args.configs and number not in args.configs:
@@ -216,9 +244,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--set {' '.join(args.set)}: {str(error).splitlines()[0]}")
         ratio = rates["online"] / rates["memory"]
         steps = f"{rates['online step']:.1f}/{rates['memory step']:.1f}"
+        busy = f"{rates['online busy']:.2f}/{rates['memory busy']:.2f}"
+        # workers' CPU time is not the training process's: no bound from it
+        most = f"{bound(ratio, rates['online busy'], cores):.2f}" if not rates["workers"] else "-"
         say(
             f"{name:32s} {rates['online']:20.1f} {rates['memory']:20.1f} {ratio:7.2f}"
-            f" {rates['solve']:16.2f} {steps:>24s}"
+            f" {rates['solve']:16.2f} {steps:>24s} {busy:>27s} {most:>6s}"
         )
 
 

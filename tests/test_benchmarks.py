@@ -71,12 +71,18 @@ def test_stream_benchmark() -> None:
 def test_train_benchmark_times_whole_solver_rounds_in_steady_state(tmp_path: Path) -> None:
     """Small rounds (2 trajectories of 20 frames: 32 windows, 4 uses each = 4 steps of 32) after a one-round
     fill: the online run stops two rounds after the fill's budget is spent, and both sources are timed."""
-    from benchmarks.train import Clock, run
+    from benchmarks.train import Clock, bound, run
 
     small = ["data.solver_batch=2", "data.frames=20", "data.buffer.watermark=32", "data.stats_trajectories=2"]
     rates = run(small, cycles=2, repeats=1, device="cpu", tmp=tmp_path)
     assert_rates([rates[k] for k in ("online", "memory", "online step", "memory step")])
     assert math.isfinite(rates["solve"])  # a round's excess over a step: small rounds cost about a step
+    for source in ("online", "memory"):  # CPU seconds per wall second of the process: at most its threads
+        assert 0 < rates[f"{source} busy"] <= torch.get_num_threads() + 0.1, rates
+    assert rates["workers"] == 0
+    # 0.6 of the memory rate with 1.5 of 2 cores busy: filling the idle half core gives 0.6 · 2/1.5 = 0.8;
+    # a run that leaves more idle than it lacks is bounded by the memory rate itself
+    assert bound(0.6, 1.5, 2) == pytest.approx(0.8) and bound(0.8, 1.0, 2) == 1.0
 
     clock = Clock(cycles=2)
     trainer = SimpleNamespace(datamodule=SimpleNamespace(stream_state={}), should_stop=False)
@@ -482,23 +488,35 @@ def test_docs_online_vs_memory_figures_follow_the_results() -> None:
     """The 2D cost split of docs/figures.md, computed from benchmarks/results/train.txt and the solver_dt table:
     32 trajectories × 100 frames a round, 96 windows each served 4 times, batches of 32 (the defaults)."""
     from benchmarks.solver_dt import parse
+    from benchmarks.train import bound
 
     text = " ".join((ROOT / "docs" / "figures.md").read_text().split())
     results = (ROOT / "benchmarks" / "results" / "train.txt").read_text()
     (row,) = [line for line in results.splitlines() if "NS 64²," in line]
-    online, memory, _, solve, step_online, step_memory = numbers(row.split(")", 1)[1])
+    online, memory, ratio, solve, step_online, step_memory, busy_online, busy_memory, most = numbers(
+        row.split(")", 1)[1]
+    )
     per_sample, solving = step_memory / 32, 1e3 * solve / (32 * 96 * 4)
-    assert f"now at {memory}. Online gained less (199.5 → {online})" in text
+    assert f"from memory it trained at 225.6 samples/s, now at {memory}, while" in text
     assert f"From memory a step takes {step_memory} ms, {per_sample:.2f} ms per sample" in text
     assert f"Online a step takes {step_online} ms ({(step_online - step_memory) / 32:.2f} ms more" in text
     assert f"solve, {solve} s, adds {solving:.2f} ms per sample: {1e3 * solve / 3200:.1f} ms per" in text
     assert f"at most {per_sample / 9:.2f} ms per sample for both" in text
     assert f"would have to be {solving / (per_sample / 9):.1f}× cheaper" in text
+    assert f"and not {solving / (per_sample / 9):.1f}×." in text
+    # the bound from the row's own (rounded) figures, and as the docs quote it
+    assert abs(bound(online / memory, busy_online, 2) - most) <= 0.011 and round(online / memory, 2) == ratio
+    assert f"the 2D steps keep {busy_memory:.2f} of the 2 cores busy; online, {busy_online:.2f}." in text
+    assert f"it would reach {most:.2f} of the memory rate (the `bound` column), still below 0.9" in text
+    assert most < 0.9
     rows = {line[:32].strip(): numbers(line[32:]) for line in results.splitlines()[2:]}
     for device, workers in (("2D (NS 64², fno-small)", "2D, 2 CPU generation workers"),
                             ("default (KS 256, fno-small)", "KS, 2 CPU generation workers")):  # fmt: skip
         assert f"{rows[device][0]} against {rows[workers][0]}" in text
     assert f"({rows['2D, 2 CPU generation workers'][1]} against {memory} samples/s in 2D)" in text
+    ks, ks_workers = rows["default (KS 256, fno-small)"], rows["KS, 2 CPU generation workers"]
+    assert f"(from memory {ks_workers[1]} samples/s on one thread, {ks[1]} on two)" in text
+    assert ks_workers[1] > ks[1] and ks_workers[0] > ks[0]  # as the prose says: with workers KS was faster
     rows = parse((ROOT / "benchmarks" / "results" / "solver_dt_navier_stokes.txt").read_text())
     exact, rounded = [r for r in rows if r["preset"]]
     (fine,) = [r for r in rows if r["dt"] == 0.025]
@@ -530,7 +548,7 @@ def test_docs_allocator_and_contention_figures_follow_the_results() -> None:
         in training
     )
     (row,) = [line for line in (results / "train.txt").read_text().splitlines() if "NS 64²," in line]
-    _, _, _, solve, _, step_memory = numbers(row.split(")", 1)[1])
+    _, _, _, solve, _, step_memory = numbers(row.split(")", 1)[1])[:6]
     assert f"384 steps: {solve:.1f} s of solving against {384 * step_memory / 1e3:.0f} s of steps" in figures
     contention = (results / "contention_3000.txt").read_text()
     solver = re.search(r"parts: a busy process cuts the throughput ([\d.]+)x", contention).group(1)
