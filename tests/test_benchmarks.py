@@ -47,6 +47,7 @@ def test_solvers_benchmark() -> None:
         assert_rates([rate])
 
 
+@pytest.mark.slow  # a benchmark command's smoke run; its results file is checked by the docs tests
 def test_models_benchmark() -> None:
     out = run_benchmark("models", "--presets", "fno-small", "--repeats", "1", "--no-neuralop")
     rows = [numbers(line) for line in out.splitlines() if line.startswith("fno-small")]
@@ -56,6 +57,7 @@ def test_models_benchmark() -> None:
         assert_rates([ms, mib])
 
 
+@pytest.mark.slow  # a benchmark command's smoke run; its results file is checked by the docs tests
 def test_stream_benchmark() -> None:
     out = run_benchmark(
         "stream",
@@ -396,6 +398,7 @@ def test_the_reference_fno_holding_pdestreams_weights_computes_the_same_function
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6 * float(theirs.abs().max()))
 
 
+@pytest.mark.slow  # a benchmark command's smoke run; its results file is checked by the docs tests
 def test_fno_step_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "fno_step.txt"
     args = ("--steps", "2", "--rounds", "1", "--cases", "1D s=256", "--threads", "1", "--out", str(out))
@@ -439,6 +442,7 @@ def test_docs_quote_the_speed_tables(name: str) -> None:
         assert line in readme, line
 
 
+@pytest.mark.slow  # a benchmark command's smoke run; its results file is checked by the docs tests
 def test_default_run_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "default_run.txt"
     overrides = (
@@ -464,6 +468,7 @@ def test_default_run_benchmark(tmp_path: Path) -> None:
         assert (tmp_path / f"default_run_{figure}.png").is_file(), figure
 
 
+@pytest.mark.slow  # a benchmark command's smoke run; its results file is checked by the docs tests
 def test_datasets_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "datasets.md"
     text = run_benchmark("datasets", "--presets", "lpsda_ks", "--sample", "2", "--out", str(out))
