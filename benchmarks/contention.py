@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from solvers.ks import KuramotoSivashinsky
-from solvers.threads import affinity, available_cpus, cgroup_quota
+from solvers.threads import live_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 BUSY = "while True: pass"
@@ -151,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.batch, args.frames, args.steps, args.rounds = 512, 2, 2, 1
-    cpus = available_cpus(affinity(), cgroup_quota())
+    cpus = live_cpus()
     print(
         f"# {platform.processor() or platform.machine()}, {cpus} CPU(s) available, torch {torch.__version__}, "
         f"{torch.get_num_threads()} intra-op threads; best of {args.rounds} alternating round(s)"

@@ -53,7 +53,7 @@ from hydra.errors import HydraException
 from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
-from solvers.threads import affinity, available_cpus, cgroup_quota
+from solvers.threads import live_cpus
 from training.process import keep_freed_memory
 from training.run import build
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := sorted(set(args.configs or []) - set(range(len(CONFIGS)))):
         parser.error(f"--configs {unknown}: no such rows; allowed: 0 to {len(CONFIGS) - 1}")
     cpu = platform.processor() or platform.machine()
-    cores = available_cpus(affinity(), cgroup_quota())
+    cores = live_cpus()
     lines: list[str] = []
 
     def say(line: str) -> None:

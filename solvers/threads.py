@@ -66,6 +66,11 @@ def available_cpus(cpus: int | None = None, quota: float | None = None) -> int:
     return max(1, cpus)
 
 
+def live_cpus() -> int:
+    """:func:`available_cpus` of the live system: this process's affinity capped by its cgroup quota."""
+    return available_cpus(affinity(), cgroup_quota())
+
+
 def ranks_per_node(env: Mapping[str, str] | None = None) -> int:
     """Training processes of this job on this node: ``LOCAL_WORLD_SIZE`` (torchrun, Lightning), else
     SLURM's tasks per node (``SLURM_NTASKS_PER_NODE``, ``"4"`` or ``"4(x2)"``), else 1."""
@@ -143,10 +148,10 @@ def intra_op_threads(
             (:meth:`Registry.processes`); sibling ranks that have not registered yet are counted
             through ``env``.
         env: environment giving the ranks per node (default ``os.environ``).
-        cpus: CPUs available to this process (default :func:`available_cpus` of the live system).
+        cpus: CPUs available to this process (default :func:`live_cpus`).
         ranks: this job's ranks on this node when known from its configuration (default: from ``env``).
     """
-    cpus = available_cpus(affinity(), cgroup_quota()) if cpus is None else cpus
+    cpus = live_cpus() if cpus is None else cpus
     ranks = ranks_per_node(env) if ranks is None else ranks
     processes = max(ranks * (1 + workers), registered)
     return choose_threads(cpus, processes), f"{cpus} CPU(s) available, shared by {processes} process(es)"
