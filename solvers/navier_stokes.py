@@ -91,7 +91,7 @@ class NavierStokes2D(Solver):
     channels = ("vorticity",)
     param_order = ("nu", "drag", "forcing_amplitude")
     work_fields = 26.0
-    """The state, the per-trajectory linear operator and forcing, four RK4 stages and the velocity and flux
+    """The state, the per-trajectory linear operator and forcing, four RK4 stages and the velocity and product
     fields of a step (measured: 24 per trajectory at n = 2048, 25-48 with the allocator's slack at n = 256)."""
     channel_units: ClassVar[Mapping[str, str]] = {"vorticity": "1/time unit"}  # ω = ∂v/∂x − ∂u/∂y
     param_meanings: ClassVar[Mapping[str, tuple[str, str]]] = {

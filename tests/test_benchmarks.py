@@ -508,13 +508,13 @@ def test_docs_online_vs_memory_figures_follow_the_results() -> None:
     assert f"Online a step takes {step_online} ms ({(step_online - step_memory) / 32:.2f} ms more" in text
     assert f"solve, {solve} s, adds {solving:.2f} ms per sample: {1e3 * solve / 3200:.1f} ms per" in text
     assert f"at most {per_sample / 9:.2f} ms per sample for both" in text
-    assert f"would have to be {solving / (per_sample / 9):.1f}× cheaper" in text
+    assert f"would have to be {solving / (per_sample / 9):.1f}× cheaper if it ran in turn" in text
     assert f"and not {solving / (per_sample / 9):.1f}×." in text
     # the bound from the row's own (rounded) figures, and as the docs quote it
     assert abs(bound(online / memory, busy_online, 2) - most) <= 0.011 and round(online / memory, 2) == ratio
     assert f"the 2D steps keep {busy_memory:.2f} of the 2 cores busy; online, {busy_online:.2f}." in text
-    assert f"it would reach {most:.2f} of the memory rate (the `bound` column), still below 0.9" in text
-    assert most < 0.9
+    verdict = "still below 0.9" if most < 0.9 else "enough for 0.9 in principle"
+    assert f"it would reach {most:.2f} of the memory rate (the `bound` column), {verdict}" in text
     rows = {line[:32].strip(): numbers(line[32:]) for line in results.splitlines()[2:]}
     for device, workers in (("2D (NS 64², fno-small)", "2D, 2 CPU generation workers"),
                             ("default (KS 256, fno-small)", "KS, 2 CPU generation workers")):  # fmt: skip
@@ -528,6 +528,8 @@ def test_docs_online_vs_memory_figures_follow_the_results() -> None:
     (fine,) = [r for r in rows if (r["dt"], r["dtype"]) == (0.025, "float64")]
     assert f"within {exact['error']:.1e} (relative L2, float64)".replace("e-0", "e-") in text
     assert f"below the {rounded['error']:.0e} float32 round-off".replace("e-0", "e-") in text
+    single = [r["error"] for r in rows if r["dtype"] == "float32"]
+    assert f"lie {min(single):.0e} to {max(single):.1e} from".replace("e-0", "e-") in text
     assert f"At dt = 0.025 a frame costs {fine['ms'] / exact['ms']:.2f}× more" in text
 
 
