@@ -11,9 +11,12 @@ import signal
 import sys
 from pathlib import Path
 
-# OpenMP threads waiting at a barrier sleep instead of spinning: under CPU contention (other jobs on the
-# node) a spinning thread takes the core its partner needs (solvers/threads.py). Read when torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from training.process import OPENMP_WAITS, keep_freed_memory
+
+# OpenMP threads waiting at a barrier spin briefly, then sleep (training.process.OPENMP_WAITS); read when
+# torch loads
+# unless the user has set either variable
+os.environ.update({} if OPENMP_WAITS.keys() & os.environ.keys() else OPENMP_WAITS)
 
 import hydra
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -21,7 +24,6 @@ from omegaconf import DictConfig
 
 from data.cli import guard_command_line
 from solvers.errors import EXIT_BAD_INPUT, exit_status_for_signal
-from training.process import keep_freed_memory
 from training.run import RunConfigError, fit, register_resolvers
 from training.stopping import Stopped
 

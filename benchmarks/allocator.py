@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.models import in_subprocess
 from training import presets
-from training.process import allocator_settings, keep_freed_memory
+from training.process import OPENMP_WAITS, allocator_settings, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 ONLINE = OmegaConf.load(ROOT / "conf" / "data" / "online.yaml")
@@ -121,10 +121,10 @@ def main() -> None:
         spec = json.loads(args.worker)
         print(json.dumps(measure(spec["workload"], spec["mode"], spec["frames"])))
         return
-    # as train.py runs: OpenMP threads sleep at barriers; no allocator setting of the caller's own
+    # as train.py runs: how OpenMP threads wait; no allocator setting of the caller's own
     for name in allocator_settings():
         del os.environ[name]
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ.update(OPENMP_WAITS)
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(args.repeats):
         for workload in WORKLOADS:

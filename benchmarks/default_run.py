@@ -98,7 +98,7 @@ def main() -> None:
                 f"# python train.py {overrides}(fresh run directory and cache), "
                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, alone\n"
                 f"runs (s)        {' '.join(f'{s:.1f}' for s in seconds)}\n"
-                f"median          {int(minutes)} min {rest:04.1f} s\n"
+                f"median          {f'{int(minutes)} min {rest:04.1f} s' if minutes else f'{rest:.1f} s'}\n"
             )
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(text)

@@ -40,9 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-# set up as train.py sets up a training process: OpenMP threads sleep at barriers (read when torch loads)
-# and, when run as a script, the allocator keeps freed memory (training.process)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# set up as train.py sets up a training process: how OpenMP threads wait (read when torch loads) and, when
+# run as a script, the allocator keeps freed memory (training.process)
+from training.process import OPENMP_WAITS, keep_freed_memory
+
+# unless the user has set either variable
+os.environ.update({} if OPENMP_WAITS.keys() & os.environ.keys() else OPENMP_WAITS)
 
 import lightning.pytorch as pl
 import torch
@@ -54,7 +57,6 @@ from torch.utils.data import DataLoader
 
 from data.stream import STREAM_KEY
 from solvers.threads import live_cpus
-from training.process import keep_freed_memory
 from training.run import build
 
 ROOT = Path(__file__).resolve().parents[1]

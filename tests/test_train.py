@@ -953,3 +953,27 @@ def test_the_process_keeps_freed_memory_for_reuse() -> None:
     ):
         assert allocator_settings(user) == list(user) and not keep_freed_memory(environ=user)
     assert allocator_settings({"GLIBC_TUNABLES": "glibc.rtld.nns=2", "LD_PRELOAD": ""}) == []
+
+
+@pytest.mark.parametrize(
+    ("own", "expected"),
+    [
+        ({}, ("PASSIVE", "10000")),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None)),
+        ({"GOMP_SPINCOUNT": "0"}, (None, "0")),
+    ],
+)
+def test_train_py_sets_openmp_waits_unless_the_user_did(own: dict, expected: tuple) -> None:
+    """train.py puts training.process.OPENMP_WAITS into its environment, and leaves both variables alone where
+    the user has set either."""
+    probe = "import os, train; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**env, **own},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [str(value) for value in expected]

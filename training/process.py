@@ -1,6 +1,8 @@
-"""Process-wide settings of a training process: how much freed memory glibc's allocator keeps for reuse.
+"""Process-wide settings of a training process: how OpenMP threads wait, and how much freed memory glibc's
+allocator keeps for reuse.
 
-``train.py`` (and the benchmarks that time its training loop) call :func:`keep_freed_memory` at start.
+``train.py`` (and the benchmarks that time its training loop) put :data:`OPENMP_WAITS` into the environment
+before torch loads, unless the user has set either variable, and call :func:`keep_freed_memory` at start.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ MMAP_THRESHOLD = 32 * 2**20
 
 TRIM_THRESHOLD = 256 * 2**20
 """Free memory the heap keeps at its top before it hands it back to the kernel."""
+
+
+OPENMP_WAITS = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"}
+"""How an OpenMP thread waits at a barrier: it spins 10,000 times (some tens of microseconds), then sleeps.
+Sleeping at once (``PASSIVE`` alone) pays a futex wake-up per parallel operation, thousands per second in a
+small model's steps; spinning without end takes the core a partner process needs under contention
+(solvers/threads.py). ``GOMP_SPINCOUNT`` is read by libgomp, the OpenMP of torch's Linux wheels, and overrides
+the policy's spin count (``python -m benchmarks.default_run``, ``python -m benchmarks.contention``)."""
 
 
 def allocator_settings(environ: dict[str, str] | None = None) -> list[str]:
