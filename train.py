@@ -11,12 +11,10 @@ import signal
 import sys
 from pathlib import Path
 
-from training.process import OPENMP_WAITS, keep_freed_memory
+from training.process import keep_freed_memory, openmp_waits
 
-# OpenMP threads waiting at a barrier spin briefly, then sleep (training.process.OPENMP_WAITS); read when
-# torch loads
-# unless the user has set either variable
-os.environ.update({} if OPENMP_WAITS.keys() & os.environ.keys() else OPENMP_WAITS)
+# OpenMP threads waiting at a barrier spin briefly, then sleep; read when torch loads
+os.environ.update(openmp_waits(os.environ))
 
 import hydra
 from lightning.fabric.utilities.rank_zero import rank_zero_only

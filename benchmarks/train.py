@@ -42,10 +42,9 @@ from typing import Any
 
 # set up as train.py sets up a training process: how OpenMP threads wait (read when torch loads) and, when
 # run as a script, the allocator keeps freed memory (training.process)
-from training.process import OPENMP_WAITS, keep_freed_memory
+from training.process import keep_freed_memory, openmp_waits
 
-# unless the user has set either variable
-os.environ.update({} if OPENMP_WAITS.keys() & os.environ.keys() else OPENMP_WAITS)
+os.environ.update(openmp_waits(os.environ))
 
 import lightning.pytorch as pl
 import torch

@@ -11,8 +11,10 @@ divergence-free ``u`` equals ``∂_x(u w) + ∂_y(v w)``::
     u·∇w = (∂_x² − ∂_y²)(u v) + ∂_x ∂_y (v² − u²),
 
 so a right-hand side costs two inverse transforms (u, v) and two forward ones (u v, v² − u²), one fewer than
-the conservative form's three and two; being alias-free, both give the same kept modes. Time stepping: fourth-order integrating-factor Runge-Kutta (IFRK4, see
-Trefethen, *Spectral Methods in MATLAB*, 2000, program 27; Kassam & Trefethen 2005): the linear part
+the conservative form's three and two; being alias-free, both give the same kept modes.
+
+Time stepping: fourth-order integrating-factor Runge-Kutta (IFRK4, see Trefethen, *Spectral Methods in
+MATLAB*, 2000, program 27; Kassam & Trefethen 2005): the linear part
 ``−nu |k|^2 − drag`` is integrated exactly, advection and forcing explicitly with classical RK4.
 Global order 4 in time; the linear part imposes no step limit, advection imposes a CFL limit
 (RK4's imaginary-axis stability bound 2√2 with the dealiased ``k_max = 2π/(3 dx)`` gives

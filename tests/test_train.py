@@ -964,8 +964,11 @@ def test_the_process_keeps_freed_memory_for_reuse() -> None:
     ],
 )
 def test_train_py_sets_openmp_waits_unless_the_user_did(own: dict, expected: tuple) -> None:
-    """train.py puts training.process.OPENMP_WAITS into its environment, and leaves both variables alone where
-    the user has set either."""
+    """train.py puts training.process.openmp_waits into its environment: OPENMP_WAITS, or nothing where the
+    user has set either variable."""
+    from training.process import OPENMP_WAITS, openmp_waits
+
+    assert openmp_waits(own) == ({} if own else OPENMP_WAITS)
     probe = "import os, train; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run(

@@ -1,8 +1,8 @@
 """Process-wide settings of a training process: how OpenMP threads wait, and how much freed memory glibc's
 allocator keeps for reuse.
 
-``train.py`` (and the benchmarks that time its training loop) put :data:`OPENMP_WAITS` into the environment
-before torch loads, unless the user has set either variable, and call :func:`keep_freed_memory` at start.
+``train.py`` (and the benchmarks that time its training loop) put :func:`openmp_waits` into the environment
+before torch loads and call :func:`keep_freed_memory` at start.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Mapping
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -28,6 +29,12 @@ Sleeping at once (``PASSIVE`` alone) pays a futex wake-up per parallel operation
 small model's steps; spinning without end takes the core a partner process needs under contention
 (solvers/threads.py). ``GOMP_SPINCOUNT`` is read by libgomp, the OpenMP of torch's Linux wheels, and overrides
 the policy's spin count (``python -m benchmarks.default_run``, ``python -m benchmarks.contention``)."""
+
+
+def openmp_waits(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of :data:`OPENMP_WAITS` to add to ``environ``: all of them, or none where the user has set
+    either (a wait policy or spin count of one's own is kept whole)."""
+    return {} if OPENMP_WAITS.keys() & environ.keys() else dict(OPENMP_WAITS)
 
 
 def allocator_settings(environ: dict[str, str] | None = None) -> list[str]:
