@@ -37,9 +37,13 @@ workers, other jobs) a thread that waits for a descheduled partner stalls each F
 Measured on 2 shared cores, float32, n = 256, batch 64: 300 us per step on one thread against
 0.8-14 ms on two; at batch 1024, 6.5e7 point-steps/s on one thread against 1e6-8e6 on two while other
 jobs ran. So a CPU solve runs every operation on one thread, and larger solves split the *batch* into
-``torch.get_num_threads()`` parts of at least this many values, integrated side by side (one
-synchronisation per solve instead of one per operation; a descheduled part delays only itself).
-ATen's own element-wise kernels stay serial below 32768 elements for the same reason."""
+``torch.get_num_threads()`` parts of at least this many values and two trajectories, integrated side by
+side (one synchronisation per solve instead of one per operation; a descheduled part delays only itself).
+ATen's own element-wise kernels stay serial below 32768 elements for the same reason.
+
+A trajectory's result does not depend on the batch it is integrated in, nor on the thread count, bit for bit,
+as long as the batch holds two trajectories or more: MKL transforms a lone 2D field by another path, whose
+last bits differ (``tests/solvers/test_common.py``). So no part holds one trajectory."""
 
 OUTPUT_COPIES = 3
 """Copies of an output frame at the peak of :meth:`Solver.solve`: the frames collected one by one, their
@@ -405,7 +409,7 @@ class Solver(ABC):
         On the CPU every operation runs on one intra-op thread, and a batch of at least
         ``2 * SERIAL_POINTS`` values is split into up to ``torch.get_num_threads()`` parts integrated side
         by side (:data:`SERIAL_POINTS`); trajectories are independent, so the parts give the batched
-        result. The calling thread's thread count is restored afterwards, also when the solve raises.
+        result, bit for bit. The calling thread's thread count is restored afterwards, also when the solve raises.
 
         Raises:
             DivergenceError: some trajectories blew up; the others are in ``error.result``.
@@ -419,7 +423,7 @@ class Solver(ABC):
         if u0.device.type != "cpu":
             return self._integrate(u0, t, params)
         threads = torch.get_num_threads()
-        parts = max(1, min(threads, u0.shape[0], u0.numel() // SERIAL_POINTS))
+        parts = max(1, min(threads, u0.shape[0] // 2, u0.numel() // SERIAL_POINTS))
         torch.set_num_threads(1)
         try:
             return (
