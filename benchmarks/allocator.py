@@ -121,7 +121,7 @@ def main() -> None:
         spec = json.loads(args.worker)
         print(json.dumps(measure(spec["workload"], spec["mode"], spec["frames"])))
         return
-    # as train.py runs: how OpenMP threads wait; no allocator setting of the caller's own
+    # as train.py runs by default: the caller's own allocator and OpenMP-wait settings give way to train.py's
     for name in allocator_settings():
         del os.environ[name]
     os.environ.update(OPENMP_WAITS)

@@ -409,7 +409,8 @@ class Solver(ABC):
         On the CPU every operation runs on one intra-op thread, and a batch of at least
         ``2 * SERIAL_POINTS`` values is split into up to ``torch.get_num_threads()`` parts integrated side
         by side (:data:`SERIAL_POINTS`); trajectories are independent, so the parts give the batched
-        result, bit for bit. The calling thread's thread count is restored afterwards, also when the solve raises.
+        result, bit for bit. The calling thread's thread count is restored afterwards, also when the solve
+        raises.
 
         Raises:
             DivergenceError: some trajectories blew up; the others are in ``error.result``.
